@@ -1,0 +1,275 @@
+//! Block formats checked against ggml-style reference loops (written in the
+//! shape of ggml's `dequantize_row_*`, independently of the decoders), and the
+//! integer dot product checked against an f64 dot of dequantized values.
+
+use super::act::{dot_decoded, dot_decoded_portable, QuantizedActs};
+use super::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const ALL_QUANT: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Byte offsets of f16 fields in each block, overwritten with sane values.
+fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+fn random_row(ty: GgmlType, n: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let mut row = vec![0u8; ty.row_bytes(n)];
+    rng.fill(&mut row[..]);
+    for b in row.chunks_mut(ty.block_bytes()) {
+        for &off in f16_fields(ty) {
+            let v = half::f16::from_f32(rng.random_range(-0.05f32..0.05));
+            b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    row
+}
+
+fn h(b: &[u8], i: usize) -> f32 {
+    f16_at(b, i)
+}
+
+/// ggml-shaped reference dequantization of one block.
+fn reference_block(ty: GgmlType, b: &[u8]) -> Vec<f32> {
+    use GgmlType::*;
+    let mut y = vec![0f32; ty.block_size()];
+    match ty {
+        Q4_0 => {
+            for j in 0..16 {
+                y[j] = ((b[2 + j] & 0xf) as i32 - 8) as f32 * h(b, 0);
+                y[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * h(b, 0);
+            }
+        }
+        Q4_1 => {
+            for j in 0..16 {
+                y[j] = (b[4 + j] & 0xf) as f32 * h(b, 0) + h(b, 2);
+                y[j + 16] = (b[4 + j] >> 4) as f32 * h(b, 0) + h(b, 2);
+            }
+        }
+        Q5_0 | Q5_1 => {
+            let o = if ty == Q5_0 { 2 } else { 4 };
+            let qh = u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+            for j in 0..16 {
+                let xh0 = ((qh >> j) << 4) & 0x10;
+                let xh1 = (qh >> (j + 12)) & 0x10;
+                let x0 = ((b[o + 4 + j] & 0xf) as u32 | xh0) as i32;
+                let x1 = ((b[o + 4 + j] >> 4) as u32 | xh1) as i32;
+                if ty == Q5_0 {
+                    y[j] = (x0 - 16) as f32 * h(b, 0);
+                    y[j + 16] = (x1 - 16) as f32 * h(b, 0);
+                } else {
+                    y[j] = x0 as f32 * h(b, 0) + h(b, 2);
+                    y[j + 16] = x1 as f32 * h(b, 0) + h(b, 2);
+                }
+            }
+        }
+        Q8_0 => {
+            for j in 0..32 {
+                y[j] = (b[2 + j] as i8) as f32 * h(b, 0);
+            }
+        }
+        Q2_K => {
+            let (d, min) = (h(b, 80), h(b, 82));
+            let mut qi = 16;
+            let mut is = 0;
+            let mut yi = 0;
+            for _n in 0..2 {
+                let mut shift = 0;
+                for _j in 0..4 {
+                    for part in 0..2 {
+                        let sc = b[is];
+                        is += 1;
+                        let (dl, ml) = (d * (sc & 0xf) as f32, min * (sc >> 4) as f32);
+                        for l in 0..16 {
+                            y[yi] = dl * ((b[qi + l + 16 * part] >> shift) & 3) as f32 - ml;
+                            yi += 1;
+                        }
+                    }
+                    shift += 2;
+                }
+                qi += 32;
+            }
+        }
+        Q3_K => {
+            let d = h(b, 108);
+            let mut aux = [0u32; 4];
+            for i in 0..3 {
+                aux[i] = u32::from_le_bytes(b[96 + 4 * i..100 + 4 * i].try_into().unwrap());
+            }
+            let (k1, k2) = (0x03030303u32, 0x0f0f0f0fu32);
+            let tmp = aux[2];
+            aux[2] = ((aux[0] >> 4) & k2) | (((tmp >> 4) & k1) << 4);
+            aux[3] = ((aux[1] >> 4) & k2) | (((tmp >> 6) & k1) << 4);
+            aux[0] = (aux[0] & k2) | ((tmp & k1) << 4);
+            aux[1] = (aux[1] & k2) | (((tmp >> 2) & k1) << 4);
+            let scales: Vec<i8> = aux.iter().flat_map(|a| a.to_le_bytes()).map(|v| v as i8).collect();
+            let (mut qi, mut is, mut yi, mut m) = (32usize, 0usize, 0usize, 1u8);
+            for _n in 0..2 {
+                let mut shift = 0;
+                for _j in 0..4 {
+                    for part in 0..2 {
+                        let dl = d * (scales[is] as i32 - 32) as f32;
+                        is += 1;
+                        for l in 0..16 {
+                            let i = l + 16 * part;
+                            let low = ((b[qi + i] >> shift) & 3) as i32;
+                            let hsub = if b[i] & m != 0 { 0 } else { 4 };
+                            y[yi] = dl * (low - hsub) as f32;
+                            yi += 1;
+                        }
+                    }
+                    shift += 2;
+                    m <<= 1;
+                }
+                qi += 32;
+            }
+        }
+        Q4_K | Q5_K => {
+            let (d, min) = (h(b, 0), h(b, 2));
+            let sc = &b[4..16];
+            let get = |j: usize| -> (f32, f32) {
+                if j < 4 {
+                    ((sc[j] & 63) as f32, (sc[j + 4] & 63) as f32)
+                } else {
+                    (
+                        ((sc[j + 4] & 0xf) | ((sc[j - 4] >> 6) << 4)) as f32,
+                        ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)) as f32,
+                    )
+                }
+            };
+            let (qh, ql0) = if ty == Q5_K { (&b[16..48], 48) } else { (&b[0..0], 16) };
+            let (mut yi, mut is, mut u1, mut u2) = (0, 0, 1u8, 2u8);
+            for j in 0..4 {
+                let ql = &b[ql0 + 32 * j..ql0 + 32 * j + 32];
+                let (s1, m1) = get(is);
+                let (s2, m2) = get(is + 1);
+                for l in 0..32 {
+                    let hb = if ty == Q5_K && qh[l] & u1 != 0 { 16.0 } else { 0.0 };
+                    y[yi] = d * s1 * ((ql[l] & 0xf) as f32 + hb) - min * m1;
+                    yi += 1;
+                }
+                for l in 0..32 {
+                    let hb = if ty == Q5_K && qh[l] & u2 != 0 { 16.0 } else { 0.0 };
+                    y[yi] = d * s2 * ((ql[l] >> 4) as f32 + hb) - min * m2;
+                    yi += 1;
+                }
+                is += 2;
+                u1 <<= 2;
+                u2 <<= 2;
+            }
+        }
+        Q6_K => {
+            let d = h(b, 208);
+            for n in 0..2 {
+                let (ql, qh, sc) = (&b[64 * n..], &b[128 + 32 * n..], &b[192 + 8 * n..]);
+                for l in 0..32 {
+                    let is = l / 16;
+                    let q1 = ((ql[l] & 0xf) | ((qh[l] & 3) << 4)) as i32 - 32;
+                    let q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                    let base = 128 * n;
+                    y[base + l] = d * (sc[is] as i8) as f32 * q1 as f32;
+                    y[base + l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+                    y[base + l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+                    y[base + l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+                }
+            }
+        }
+        _ => unreachable!(),
+    }
+    y
+}
+
+#[test]
+fn dequantization_matches_ggml_reference_loops() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for ty in ALL_QUANT {
+        let n = ty.block_size() * 3;
+        let row = random_row(ty, n, &mut rng);
+        let mut got = vec![0f32; n];
+        dequantize_row(ty, &row, &mut got);
+        for (bi, block) in row.chunks(ty.block_bytes()).enumerate() {
+            let want = reference_block(ty, block);
+            for (i, w) in want.iter().enumerate() {
+                let g = got[bi * ty.block_size() + i];
+                assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{ty:?} block {bi} elem {i}: {g} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn float_types_dequantize() {
+    let vals = [1.5f32, -2.25, 0.0, 3.0e-3];
+    let f32b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f16b: Vec<u8> = vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+    let bf16b: Vec<u8> = vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+    for (ty, bytes, tol) in [
+        (GgmlType::F32, f32b, 0.0),
+        (GgmlType::F16, f16b, 1e-3),
+        (GgmlType::BF16, bf16b, 1e-2),
+    ] {
+        let mut out = [0f32; 4];
+        dequantize_row(ty, &bytes, &mut out);
+        for (o, v) in out.iter().zip(vals) {
+            assert!((o - v).abs() <= tol * v.abs().max(1e-3), "{ty:?}: {o} vs {v}");
+        }
+    }
+}
+
+#[test]
+fn integer_dot_matches_f64_reference_for_every_type_and_width() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for ty in ALL_QUANT {
+        for blocks in [1, 2, 5] {
+            let n = ty.block_size() * blocks;
+            let row = random_row(ty, n, &mut rng);
+            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let mut w = vec![0f32; n];
+            dequantize_row(ty, &row, &mut w);
+            let exact: f64 = w.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let mag: f64 = w.iter().zip(&x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+            let mut dec = DecodedRow::default();
+            dec.decode(ty, &row, n);
+            let mut xq = QuantizedActs::default();
+            xq.quantize(&x);
+            let got = dot_decoded(&dec, &xq) as f64;
+            // 8-bit activations: relative error per product ~ 1/254.
+            assert!((got - exact).abs() <= 0.01 * mag + 1e-6, "{ty:?} n={n}: {got} vs {exact} (mag {mag})");
+            assert_eq!(got as f32, dot_decoded_portable(&dec, &xq), "{ty:?}: SIMD and portable differ");
+        }
+    }
+}
+
+#[test]
+fn activation_quantization_round_trips_within_half_step() {
+    let x: Vec<f32> = (0..64).map(|i| ((i * 37) % 19) as f32 - 9.0).collect();
+    let mut q = QuantizedActs::default();
+    q.quantize(&x);
+    for (i, v) in x.iter().enumerate() {
+        let back = q.q[i] as f32 * q.d[i / GROUP];
+        assert!((back - v).abs() <= q.d[i / GROUP] * 0.5 + 1e-6);
+    }
+    assert_eq!(q.sum[0], q.q[..16].iter().map(|&v| v as i32).sum::<i32>());
+}

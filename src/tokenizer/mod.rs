@@ -1,0 +1,242 @@
+//! Text ↔ token ids, built from a GGUF file's `tokenizer.ggml.*` metadata.
+//!
+//! Encoding runs on the `tokenizers` crate (a BPE model configured to behave
+//! like llama.cpp's tokenizer for the file's `tokenizer.ggml.model` and
+//! `tokenizer.ggml.pre`). Decoding is ours: every id maps to the raw bytes it
+//! stands for, which is what streaming needs ([`StreamDecoder`]).
+
+mod bpe;
+mod chat;
+mod spm;
+mod stream;
+
+pub use chat::{ChatMessage, ChatTemplate};
+pub use stream::StreamDecoder;
+
+use crate::gguf::{GgufError, GgufFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported tokenizer model {0:?} (supported: gpt2, llama)")]
+    UnsupportedModel(String),
+    #[error("unsupported pre-tokenizer {0:?} (supported: default, smollm, qwen2, llama3, llama-bpe, gpt-2); refusing to guess")]
+    UnsupportedPre(String),
+    #[error("tokenizer metadata: {0}")]
+    Metadata(String),
+    #[error("tokenizer: {0}")]
+    Library(String),
+    #[error("chat template: {0}")]
+    Template(String),
+}
+
+pub type Result<T> = std::result::Result<T, TokenizerError>;
+
+/// ggml's token types (`tokenizer.ggml.token_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Normal,
+    Unknown,
+    Control,
+    UserDefined,
+    Unused,
+    Byte,
+}
+
+impl TokenKind {
+    fn from_id(v: i64) -> Self {
+        match v {
+            2 => TokenKind::Unknown,
+            3 => TokenKind::Control,
+            4 => TokenKind::UserDefined,
+            5 => TokenKind::Unused,
+            6 => TokenKind::Byte,
+            _ => TokenKind::Normal,
+        }
+    }
+}
+
+/// The vocabulary as stored in the file.
+pub(crate) struct Vocab {
+    pub tokens: Vec<String>,
+    pub kinds: Vec<TokenKind>,
+    pub scores: Vec<f32>,
+}
+
+pub struct Tokenizer {
+    hf: tokenizers::Tokenizer,
+    /// Raw bytes of each token, for decoding.
+    pieces: Vec<Vec<u8>>,
+    kinds: Vec<TokenKind>,
+    tokens: Vec<String>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub add_bos: bool,
+    /// Ids that end generation (EOS, EOT and the end-of-turn markers).
+    pub eog: Vec<u32>,
+    pub chat_template: ChatTemplate,
+}
+
+/// Token texts that end a turn in the chat formats we know, as llama.cpp
+/// also treats them.
+const EOG_TEXTS: &[&str] = &["<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|eom_id|>"];
+
+impl Tokenizer {
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let model = f
+            .get_str("tokenizer.ggml.model")?
+            .ok_or_else(|| TokenizerError::Metadata("tokenizer.ggml.model is missing".into()))?
+            .to_string();
+        let vocab = read_vocab(f)?;
+        let n = vocab.tokens.len();
+        let id = |key: &str| -> Result<Option<u32>> {
+            Ok(f.get_u64(key)?.filter(|&v| (v as usize) < n).map(|v| v as u32))
+        };
+        let bos = id("tokenizer.ggml.bos_token_id")?;
+        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let eot = id("tokenizer.ggml.eot_token_id")?;
+        let (hf, pieces, default_add_bos) = match model.as_str() {
+            "gpt2" => {
+                let pre = f.get_str("tokenizer.ggml.pre")?.unwrap_or("default").to_string();
+                let merges = f
+                    .get_array("tokenizer.ggml.merges")?
+                    .ok_or_else(|| TokenizerError::Metadata("tokenizer.ggml.merges is missing".into()))?;
+                let merges: Vec<&str> = merges.iter().filter_map(|m| m.as_str()).collect();
+                (bpe::build(&vocab, &merges, &pre)?, bpe::pieces(&vocab), false)
+            }
+            "llama" => {
+                let prefix = f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+                (spm::build(&vocab, prefix)?, spm::pieces(&vocab), true)
+            }
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+        let add_bos = f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos) && bos.is_some();
+        let mut eog: Vec<u32> = [eos, eot].into_iter().flatten().collect();
+        for (i, t) in vocab.tokens.iter().enumerate() {
+            if EOG_TEXTS.contains(&t.as_str()) && !eog.contains(&(i as u32)) {
+                eog.push(i as u32);
+            }
+        }
+        let tokens = vocab.tokens;
+        let tok_text = |id: Option<u32>| id.map(|i| tokens[i as usize].clone()).unwrap_or_default();
+        let chat_template = ChatTemplate::from_gguf(
+            f.get_str("tokenizer.chat_template")?,
+            f.architecture().unwrap_or(""),
+            tok_text(bos),
+            tok_text(eos),
+        )?;
+        Ok(Self {
+            hf,
+            pieces,
+            kinds: vocab.kinds,
+            tokens,
+            bos,
+            eos,
+            add_bos,
+            eog,
+            chat_template,
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Encode text; special-token text (`<|im_start|>` …) becomes its id.
+    /// A BOS is prepended when `add_bos` and the model asks for one and the
+    /// text does not already start with it.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .hf
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if add_bos && self.add_bos {
+            let bos = self.bos.expect("add_bos implies a BOS id");
+            if enc.get_ids().first() != Some(&bos) {
+                ids.push(bos);
+            }
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// The bytes a token stands for.
+    pub fn piece(&self, id: u32) -> &[u8] {
+        self.pieces.get(id as usize).map(|p| p.as_slice()).unwrap_or(&[])
+    }
+
+    /// The token's text as stored in the vocabulary (e.g. `Ġthe`).
+    pub fn token_text(&self, id: u32) -> &str {
+        self.tokens.get(id as usize).map(|s| s.as_str()).unwrap_or("")
+    }
+
+    pub fn kind(&self, id: u32) -> Option<TokenKind> {
+        self.kinds.get(id as usize).copied()
+    }
+
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.eog.contains(&id)
+    }
+
+    /// Decode ids to text (invalid UTF-8 becomes U+FFFD).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let bytes: Vec<u8> = ids.iter().flat_map(|&i| self.piece(i).iter().copied()).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn stream(&self) -> StreamDecoder<'_> {
+        StreamDecoder::new(self)
+    }
+}
+
+fn read_vocab(f: &GgufFile) -> Result<Vocab> {
+    let tokens: Vec<String> = f
+        .get_array("tokenizer.ggml.tokens")?
+        .ok_or_else(|| TokenizerError::Metadata("tokenizer.ggml.tokens is missing".into()))?
+        .iter()
+        .map(|v| v.as_str().map(String::from))
+        .collect::<Option<_>>()
+        .ok_or_else(|| TokenizerError::Metadata("tokenizer.ggml.tokens holds a non-string".into()))?;
+    if tokens.is_empty() {
+        return Err(TokenizerError::Metadata("the vocabulary is empty".into()));
+    }
+    let kinds = match f.get_array("tokenizer.ggml.token_type")? {
+        Some(a) if a.len() == tokens.len() => a.iter().map(|v| TokenKind::from_id(v.as_i64().unwrap_or(1))).collect(),
+        Some(a) => {
+            return Err(TokenizerError::Metadata(format!(
+                "{} token types for {} tokens",
+                a.len(),
+                tokens.len()
+            )))
+        }
+        None => vec![TokenKind::Normal; tokens.len()],
+    };
+    let scores = match f.get_array("tokenizer.ggml.scores")? {
+        Some(a) if a.len() == tokens.len() => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+        Some(a) => {
+            return Err(TokenizerError::Metadata(format!(
+                "{} scores for {} tokens",
+                a.len(),
+                tokens.len()
+            )))
+        }
+        None => vec![0.0; tokens.len()],
+    };
+    Ok(Vocab { tokens, kinds, scores })
+}
+
+/// Control and user-defined tokens are matched in raw text before the model
+/// sees it, as llama.cpp does when it parses special tokens.
+pub(crate) fn added_tokens(v: &Vocab) -> Vec<tokenizers::AddedToken> {
+    v.tokens
+        .iter()
+        .zip(&v.kinds)
+        .filter(|(t, k)| matches!(k, TokenKind::Control | TokenKind::UserDefined) && !t.is_empty())
+        .map(|(t, _)| tokenizers::AddedToken::from(t.clone(), true).normalized(false))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

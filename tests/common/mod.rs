@@ -1,0 +1,31 @@
+//! Shared helpers for end-to-end tests on real models.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+pub const MODELS: [(&str, &str); 4] = [
+    ("smollm2-135m", "smollm2-135m-instruct-q4_1"),
+    ("gemma3-270m", "gemma3-270m-q4_k_m"),
+    ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct"),
+    ("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct"),
+];
+
+/// `../shared/refs` next to the repository.
+pub fn refs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/refs")
+}
+
+pub fn load_ref(kind: &str, file_stem: &str) -> serde_json::Value {
+    let p = refs_dir().join(format!("{kind}_{file_stem}.json"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    serde_json::from_str(&text).expect("reference JSON")
+}
+
+/// The catalog model's path, fetched into the cache if absent.
+pub fn model_path(name: &str) -> PathBuf {
+    tandem::catalog::resolve(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
