@@ -1,1 +1,112 @@
-//! todo
+//! The op set a transformer step needs, and nothing more. Model files are
+//! written once against [`Backend`]; the CPU backend implements it today,
+//! CUDA later. Nothing outside a backend knows how its tensors are stored.
+
+pub mod cpu;
+
+use crate::gguf::Tensor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("tensor {name:?}: {problem}")]
+    BadWeight { name: String, problem: String },
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// How RoPE pairs up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i+1): ggml's "normal" mode, used by llama GGUFs.
+    Interleaved,
+    /// Halves (i, i + d/2): ggml's NEOX mode (Qwen2, Gemma).
+    Halves,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Rope {
+    pub style: RopeStyle,
+    pub base: f32,
+    /// Linear position scaling (1 / factor); 1.0 for none.
+    pub freq_scale: f32,
+    /// Dimensions rotated at the start of each head.
+    pub dims: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// GELU, tanh approximation (as ggml_gelu).
+    GeluTanh,
+}
+
+/// Attention geometry of one layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnParams {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// Keys further back than this many positions are masked (sliding window).
+    pub window: Option<usize>,
+}
+
+/// Where each query token sits: its sequence's block table (as flat slots for
+/// every cached position) and its own position.
+#[derive(Debug, Clone)]
+pub struct AttnSeq<'a> {
+    /// Query rows `rows.start..rows.end` of the batch belong to this sequence.
+    pub rows: std::ops::Range<usize>,
+    /// KV slot of every position 0..context_len of the sequence.
+    pub slots: &'a [u32],
+    /// Position of each query row (len == rows.len()).
+    pub positions: &'a [u32],
+}
+
+pub trait Backend: Send + Sync {
+    /// A [rows, cols] activation matrix.
+    type Act: Send;
+    /// A weight matrix [out, in] in its file format.
+    type Weight: Send + Sync;
+    /// A small f32 vector (norm weights, biases).
+    type Vector: Send + Sync;
+    /// Key/value memory for all layers, indexed by flat slot.
+    type KvCache: Send;
+
+    fn name(&self) -> String;
+    fn load_weight(&self, t: &Tensor<'_>, file: &std::sync::Arc<crate::gguf::GgufFile>) -> Result<Self::Weight>;
+    fn load_vector(&self, t: &Tensor<'_>) -> Result<Self::Vector>;
+    fn weight_shape(&self, w: &Self::Weight) -> (usize, usize);
+    fn alloc_kv(&self, n_layers: usize, n_slots: usize, kv_dim: usize) -> Self::KvCache;
+
+    fn act(&self, rows: usize, cols: usize) -> Self::Act;
+    fn act_from_host(&self, rows: usize, cols: usize, data: Vec<f32>) -> Self::Act;
+    fn to_host(&self, x: &Self::Act) -> Vec<f32>;
+
+    /// out[i] = table[ids[i]] * scale.
+    fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Act);
+    /// RMS-normalise every consecutive `w.len()` elements of `x` and multiply by `w`.
+    fn rms_norm(&self, x: &Self::Act, w: &Self::Vector, eps: f32, out: &mut Self::Act);
+    /// out = x · wᵀ (+ bias).
+    fn linear(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Vector>, out: &mut Self::Act);
+    /// Rotate each `head_dim` chunk of every row, row r at `positions[r]`.
+    fn rope(&self, x: &mut Self::Act, head_dim: usize, positions: &[u32], rope: &Rope);
+    /// Write rows of k and v into the cache of `layer` at `slots`.
+    fn kv_store(&self, kv: &mut Self::KvCache, layer: usize, k: &Self::Act, v: &Self::Act, slots: &[u32]);
+    /// Causal attention of q's rows over the cached keys/values of their sequence.
+    fn attention(
+        &self,
+        q: &Self::Act,
+        kv: &Self::KvCache,
+        layer: usize,
+        seqs: &[AttnSeq<'_>],
+        p: &AttnParams,
+        out: &mut Self::Act,
+    );
+    /// gate = act(gate) * up.
+    fn gated_act(&self, gate: &mut Self::Act, up: &Self::Act, act: Activation);
+    /// x += y.
+    fn add(&self, x: &mut Self::Act, y: &Self::Act);
+    /// out = the given rows of x.
+    fn gather_rows(&self, x: &Self::Act, rows: &[usize], out: &mut Self::Act);
+}

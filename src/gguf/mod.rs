@@ -6,6 +6,7 @@
 
 mod reader;
 mod value;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use memmap2::Mmap;
 
 pub use reader::parse;
 pub use value::MetaValue;
+pub use writer::GgufWriter;
 
 use crate::quant::GgmlType;
 
@@ -144,6 +146,11 @@ impl GgufFile {
             tensor_index,
             mmap,
         })
+    }
+
+    /// The whole mapped file.
+    pub fn mapped(&self) -> &[u8] {
+        &self.mmap
     }
 
     pub fn file_size(&self) -> u64 {

@@ -1,1 +1,102 @@
-//! todo
+//! Transformer architectures, one file each, written against the backend op
+//! set. A model knows its architecture, not how requests are batched: the
+//! engine hands it a [`ForwardBatch`] (tokens of several sequences at explicit
+//! positions, each with its KV block table) and gets logits back.
+
+mod batch;
+mod block;
+mod gemma3;
+mod hparams;
+mod llama;
+mod qwen2;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use batch::{ForwardBatch, SeqInput};
+pub use hparams::HParams;
+
+use crate::backend::{Backend, BackendError};
+use crate::gguf::{GgufError, GgufFile};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("unsupported architecture {0:?} (supported: llama, qwen2, gemma3)")]
+    UnsupportedArch(String),
+    #[error("invalid hyper-parameters: {0}")]
+    BadHParams(String),
+    #[error("tensor {name:?} has shape {got:?}, expected {want:?}")]
+    BadShape {
+        name: String,
+        got: (usize, usize),
+        want: (usize, usize),
+    },
+    #[error("token id {0} is outside the vocabulary")]
+    BadToken(u32),
+    #[error("position {pos} is beyond the context length {ctx}")]
+    ContextOverflow { pos: usize, ctx: usize },
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// One architecture's forward pass.
+pub trait Model<B: Backend>: Send + Sync {
+    fn hparams(&self) -> &HParams;
+    /// Run the batch; returns logits [rows wanted, vocab] in batch order.
+    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>>;
+}
+
+/// A model file opened for inference: weights, tokenizer, architecture.
+pub struct LoadedModel<B: Backend> {
+    pub file: Arc<GgufFile>,
+    pub tokenizer: Tokenizer,
+    pub model: Box<dyn Model<B>>,
+    pub backend: B,
+}
+
+impl<B: Backend + 'static> LoadedModel<B> {
+    pub fn load(path: &Path, backend: B) -> Result<Self> {
+        let file = Arc::new(GgufFile::open(path)?);
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let arch = file.architecture()?.to_string();
+        let model: Box<dyn Model<B>> = match arch.as_str() {
+            "llama" => Box::new(llama::Llama::load(&backend, &file)?),
+            "qwen2" => Box::new(qwen2::Qwen2::load(&backend, &file)?),
+            "gemma3" => Box::new(gemma3::Gemma3::load(&backend, &file)?),
+            other => return Err(ModelError::UnsupportedArch(other.to_string())),
+        };
+        if model.hparams().vocab_size < tokenizer.vocab_size() {
+            return Err(ModelError::BadHParams(format!(
+                "the output layer has {} rows but the vocabulary has {} tokens",
+                model.hparams().vocab_size,
+                tokenizer.vocab_size()
+            )));
+        }
+        Ok(Self {
+            file,
+            tokenizer,
+            model,
+            backend,
+        })
+    }
+
+    pub fn hparams(&self) -> &HParams {
+        self.model.hparams()
+    }
+
+    pub fn alloc_kv(&self, n_slots: usize) -> B::KvCache {
+        let h = self.hparams();
+        self.backend.alloc_kv(h.n_layers, n_slots, h.kv_dim())
+    }
+
+    pub fn forward(&self, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
+        self.model.forward(&self.backend, batch, kv)
+    }
+}

@@ -18,28 +18,82 @@ pub struct QuantizedActs {
     pub sum: Vec<i32>,
 }
 
+/// How activations are quantized for a weight type, matching llama.cpp's
+/// `vec_dot_type`: legacy 32-blocks pair with Q8_0/Q8_1 (one f16 scale per
+/// 32), k-quants with Q8_K (one f32 scale per 256). The choice matters for
+/// agreeing with llama.cpp: small models amplify these rounding differences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActFormat {
+    Q8_0,
+    Q8_K,
+}
+
+impl ActFormat {
+    pub fn for_weight(ty: super::GgmlType) -> Self {
+        if ty.block_size() == 256 {
+            ActFormat::Q8_K
+        } else {
+            ActFormat::Q8_0
+        }
+    }
+}
+
 impl QuantizedActs {
-    pub fn quantize(&mut self, x: &[f32]) {
+    pub fn quantize(&mut self, x: &[f32], format: ActFormat) {
         let n = x.len();
-        assert!(n % ACT_BLOCK == 0, "activation length {n} not a multiple of {ACT_BLOCK}");
+        let block = match format {
+            ActFormat::Q8_0 => ACT_BLOCK,
+            ActFormat::Q8_K => 256,
+        };
+        assert!(n % block == 0, "activation length {n} not a multiple of {block}");
         self.q.resize(n, 0);
         self.d.resize(n / GROUP, 0.0);
         self.sum.resize(n / GROUP, 0);
-        for (b, xb) in x.chunks_exact(ACT_BLOCK).enumerate() {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let qb = &mut self.q[b * ACT_BLOCK..(b + 1) * ACT_BLOCK];
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                *q = (v * id).round() as i8;
-            }
-            for h in 0..2 {
-                let g = b * 2 + h;
+        for (b, xb) in x.chunks_exact(block).enumerate() {
+            let qb = &mut self.q[b * block..(b + 1) * block];
+            let d = match format {
+                ActFormat::Q8_0 => quantize_block_q8_0(xb, qb),
+                ActFormat::Q8_K => quantize_block_q8_k(xb, qb),
+            };
+            let groups = block / GROUP;
+            for h in 0..groups {
+                let g = b * groups + h;
                 self.d[g] = d;
                 self.sum[g] = qb[h * GROUP..(h + 1) * GROUP].iter().map(|&v| v as i32).sum();
             }
         }
     }
+}
+
+/// Q8_0: scale amax/127 stored as f16 (the dot uses the rounded scale).
+fn quantize_block_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    half::f16::from_f32(d).to_f32()
+}
+
+/// Q8_K: the value of largest magnitude maps to -127 exactly; f32 scale.
+fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+    }
+    1.0 / iscale
 }
 
 #[inline(always)]

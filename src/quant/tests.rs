@@ -2,7 +2,7 @@
 //! shape of ggml's `dequantize_row_*`, independently of the decoders), and the
 //! integer dot product checked against an f64 dot of dequantized values.
 
-use super::act::{dot_decoded, dot_decoded_portable, QuantizedActs};
+use super::act::{dot_decoded, dot_decoded_portable, ActFormat, QuantizedActs};
 use super::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -253,7 +253,7 @@ fn integer_dot_matches_f64_reference_for_every_type_and_width() {
             let mut dec = DecodedRow::default();
             dec.decode(ty, &row, n);
             let mut xq = QuantizedActs::default();
-            xq.quantize(&x);
+            xq.quantize(&x, ActFormat::for_weight(ty));
             let got = dot_decoded(&dec, &xq) as f64;
             // 8-bit activations: relative error per product ~ 1/254.
             assert!((got - exact).abs() <= 0.01 * mag + 1e-6, "{ty:?} n={n}: {got} vs {exact} (mag {mag})");
@@ -265,11 +265,15 @@ fn integer_dot_matches_f64_reference_for_every_type_and_width() {
 #[test]
 fn activation_quantization_round_trips_within_half_step() {
     let x: Vec<f32> = (0..64).map(|i| ((i * 37) % 19) as f32 - 9.0).collect();
-    let mut q = QuantizedActs::default();
-    q.quantize(&x);
-    for (i, v) in x.iter().enumerate() {
-        let back = q.q[i] as f32 * q.d[i / GROUP];
-        assert!((back - v).abs() <= q.d[i / GROUP] * 0.5 + 1e-6);
+    let x: Vec<f32> = (0..256).map(|i| ((i * 37) % 19) as f32 - 9.0 + i as f32 * 0.01).collect();
+    for format in [ActFormat::Q8_0, ActFormat::Q8_K] {
+        let mut q = QuantizedActs::default();
+        q.quantize(&x, format);
+        for (i, v) in x.iter().enumerate() {
+            let back = q.q[i] as f32 * q.d[i / GROUP];
+            // Half a step, plus the f16 rounding of the Q8_0 scale.
+            assert!((back - v).abs() <= q.d[i / GROUP] * 0.5 + v.abs() * 1e-3, "{format:?} {i}: {back} vs {v}");
+        }
+        assert_eq!(q.sum[0], q.q[..16].iter().map(|&v| v as i32).sum::<i32>());
     }
-    assert_eq!(q.sum[0], q.q[..16].iter().map(|&v| v as i32).sum::<i32>());
 }

@@ -1,1 +1,215 @@
-//! todo
+//! Choosing the next token from logits: penalties (repetition, presence,
+//! frequency), then top-k, top-p, min-p and temperature, then a draw from a
+//! seeded ChaCha RNG (reproducible across runs and platforms), or the argmax
+//! at temperature 0. Log-probabilities are reported from the penalised logits
+//! before truncation and temperature, as llama.cpp reports them.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 disables.
+    pub top_k: usize,
+    /// 1.0 disables.
+    pub top_p: f32,
+    /// 0.0 disables.
+    pub min_p: f32,
+    /// 1.0 disables.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    pub repeat_last_n: usize,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub seed: u64,
+    /// How many top candidates to report with their log-probabilities.
+    pub n_probs: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: 0,
+            n_probs: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |what: &str| Err(format!("{what} is out of range"));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature (must be ≥ 0)");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p (must be in (0, 1])");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p (must be in [0, 1])");
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return bad("repeat_penalty (must be > 0)");
+        }
+        if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
+            return bad("presence/frequency penalty");
+        }
+        Ok(())
+    }
+}
+
+/// The chosen token and what was reported about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sampled {
+    pub id: u32,
+    pub logprob: f32,
+    /// The `n_probs` most likely candidates, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+pub struct Sampler {
+    pub params: SamplingParams,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(params.seed);
+        Self { params, rng }
+    }
+
+    /// Sample from `logits` (modified in place by the penalties), given the
+    /// tokens generated or read so far.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Sampled {
+        apply_penalties(logits, history, &self.params);
+        let logprobs = log_softmax(logits);
+        let top = top_n(&logprobs, self.params.n_probs);
+        let id = if self.params.temperature <= 0.0 {
+            argmax(logits)
+        } else {
+            self.draw(logits)
+        };
+        Sampled {
+            id,
+            logprob: logprobs[id as usize],
+            top,
+        }
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> u32 {
+        let p = &self.params;
+        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if p.top_k > 0 {
+            cand.truncate(p.top_k);
+        }
+        // Softmax over the survivors at temperature 1 for top-p/min-p.
+        let probs = softmax(&cand.iter().map(|c| c.1).collect::<Vec<_>>());
+        if p.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut keep = cand.len();
+            for (i, pr) in probs.iter().enumerate() {
+                cum += pr;
+                if cum >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            cand.truncate(keep);
+        }
+        if p.min_p > 0.0 {
+            let thresh = probs[0] * p.min_p;
+            let keep = probs.iter().take(cand.len()).take_while(|&&pr| pr >= thresh).count().max(1);
+            cand.truncate(keep);
+        }
+        let scaled: Vec<f32> = cand.iter().map(|c| c.1 / p.temperature).collect();
+        let probs = softmax(&scaled);
+        let r: f32 = self.rng.random();
+        let mut cum = 0.0;
+        for (c, pr) in cand.iter().zip(&probs) {
+            cum += pr;
+            if r < cum {
+                return c.0;
+            }
+        }
+        cand.last().expect("at least one candidate").0
+    }
+}
+
+pub fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams) {
+    if p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 {
+        return;
+    }
+    let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
+    let mut counts = std::collections::HashMap::new();
+    for &t in recent {
+        *counts.entry(t).or_insert(0u32) += 1;
+    }
+    for (&t, &n) in &counts {
+        let Some(l) = logits.get_mut(t as usize) else { continue };
+        if *l > 0.0 {
+            *l /= p.repeat_penalty;
+        } else {
+            *l *= p.repeat_penalty;
+        }
+        *l -= n as f32 * p.frequency_penalty + p.presence_penalty;
+    }
+}
+
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+pub fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+pub fn log_softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + x.iter().map(|v| ((v - max) as f64).exp()).sum::<f64>().ln() as f32;
+    x.iter().map(|v| v - lse).collect()
+}
+
+fn top_n(logprobs: &[f32], n: usize) -> Vec<(u32, f32)> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
+    let n = n.min(idx.len());
+    idx.select_nth_unstable_by(n - 1, |a, b| logprobs[*b as usize].total_cmp(&logprobs[*a as usize]));
+    idx.truncate(n);
+    idx.sort_by(|a, b| logprobs[*b as usize].total_cmp(&logprobs[*a as usize]).then(a.cmp(b)));
+    idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
+}
+
+#[cfg(test)]
+mod tests;

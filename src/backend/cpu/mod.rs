@@ -1,0 +1,200 @@
+//! The CPU backend: f32 activations in plain vectors, weights read in place
+//! from the memory-mapped file, work spread over rayon's pool. Kernels live
+//! in [`matmul`], [`attention`] and [`ops`]; each op is tested against an
+//! f64 reference in `tests`.
+
+mod attention;
+mod matmul;
+mod ops;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use super::{Activation, AttnParams, AttnSeq, Backend, BackendError, Result, Rope};
+use crate::gguf::{GgufFile, Tensor};
+use crate::quant::{dequantize_row, GgmlType};
+
+#[derive(Debug, Clone)]
+pub struct CpuAct {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl CpuAct {
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// A weight matrix left in the mapped file.
+pub struct CpuWeight {
+    file: Arc<GgufFile>,
+    start: usize,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl CpuWeight {
+    pub fn row_bytes(&self) -> usize {
+        self.ty.row_bytes(self.cols)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        let len = self.row_bytes() * self.rows;
+        &self.file.mapped()[self.start..self.start + len]
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.bytes()[r * rb..(r + 1) * rb]
+    }
+}
+
+pub struct CpuKv {
+    kv_dim: usize,
+    n_slots: usize,
+    /// Per layer: keys then values, each [n_slots, kv_dim].
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    type Act = CpuAct;
+    type Weight = CpuWeight;
+    type Vector = Vec<f32>;
+    type KvCache = CpuKv;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn load_weight(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<CpuWeight> {
+        let info = t.info;
+        if info.dims.len() > 2 {
+            return Err(BackendError::BadWeight {
+                name: info.name.clone(),
+                problem: format!("expected a matrix, got dims {:?}", info.dims),
+            });
+        }
+        if info.ty.is_quantized() && info.row_len() % crate::quant::act::ACT_BLOCK != 0 {
+            return Err(BackendError::BadWeight {
+                name: info.name.clone(),
+                problem: format!("row length {} is not a multiple of 32", info.row_len()),
+            });
+        }
+        Ok(CpuWeight {
+            file: file.clone(),
+            start: (file.header.data_offset + info.offset) as usize,
+            ty: info.ty,
+            rows: info.n_rows(),
+            cols: info.row_len(),
+        })
+    }
+
+    fn load_vector(&self, t: &Tensor<'_>) -> Result<Vec<f32>> {
+        Ok(t.to_f32())
+    }
+
+    fn weight_shape(&self, w: &CpuWeight) -> (usize, usize) {
+        (w.rows, w.cols)
+    }
+
+    fn alloc_kv(&self, n_layers: usize, n_slots: usize, kv_dim: usize) -> CpuKv {
+        CpuKv {
+            kv_dim,
+            n_slots,
+            k: (0..n_layers).map(|_| vec![0.0; n_slots * kv_dim]).collect(),
+            v: (0..n_layers).map(|_| vec![0.0; n_slots * kv_dim]).collect(),
+        }
+    }
+
+    fn act(&self, rows: usize, cols: usize) -> CpuAct {
+        CpuAct {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
+    }
+
+    fn act_from_host(&self, rows: usize, cols: usize, data: Vec<f32>) -> CpuAct {
+        assert_eq!(data.len(), rows * cols);
+        CpuAct { rows, cols, data }
+    }
+
+    fn to_host(&self, x: &CpuAct) -> Vec<f32> {
+        x.data.clone()
+    }
+
+    fn embed(&self, table: &CpuWeight, ids: &[u32], scale: f32, out: &mut CpuAct) {
+        reshape(out, ids.len(), table.cols);
+        for (o, &id) in out.data.chunks_mut(table.cols).zip(ids) {
+            dequantize_row(table.ty, table.row(id as usize), o);
+            if scale != 1.0 {
+                o.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+    }
+
+    fn rms_norm(&self, x: &CpuAct, w: &Vec<f32>, eps: f32, out: &mut CpuAct) {
+        reshape(out, x.rows, x.cols);
+        ops::rms_norm(&x.data, w, eps, &mut out.data);
+    }
+
+    fn linear(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&Vec<f32>>, out: &mut CpuAct) {
+        assert_eq!(x.cols, w.cols, "linear: input width {} vs weight width {}", x.cols, w.cols);
+        reshape(out, x.rows, w.rows);
+        matmul::matmul(x, w, &mut out.data);
+        if let Some(b) = bias {
+            for row in out.data.chunks_mut(w.rows) {
+                row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        }
+    }
+
+    fn rope(&self, x: &mut CpuAct, head_dim: usize, positions: &[u32], rope: &Rope) {
+        ops::rope(&mut x.data, x.cols, head_dim, positions, rope);
+    }
+
+    fn kv_store(&self, kv: &mut CpuKv, layer: usize, k: &CpuAct, v: &CpuAct, slots: &[u32]) {
+        let d = kv.kv_dim;
+        for (r, &s) in slots.iter().enumerate() {
+            let s = s as usize;
+            assert!(s < kv.n_slots, "slot {s} outside the cache");
+            kv.k[layer][s * d..(s + 1) * d].copy_from_slice(k.row(r));
+            kv.v[layer][s * d..(s + 1) * d].copy_from_slice(v.row(r));
+        }
+    }
+
+    fn attention(&self, q: &CpuAct, kv: &CpuKv, layer: usize, seqs: &[AttnSeq<'_>], p: &AttnParams, out: &mut CpuAct) {
+        reshape(out, q.rows, p.n_heads * p.head_dim);
+        attention::attention(q, &kv.k[layer], &kv.v[layer], kv.kv_dim, seqs, p, &mut out.data);
+    }
+
+    fn gated_act(&self, gate: &mut CpuAct, up: &CpuAct, act: Activation) {
+        ops::gated_act(&mut gate.data, &up.data, act);
+    }
+
+    fn add(&self, x: &mut CpuAct, y: &CpuAct) {
+        assert_eq!(x.data.len(), y.data.len());
+        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+    }
+
+    fn gather_rows(&self, x: &CpuAct, rows: &[usize], out: &mut CpuAct) {
+        reshape(out, rows.len(), x.cols);
+        for (o, &r) in out.data.chunks_mut(x.cols).zip(rows) {
+            o.copy_from_slice(x.row(r));
+        }
+    }
+}
+
+fn reshape(a: &mut CpuAct, rows: usize, cols: usize) {
+    a.rows = rows;
+    a.cols = cols;
+    a.data.resize(rows * cols, 0.0);
+}

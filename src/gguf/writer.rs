@@ -1,0 +1,134 @@
+//! Writing GGUF v3 files: metadata and tensors laid out with the file's
+//! alignment. Used by tests (hostile files, small synthetic models) and by
+//! tools that produce models.
+
+use super::MetaValue;
+use crate::quant::GgmlType;
+
+#[derive(Default)]
+pub struct GgufWriter {
+    pub metadata: Vec<(String, MetaValue)>,
+    /// (name, dims with dims[0] innermost, type, raw bytes)
+    pub tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+    pub alignment: u64,
+}
+
+fn type_id(ty: GgmlType) -> u32 {
+    use GgmlType::*;
+    match ty {
+        F32 => 0,
+        F16 => 1,
+        Q4_0 => 2,
+        Q4_1 => 3,
+        Q5_0 => 6,
+        Q5_1 => 7,
+        Q8_0 => 8,
+        Q2_K => 10,
+        Q3_K => 11,
+        Q4_K => 12,
+        Q5_K => 13,
+        Q6_K => 14,
+        BF16 => 30,
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn value_type(v: &MetaValue) -> u32 {
+    match v {
+        MetaValue::U8(_) => 0,
+        MetaValue::I8(_) => 1,
+        MetaValue::U16(_) => 2,
+        MetaValue::I16(_) => 3,
+        MetaValue::U32(_) => 4,
+        MetaValue::I32(_) => 5,
+        MetaValue::F32(_) => 6,
+        MetaValue::Bool(_) => 7,
+        MetaValue::String(_) => 8,
+        MetaValue::Array(_) => 9,
+        MetaValue::U64(_) => 10,
+        MetaValue::I64(_) => 11,
+        MetaValue::F64(_) => 12,
+    }
+}
+
+fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
+    match v {
+        MetaValue::U8(x) => out.push(*x),
+        MetaValue::I8(x) => out.push(*x as u8),
+        MetaValue::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::Bool(x) => out.push(*x as u8),
+        MetaValue::String(s) => put_str(out, s),
+        MetaValue::Array(a) => {
+            let elem = a.first().map(value_type).unwrap_or(4);
+            out.extend_from_slice(&elem.to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            for x in a {
+                put_value(out, x);
+            }
+        }
+        MetaValue::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        MetaValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+    }
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self {
+            alignment: 32,
+            ..Default::default()
+        }
+    }
+
+    pub fn meta(&mut self, key: &str, v: MetaValue) -> &mut Self {
+        self.metadata.push((key.to_string(), v));
+        self
+    }
+
+    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, bytes: Vec<u8>) -> &mut Self {
+        self.tensors.push((name.to_string(), dims.to_vec(), ty, bytes));
+        self
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let a = self.alignment.max(1);
+        let mut out = Vec::new();
+        out.extend_from_slice(b"GGUF");
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            put_str(&mut out, k);
+            out.extend_from_slice(&value_type(v).to_le_bytes());
+            put_value(&mut out, v);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for (name, dims, ty, bytes) in &self.tensors {
+            put_str(&mut out, name);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&type_id(*ty).to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + bytes.len() as u64).div_ceil(a) * a;
+        }
+        let data_start = (out.len() as u64).div_ceil(a) * a;
+        out.resize(data_start as usize, 0);
+        for ((_, _, _, bytes), off) in self.tensors.iter().zip(offsets) {
+            out.resize((data_start + off) as usize, 0);
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+}

@@ -1,0 +1,225 @@
+//! The pre-norm decoder block shared by the architectures here: attention
+//! (optional QKV biases, optional per-head QK-norm, RoPE, GQA, optional
+//! sliding window) and a gated MLP, each optionally followed by a post-norm
+//! (Gemma) before its residual add.
+
+use std::sync::Arc;
+
+use super::{HParams, ModelError, Result};
+use crate::backend::{Activation, AttnParams, Backend, Rope};
+use crate::gguf::{GgufError, GgufFile};
+
+/// Which optional tensors an architecture requires.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BlockKind {
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    pub post_norms: bool,
+}
+
+/// Per-layer settings that may differ between layers (Gemma's local and
+/// global layers).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerSpec {
+    pub attn: AttnParams,
+    pub rope: Rope,
+    pub act: Activation,
+    pub eps: f32,
+}
+
+pub struct Block<B: Backend> {
+    attn_norm: B::Vector,
+    wq: B::Weight,
+    wk: B::Weight,
+    wv: B::Weight,
+    wo: B::Weight,
+    bias: Option<[B::Vector; 3]>,
+    qk_norm: Option<[B::Vector; 2]>,
+    post_attn_norm: Option<B::Vector>,
+    ffn_norm: B::Vector,
+    gate: B::Weight,
+    up: B::Weight,
+    down: B::Weight,
+    post_ffn_norm: Option<B::Vector>,
+}
+
+/// Tensor loading with shape checks, so a file whose metadata and tensors
+/// disagree fails at load time with the tensor's name.
+pub struct Loader<'a, B: Backend> {
+    pub be: &'a B,
+    pub file: &'a Arc<GgufFile>,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    pub fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<B::Weight> {
+        let w = self.be.load_weight(&self.file.tensor(name)?, self.file)?;
+        let got = self.be.weight_shape(&w);
+        if got != (rows, cols) {
+            return Err(ModelError::BadShape {
+                name: name.into(),
+                got,
+                want: (rows, cols),
+            });
+        }
+        Ok(w)
+    }
+
+    pub fn vector(&self, name: &str, len: usize) -> Result<B::Vector> {
+        let t = self.file.tensor(name)?;
+        if t.info.n_elements() != len as u64 {
+            return Err(ModelError::BadShape {
+                name: name.into(),
+                got: (1, t.info.n_elements() as usize),
+                want: (1, len),
+            });
+        }
+        Ok(self.be.load_vector(&t)?)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.tensor_info(name).is_some()
+    }
+
+    /// The output projection: `output.weight`, or the embedding table when tied.
+    pub fn output(&self, h: &HParams, vocab: usize) -> Result<B::Weight> {
+        if self.has("output.weight") {
+            self.weight("output.weight", vocab, h.d_model)
+        } else {
+            self.weight("token_embd.weight", vocab, h.d_model)
+        }
+    }
+
+    /// Rows of the embedding table = the model's vocabulary size.
+    pub fn vocab_rows(&self) -> Result<usize> {
+        let t = self
+            .file
+            .tensor_info("token_embd.weight")
+            .ok_or_else(|| GgufError::MissingTensor("token_embd.weight".into()))?;
+        Ok(t.n_rows())
+    }
+}
+
+impl<B: Backend> Block<B> {
+    pub fn load(l: &Loader<'_, B>, h: &HParams, i: usize, kind: BlockKind) -> Result<Self> {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        let (d, q, kv, ff) = (h.d_model, h.q_dim(), h.kv_dim(), h.ffn_dim);
+        Ok(Self {
+            attn_norm: l.vector(&n("attn_norm.weight"), d)?,
+            wq: l.weight(&n("attn_q.weight"), q, d)?,
+            wk: l.weight(&n("attn_k.weight"), kv, d)?,
+            wv: l.weight(&n("attn_v.weight"), kv, d)?,
+            wo: l.weight(&n("attn_output.weight"), d, q)?,
+            bias: if kind.qkv_bias {
+                Some([
+                    l.vector(&n("attn_q.bias"), q)?,
+                    l.vector(&n("attn_k.bias"), kv)?,
+                    l.vector(&n("attn_v.bias"), kv)?,
+                ])
+            } else {
+                None
+            },
+            qk_norm: if kind.qk_norm {
+                Some([
+                    l.vector(&n("attn_q_norm.weight"), h.head_dim)?,
+                    l.vector(&n("attn_k_norm.weight"), h.head_dim)?,
+                ])
+            } else {
+                None
+            },
+            post_attn_norm: if kind.post_norms {
+                Some(l.vector(&n("post_attention_norm.weight"), d)?)
+            } else {
+                None
+            },
+            ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
+            gate: l.weight(&n("ffn_gate.weight"), ff, d)?,
+            up: l.weight(&n("ffn_up.weight"), ff, d)?,
+            down: l.weight(&n("ffn_down.weight"), d, ff)?,
+            post_ffn_norm: if kind.post_norms {
+                Some(l.vector(&n("post_ffw_norm.weight"), d)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// x ← x + attn(norm(x)); x ← x + mlp(norm(x)).
+    pub fn forward(&self, be: &B, x: &mut B::Act, layer: usize, spec: &LayerSpec, ctx: &super::batch::FlatBatch, kv: &mut B::KvCache) {
+        let _span = tracing::trace_span!("block", layer).entered();
+        let mut h = be.act(0, 0);
+        be.rms_norm(x, &self.attn_norm, spec.eps, &mut h);
+        let (mut q, mut k, mut v) = (be.act(0, 0), be.act(0, 0), be.act(0, 0));
+        let b = self.bias.as_ref();
+        be.linear(&h, &self.wq, b.map(|b| &b[0]), &mut q);
+        be.linear(&h, &self.wk, b.map(|b| &b[1]), &mut k);
+        be.linear(&h, &self.wv, b.map(|b| &b[2]), &mut v);
+        if let Some([qn, kn]) = &self.qk_norm {
+            let mut t = be.act(0, 0);
+            be.rms_norm(&q, qn, spec.eps, &mut t);
+            std::mem::swap(&mut q, &mut t);
+            be.rms_norm(&k, kn, spec.eps, &mut t);
+            std::mem::swap(&mut k, &mut t);
+        }
+        be.rope(&mut q, spec.attn.head_dim, &ctx.positions, &spec.rope);
+        be.rope(&mut k, spec.attn.head_dim, &ctx.positions, &spec.rope);
+        be.kv_store(kv, layer, &k, &v, &ctx.write_slots);
+        let mut a = be.act(0, 0);
+        be.attention(&q, kv, layer, &ctx.attn_seqs(), &spec.attn, &mut a);
+        let mut o = be.act(0, 0);
+        be.linear(&a, &self.wo, None, &mut o);
+        self.residual(be, x, o, self.post_attn_norm.as_ref(), spec.eps);
+
+        be.rms_norm(x, &self.ffn_norm, spec.eps, &mut h);
+        let (mut g, mut u) = (be.act(0, 0), be.act(0, 0));
+        be.linear(&h, &self.gate, None, &mut g);
+        be.linear(&h, &self.up, None, &mut u);
+        be.gated_act(&mut g, &u, spec.act);
+        let mut dn = be.act(0, 0);
+        be.linear(&g, &self.down, None, &mut dn);
+        self.residual(be, x, dn, self.post_ffn_norm.as_ref(), spec.eps);
+    }
+
+    fn residual(&self, be: &B, x: &mut B::Act, y: B::Act, post_norm: Option<&B::Vector>, eps: f32) {
+        match post_norm {
+            Some(w) => {
+                let mut t = be.act(0, 0);
+                be.rms_norm(&y, w, eps, &mut t);
+                be.add(x, &t);
+            }
+            None => be.add(x, &y),
+        }
+    }
+}
+
+/// Embed → blocks → final norm → logits of the wanted rows. `spec(i)` gives
+/// layer i's settings.
+#[allow(clippy::too_many_arguments)]
+pub fn run_decoder<B: Backend>(
+    be: &B,
+    h: &HParams,
+    embd: &B::Weight,
+    embd_scale: f32,
+    blocks: &[Block<B>],
+    spec: impl Fn(usize) -> LayerSpec,
+    out_norm: &B::Vector,
+    output: &B::Weight,
+    batch: &super::ForwardBatch<'_>,
+    kv: &mut B::KvCache,
+) -> Result<Vec<f32>> {
+    let flat = super::batch::FlatBatch::new(batch, h.vocab_size, h.ctx_len)?;
+    if flat.tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut x = be.act(0, 0);
+    be.embed(embd, &flat.tokens, embd_scale, &mut x);
+    for (i, b) in blocks.iter().enumerate() {
+        b.forward(be, &mut x, i, &spec(i), &flat, kv);
+    }
+    let mut last = be.act(0, 0);
+    be.gather_rows(&x, &flat.logit_rows, &mut last);
+    let mut normed = be.act(0, 0);
+    be.rms_norm(&last, out_norm, h.rms_eps, &mut normed);
+    let mut logits = be.act(0, 0);
+    be.linear(&normed, output, None, &mut logits);
+    Ok(be.to_host(&logits))
+}

@@ -1,0 +1,122 @@
+//! Gemma 3 (Gemma Team, 2025), text decoder:
+//! - embeddings scaled by sqrt(d_model), output tied to the embedding table;
+//! - RMSNorm with (1 + w) — llama.cpp's converter stores 1 + w in the file, so
+//!   the weights are used as they are;
+//! - per-head RMSNorm on Q and K (QK-norm), post-norms after attention and MLP;
+//! - GeGLU MLP (tanh GELU);
+//! - five sliding-window (local) layers per global one: local layers attend to
+//!   the last `sliding_window` positions with RoPE base 10 000, global layers
+//!   to everything with `rope.freq_base` (and its linear scaling, if any);
+//! - attention scale 1/sqrt(head_dim).
+
+use std::sync::Arc;
+
+use super::block::{run_decoder, Block, BlockKind, LayerSpec, Loader};
+use super::{ForwardBatch, HParams, Model, ModelError, Result};
+use crate::backend::{Activation, AttnParams, Backend, Rope, RopeStyle};
+use crate::gguf::GgufFile;
+
+/// Every sixth layer is global.
+const SWA_PATTERN: usize = 6;
+const LOCAL_ROPE_BASE: f32 = 10_000.0;
+
+pub struct Gemma3<B: Backend> {
+    h: HParams,
+    window: usize,
+    local_rope_base: f32,
+    embd: B::Weight,
+    blocks: Vec<Block<B>>,
+    out_norm: B::Vector,
+    output: B::Weight,
+}
+
+impl<B: Backend> Gemma3<B> {
+    pub fn load(be: &B, file: &Arc<GgufFile>) -> Result<Self> {
+        let mut h = HParams::read(file)?;
+        let l = Loader { be, file };
+        h.vocab_size = l.vocab_rows()?;
+        let window = file
+            .get_u64("gemma3.attention.sliding_window")?
+            .ok_or_else(|| ModelError::BadHParams("gemma3.attention.sliding_window is missing".into()))?
+            as usize;
+        if window == 0 {
+            return Err(ModelError::BadHParams("sliding window of 0".into()));
+        }
+        let local_rope_base = file
+            .get_f64("gemma3.rope.freq_base_swa")?
+            .map(|v| v as f32)
+            .unwrap_or(LOCAL_ROPE_BASE);
+        let kind = BlockKind {
+            qk_norm: true,
+            post_norms: true,
+            ..Default::default()
+        };
+        let blocks = (0..h.n_layers).map(|i| Block::load(&l, &h, i, kind)).collect::<Result<_>>()?;
+        Ok(Self {
+            embd: l.weight("token_embd.weight", h.vocab_size, h.d_model)?,
+            out_norm: l.vector("output_norm.weight", h.d_model)?,
+            output: l.output(&h, h.vocab_size)?,
+            blocks,
+            window,
+            local_rope_base,
+            h,
+        })
+    }
+
+    fn is_local(layer: usize) -> bool {
+        layer % SWA_PATTERN < SWA_PATTERN - 1
+    }
+
+    fn spec(&self, layer: usize) -> LayerSpec {
+        let h = &self.h;
+        let local = Self::is_local(layer);
+        LayerSpec {
+            attn: AttnParams {
+                n_heads: h.n_heads,
+                n_kv_heads: h.n_kv_heads,
+                head_dim: h.head_dim,
+                scale: 1.0 / (h.head_dim as f32).sqrt(),
+                window: local.then_some(self.window),
+            },
+            rope: Rope {
+                style: RopeStyle::Halves,
+                base: if local { self.local_rope_base } else { h.rope_base },
+                freq_scale: if local { 1.0 } else { h.rope_freq_scale },
+                dims: h.rope_dims,
+            },
+            act: Activation::GeluTanh,
+            eps: h.rms_eps,
+        }
+    }
+}
+
+impl<B: Backend> Model<B> for Gemma3<B> {
+    fn hparams(&self) -> &HParams {
+        &self.h
+    }
+
+    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
+        let scale = (self.h.d_model as f32).sqrt();
+        run_decoder(
+            be,
+            &self.h,
+            &self.embd,
+            scale,
+            &self.blocks,
+            |i| self.spec(i),
+            &self.out_norm,
+            &self.output,
+            batch,
+            kv,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_sixth_layer_is_global() {
+        let global: Vec<usize> = (0..18).filter(|&i| !super::Gemma3::<crate::backend::cpu::CpuBackend>::is_local(i)).collect();
+        assert_eq!(global, [5, 11, 17]);
+    }
+}

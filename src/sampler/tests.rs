@@ -1,0 +1,103 @@
+use super::*;
+
+fn logits() -> Vec<f32> {
+    vec![1.0, 3.0, 2.0, -1.0, 2.5]
+}
+
+#[test]
+fn greedy_takes_argmax_and_reports_logprobs() {
+    let mut s = Sampler::new(SamplingParams {
+        n_probs: 3,
+        ..SamplingParams::greedy()
+    });
+    let out = s.sample(&mut logits(), &[]);
+    assert_eq!(out.id, 1);
+    let lp = log_softmax(&logits());
+    assert!((out.logprob - lp[1]).abs() < 1e-6);
+    assert_eq!(out.top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 4, 2]);
+    let total: f32 = lp.iter().map(|v| v.exp()).sum();
+    assert!((total - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn same_seed_same_tokens_different_seed_differs() {
+    let run = |seed| {
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed,
+            ..Default::default()
+        });
+        (0..64).map(|_| s.sample(&mut logits(), &[]).id).collect::<Vec<_>>()
+    };
+    assert_eq!(run(7), run(7));
+    assert_ne!(run(7), run(8));
+}
+
+#[test]
+fn top_k_one_is_greedy_and_top_k_limits_choices() {
+    let mut s = Sampler::new(SamplingParams {
+        temperature: 5.0,
+        top_k: 2,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 1,
+        ..Default::default()
+    });
+    for _ in 0..200 {
+        let id = s.sample(&mut logits(), &[]).id;
+        assert!(id == 1 || id == 4, "top-2 drew {id}");
+    }
+}
+
+#[test]
+fn top_p_and_min_p_cut_the_tail() {
+    // probs ≈ [0.9, 0.09, 0.01]
+    let l = vec![(0.9f32).ln(), (0.09f32).ln(), (0.01f32).ln()];
+    for params in [
+        SamplingParams { top_p: 0.5, min_p: 0.0, ..Default::default() },
+        SamplingParams { top_p: 1.0, min_p: 0.5, ..Default::default() },
+    ] {
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, seed: 3, ..params });
+        for _ in 0..200 {
+            assert_eq!(s.sample(&mut l.clone(), &[]).id, 0);
+        }
+    }
+    // min_p 0.05 keeps token 1 (0.09/0.9 = 0.1) but drops token 2.
+    let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.05, seed: 4, ..Default::default() });
+    let ids: Vec<u32> = (0..2000).map(|_| s.sample(&mut l.clone(), &[]).id).collect();
+    assert!(ids.contains(&1) && !ids.contains(&2));
+}
+
+#[test]
+fn sampling_frequencies_follow_the_distribution() {
+    let l = vec![0.0f32, (3.0f32).ln()]; // p = [0.25, 0.75]
+    let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 9, ..Default::default() });
+    let n = 20000;
+    let ones = (0..n).filter(|_| s.sample(&mut l.clone(), &[]).id == 1).count();
+    let frac = ones as f64 / n as f64;
+    assert!((frac - 0.75).abs() < 0.02, "{frac}");
+}
+
+#[test]
+fn penalties_follow_llama_cpp_rules() {
+    let p = SamplingParams {
+        repeat_penalty: 2.0,
+        presence_penalty: 0.5,
+        frequency_penalty: 0.25,
+        ..SamplingParams::greedy()
+    };
+    let mut l = vec![4.0f32, -2.0, 1.0];
+    apply_penalties(&mut l, &[0, 0, 1], &p);
+    assert_eq!(l, vec![4.0 / 2.0 - 0.5 - 0.5, -2.0 * 2.0 - 0.25 - 0.5, 1.0]);
+}
+
+#[test]
+fn invalid_parameters_are_rejected() {
+    assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
+    assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
+    assert!(SamplingParams { min_p: 1.5, ..Default::default() }.validate().is_err());
+    assert!(SamplingParams::default().validate().is_ok());
+}
