@@ -16,6 +16,10 @@ pub struct QuantizedActs {
     pub d: Vec<f32>,
     /// Sum of `q` over each 16-group.
     pub sum: Vec<i32>,
+    /// `d` laid out like [`DecodedRow::scale_lanes`].
+    pub d_lanes: Vec<f32>,
+    /// `d * sum` per 16-group: what a weight min multiplies.
+    pub dsum: Vec<f32>,
 }
 
 /// How activations are quantized for a weight type, matching llama.cpp's
@@ -23,6 +27,7 @@ pub struct QuantizedActs {
 /// 32), k-quants with Q8_K (one f32 scale per 256). The choice matters for
 /// agreeing with llama.cpp: small models amplify these rounding differences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
 pub enum ActFormat {
     Q8_0,
     Q8_K,
@@ -62,6 +67,13 @@ impl QuantizedActs {
                 self.sum[g] = qb[h * GROUP..(h + 1) * GROUP].iter().map(|&v| v as i32).sum();
             }
         }
+        self.d_lanes.clear();
+        for pair in self.d.chunks_exact(2) {
+            self.d_lanes.extend_from_slice(&[pair[0]; 4]);
+            self.d_lanes.extend_from_slice(&[pair[1]; 4]);
+        }
+        self.dsum.clear();
+        self.dsum.extend(self.d.iter().zip(&self.sum).map(|(d, s)| d * *s as f32));
     }
 }
 
@@ -116,10 +128,69 @@ fn dot_decoded_impl(w: &DecodedRow, x: &QuantizedActs) -> f32 {
     acc
 }
 
+/// AVX2: 32 products per step with `maddubs` (|w| as unsigned times a with
+/// w's sign), pairs summed to i32 with `madd`, scaled in float by the
+/// pre-expanded weight and activation scales. Integer sums are exact; only the
+/// float summation order differs from the portable path.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_decoded_avx2(w: &DecodedRow, x: &QuantizedActs) -> f32 {
-    dot_decoded_impl(w, x)
+    use std::arch::x86_64::*;
+    let n = w.q.len();
+    debug_assert!(n % 32 == 0 && x.q.len() == n);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let (wq, aq) = (w.q.as_ptr(), x.q.as_ptr());
+    let (ws, ad) = (w.scale_lanes.as_ptr(), x.d_lanes.as_ptr());
+    for c in 0..n / 32 {
+        let wv = _mm256_loadu_si256(wq.add(c * 32) as *const __m256i);
+        let av = _mm256_loadu_si256(aq.add(c * 32) as *const __m256i);
+        let p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
+        let p32 = _mm256_madd_epi16(p16, ones);
+        let sc = _mm256_mul_ps(_mm256_loadu_ps(ws.add(c * 8)), _mm256_loadu_ps(ad.add(c * 8)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, acc);
+    }
+    let mut total = hsum256(acc);
+    if w.has_min {
+        total -= dot_f32_avx2(&w.min, &x.dsum);
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= n {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), a1);
+        i += 16;
+    }
+    if i + 8 <= n {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), a0);
+        i += 8;
+    }
+    let mut s = hsum256(_mm256_add_ps(a0, a1));
+    while i < n {
+        s += *pa.add(i) * *pb.add(i);
+        i += 1;
+    }
+    s
 }
 
 /// Portable dot product of a decoded weight row with a quantized activation row.
@@ -145,33 +216,28 @@ fn has_avx2() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// f32 dot product (for float weight types), vectorised where the CPU allows.
+#[inline(always)]
+fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = a.len() / 16;
+    for c in 0..chunks {
+        for i in 0..16 {
+            acc[i] += a[c * 16 + i] * b[c * 16 + i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 16..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// f32 dot product (float weights, attention), vectorised where the CPU allows.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    #[inline(always)]
-    fn imp(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0.0f32; 16];
-        let chunks = a.len() / 16;
-        for c in 0..chunks {
-            for i in 0..16 {
-                acc[i] += a[c * 16 + i] * b[c * 16 + i];
-            }
-        }
-        let mut s: f32 = acc.iter().sum();
-        for i in chunks * 16..a.len() {
-            s += a[i] * b[i];
-        }
-        s
-    }
     #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(a: &[f32], b: &[f32]) -> f32 {
-            imp(a, b)
-        }
-        if has_avx2() {
-            // SAFETY: feature checked at run time.
-            return unsafe { avx2(a, b) };
-        }
+    if has_avx2() {
+        // SAFETY: feature checked at run time.
+        return unsafe { dot_f32_avx2(a, b) };
     }
-    imp(a, b)
+    dot_f32_impl(a, b)
 }

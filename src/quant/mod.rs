@@ -129,6 +129,11 @@ pub struct DecodedRow {
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
     pub min: Vec<f32>,
+    /// `scale` laid out for 8-lane vectors: per 32 elements, the first
+    /// group's scale four times, then the second's.
+    pub scale_lanes: Vec<f32>,
+    /// Whether any min is non-zero (symmetric types skip the min term).
+    pub has_min: bool,
 }
 
 impl DecodedRow {
@@ -147,6 +152,12 @@ impl DecodedRow {
                 &mut self.min[b * gpb..(b + 1) * gpb],
             );
         }
+        self.scale_lanes.clear();
+        for pair in self.scale.chunks_exact(2) {
+            self.scale_lanes.extend_from_slice(&[pair[0]; 4]);
+            self.scale_lanes.extend_from_slice(&[pair[1]; 4]);
+        }
+        self.has_min = self.min.iter().any(|&m| m != 0.0);
     }
 }
 

@@ -1,0 +1,98 @@
+//! `tandem generate`: one prompt in, streamed text out (or one JSON object).
+
+use std::io::Write;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use super::{ModelArgs, SamplingArgs};
+use tandem::engine::generate::GenerateRequest;
+use tandem::engine::Session;
+use tandem::tokenizer::ChatMessage;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// The prompt.
+    #[arg(short = 'p', long = "prompt")]
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+    n: usize,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    chat: bool,
+    /// System message (with --chat).
+    #[arg(long)]
+    system: Option<String>,
+    /// Stop when this text appears (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Candidates reported per token with --json.
+    #[arg(long = "n-probs", default_value_t = 5)]
+    n_probs: usize,
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    let sampling = a.sampling.params(if a.json { a.n_probs } else { 0 })?;
+    let model = a.model.load()?;
+    let text = if a.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::new("system", s));
+        }
+        msgs.push(ChatMessage::new("user", &a.prompt));
+        model.tokenizer.chat_template.render(&msgs, true)?
+    } else {
+        a.prompt.clone()
+    };
+    let prompt = model.tokenizer.encode(&text, true)?;
+    let mut session = Session::new(&model, a.model.ctx);
+    let req = GenerateRequest {
+        prompt: prompt.clone(),
+        max_tokens: a.n,
+        sampling: sampling.clone(),
+        stop: a.stop.clone(),
+    };
+    let stdout = std::io::stdout();
+    let out = session.generate(&req, |t| {
+        if !a.json {
+            let mut o = stdout.lock();
+            let _ = o.write_all(t.as_bytes());
+            let _ = o.flush();
+        }
+        true
+    })?;
+    if a.json {
+        let logprobs: Vec<_> = out
+            .logprobs
+            .iter()
+            .map(|s| json!({"id": s.id, "logprob": s.logprob, "top": s.top.iter().map(|(i, l)| json!([i, l])).collect::<Vec<_>>()}))
+            .collect();
+        let obj = json!({
+            "prompt_tokens": prompt,
+            "tokens": out.tokens,
+            "text": out.text,
+            "logprobs": logprobs,
+            "stop_reason": out.stop_reason,
+            "seed": sampling.seed,
+            "timings": out.timings,
+        });
+        println!("{obj}");
+    } else {
+        println!();
+        let t = &out.timings;
+        eprintln!(
+            "[prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | stop: {:?} | seed {}]",
+            t.prompt_n, t.prompt_per_second, t.predicted_n, t.predicted_per_second, out.stop_reason, sampling.seed
+        );
+    }
+    Ok(())
+}
