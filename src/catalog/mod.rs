@@ -99,7 +99,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("TANDEM_HOME") {
         return PathBuf::from(home).join("models");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("tandem").join("models")
 }
 
@@ -132,7 +134,11 @@ pub fn resolve(arg: &str) -> Result<PathBuf, CatalogError> {
         }
         None => Err(CatalogError::Unknown(
             arg.to_string(),
-            CATALOG.iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
+            CATALOG
+                .iter()
+                .map(|m| m.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         )),
     }
 }
@@ -144,13 +150,24 @@ mod tests {
     #[test]
     fn unknown_model_names_the_catalog() {
         let err = resolve("no-such-model-xyz").unwrap_err().to_string();
-        assert!(err.contains("smollm2-135m") && err.contains("no-such-model-xyz"), "{err}");
+        assert!(
+            err.contains("smollm2-135m") && err.contains("no-such-model-xyz"),
+            "{err}"
+        );
     }
 
     #[test]
     fn catalog_names_are_the_documented_ones() {
         let names: Vec<_> = CATALOG.iter().map(|m| m.name).collect();
-        assert_eq!(names, ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]);
+        assert_eq!(
+            names,
+            [
+                "smollm2-135m",
+                "gemma3-270m",
+                "qwen2.5-coder-0.5b",
+                "qwen2.5-coder-1.5b"
+            ]
+        );
         assert!(find(DEFAULT_MODEL).is_some());
     }
 }

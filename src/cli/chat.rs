@@ -45,7 +45,10 @@ pub fn run(a: ChatArgs) -> Result<()> {
     }
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
-    eprintln!("chatting with {} — Ctrl-C stops a reply, Ctrl-D leaves", a.model.model);
+    eprintln!(
+        "chatting with {} — Ctrl-C stops a reply, Ctrl-D leaves",
+        a.model.model
+    );
     loop {
         print!("\n> ");
         stdout.flush()?;

@@ -17,7 +17,11 @@ use tandem::model::LoadedModel;
 use tandem::sampler::SamplingParams;
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "Fast LLM inference on your own hardware")]
+#[command(
+    name = "tandem",
+    version,
+    about = "Fast LLM inference on your own hardware"
+)]
 pub struct Cli {
     #[command(subcommand)]
     cmd: Command,
@@ -26,9 +30,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Download catalog models into the cache (all of them when none is named).
-    Fetch {
-        names: Vec<String>,
-    },
+    Fetch { names: Vec<String> },
     /// Generate text after a prompt, streaming it to the terminal.
     Generate(generate::GenerateArgs),
     /// Interactive chat using the model's chat template.
@@ -66,9 +68,13 @@ impl ModelArgs {
     pub fn load(&self) -> Result<LoadedModel<CpuBackend>> {
         let threads = self.threads.unwrap_or_else(num_cpus::get_physical).max(1);
         // The global pool can be built once; a second call (tests) keeps the first.
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .ok();
         let path = self.path()?;
-        let model = LoadedModel::load(&path, CpuBackend).with_context(|| format!("loading {}", path.display()))?;
+        let model = LoadedModel::load(&path, CpuBackend)
+            .with_context(|| format!("loading {}", path.display()))?;
         let h = model.hparams();
         tracing::info!(
             "model {} ({}, {} layers, d_model {}, vocab {}), backend {}, ctx {}",
@@ -140,7 +146,10 @@ impl SamplingArgs {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -155,7 +164,11 @@ pub fn run(cli: Cli) -> Result<()> {
                         catalog::find(n).ok_or_else(|| {
                             anyhow::anyhow!(
                                 "unknown model {n:?} (known: {})",
-                                catalog::CATALOG.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+                                catalog::CATALOG
+                                    .iter()
+                                    .map(|m| m.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         })
                     })
@@ -175,19 +188,29 @@ pub fn run(cli: Cli) -> Result<()> {
 fn info(m: &ModelArgs) -> Result<()> {
     let path = m.path()?;
     let f = tandem::gguf::GgufFile::open(&path)?;
-    println!("file: {} ({} bytes, GGUF v{})", path.display(), f.file_size(), f.header.version);
+    println!(
+        "file: {} ({} bytes, GGUF v{})",
+        path.display(),
+        f.file_size(),
+        f.header.version
+    );
     for (k, v) in &f.header.metadata {
         println!("  {k} = {v}");
     }
     let mut by_type = std::collections::BTreeMap::new();
     for t in &f.header.tensors {
-        let e = by_type.entry(format!("{:?}", t.ty)).or_insert((0usize, 0u64));
+        let e = by_type
+            .entry(format!("{:?}", t.ty))
+            .or_insert((0usize, 0u64));
         e.0 += 1;
         e.1 += t.n_bytes;
     }
     println!("tensors: {}", f.header.tensors.len());
     for (ty, (n, bytes)) in by_type {
-        println!("  {ty:>5}: {n} tensors, {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+        println!(
+            "  {ty:>5}: {n} tensors, {:.1} MiB",
+            bytes as f64 / (1 << 20) as f64
+        );
     }
     Ok(())
 }

@@ -24,14 +24,20 @@ pub struct PerplexityArgs {
 }
 
 pub fn run(a: PerplexityArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
     let model = a.model.load()?;
     let ctx = a.model.ctx;
     let tokens = model.tokenizer.encode(&text, true)?;
     let mut session = Session::new(&model, ctx);
-    let total = a.chunks.map_or(tokens.len() / ctx, |c| c.min(tokens.len() / ctx));
+    let total = a
+        .chunks
+        .map_or(tokens.len() / ctx, |c| c.min(tokens.len() / ctx));
     let bar = ProgressBar::new(total as u64);
-    bar.set_style(ProgressStyle::with_template("[{elapsed_precise}] [{bar:30}] {pos}/{len} chunks {msg}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] [{bar:30}] {pos}/{len} chunks {msg}")?
+            .progress_chars("=> "),
+    );
     let mut line = String::new();
     let t0 = std::time::Instant::now();
     let r = perplexity(&mut session, &tokens, ctx, a.chunks, |c, ppl| {

@@ -65,8 +65,14 @@ fn per_second(n: usize, ms: f64) -> f64 {
 impl<B: Backend + 'static> Session<'_, B> {
     /// Generate after `req.prompt`. `on_text` receives final text as it is
     /// produced and returns false to stop.
-    pub fn generate(&mut self, req: &GenerateRequest, mut on_text: impl FnMut(&str) -> bool) -> Result<GenerateOutput> {
-        req.sampling.validate().map_err(super::EngineError::Invalid)?;
+    pub fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<GenerateOutput> {
+        req.sampling
+            .validate()
+            .map_err(super::EngineError::Invalid)?;
         let tok = &self.model.tokenizer;
         let t0 = Instant::now();
         let n = req.prompt.len();

@@ -9,7 +9,6 @@ pub mod generate;
 pub mod perplexity;
 pub mod stop;
 
-
 use crate::backend::Backend;
 use crate::kv::{BlockPool, KvError, SeqBlocks, DEFAULT_BLOCK_SIZE};
 use crate::model::{ForwardBatch, LoadedModel, ModelError};
@@ -85,7 +84,12 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
                 ctx: self.ctx,
             });
         }
-        let common = self.cached.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         let reuse = common.min(tokens.len() - 1).min(logits_from);
         self.truncate(reuse);
         let logits = self.extend(&tokens[reuse..], logits_from - reuse)?;

@@ -99,7 +99,9 @@ mod tests {
     fn earliest_stop_wins_and_multibyte_is_safe() {
         let mut m = StopMatcher::new(&["é!".to_string(), "b".to_string()]);
         match m.push("aé!b") {
-            StopCheck::Stopped { before, stop } => assert_eq!((before.as_str(), stop.as_str()), ("a", "é!")),
+            StopCheck::Stopped { before, stop } => {
+                assert_eq!((before.as_str(), stop.as_str()), ("a", "é!"))
+            }
             _ => panic!(),
         }
         let mut m = StopMatcher::new(&["éé".to_string()]);

@@ -39,7 +39,11 @@ pub enum GgufError {
         len: usize,
     },
     #[error("{what} count {count} is absurd (limit {limit})")]
-    AbsurdCount { what: String, count: u64, limit: u64 },
+    AbsurdCount {
+        what: String,
+        count: u64,
+        limit: u64,
+    },
     #[error("unknown metadata value type {ty} for key {key:?}")]
     UnknownValueType { key: String, ty: u32 },
     #[error("metadata key {0:?} is not valid UTF-8")]
@@ -158,7 +162,9 @@ impl GgufFile {
     }
 
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
-        self.meta_index.get(key).map(|&i| &self.header.metadata[i].1)
+        self.meta_index
+            .get(key)
+            .map(|&i| &self.header.metadata[i].1)
     }
 
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
@@ -206,7 +212,9 @@ impl GgufFile {
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index.get(name).map(|&i| &self.header.tensors[i])
+        self.tensor_index
+            .get(name)
+            .map(|&i| &self.header.tensors[i])
     }
 
     /// The raw bytes of a tensor, borrowed from the memory map.

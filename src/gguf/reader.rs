@@ -264,7 +264,7 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {
         .filter(|&n| n < (1u64 << 40))
         .ok_or_else(|| bad(format!("absurd dimensions {dims:?}")))?;
     let bs = ty.block_size() as u64;
-    if dims[0] % bs != 0 {
+    if !dims[0].is_multiple_of(bs) {
         return Err(bad(format!(
             "row length {} is not a multiple of the {:?} block size {bs}",
             dims[0], ty

@@ -89,7 +89,9 @@ impl MetaValue {
 impl fmt::Display for MetaValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MetaValue::String(s) if s.len() > 60 => write!(f, "{:?}…", &s[..s.floor_char_boundary(60)]),
+            MetaValue::String(s) if s.len() > 60 => {
+                write!(f, "{:?}…", &s[..s.floor_char_boundary(60)])
+            }
             MetaValue::String(s) => write!(f, "{s:?}"),
             MetaValue::Array(a) => write!(f, "[{} items]", a.len()),
             MetaValue::F32(v) => write!(f, "{v}"),

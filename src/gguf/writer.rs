@@ -94,7 +94,8 @@ impl GgufWriter {
     }
 
     pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, bytes: Vec<u8>) -> &mut Self {
-        self.tensors.push((name.to_string(), dims.to_vec(), ty, bytes));
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), ty, bytes));
         self
     }
 

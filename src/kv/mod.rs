@@ -12,7 +12,11 @@ pub const DEFAULT_BLOCK_SIZE: usize = 16;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KvError {
     #[error("KV cache is full: {needed} more blocks needed, {free} free of {total}")]
-    OutOfBlocks { needed: usize, free: usize, total: usize },
+    OutOfBlocks {
+        needed: usize,
+        free: usize,
+        total: usize,
+    },
 }
 
 /// Hands out and takes back block ids. Nothing else.
@@ -161,7 +165,14 @@ mod tests {
         let pool = BlockPool::new(2, 4);
         let mut a = SeqBlocks::new(pool.clone());
         let err = a.grow_to(9).unwrap_err();
-        assert_eq!(err, KvError::OutOfBlocks { needed: 3, free: 2, total: 2 });
+        assert_eq!(
+            err,
+            KvError::OutOfBlocks {
+                needed: 3,
+                free: 2,
+                total: 2
+            }
+        );
         assert_eq!(a.len(), 0);
         assert_eq!(pool.n_free(), 2);
     }

@@ -22,7 +22,12 @@ pub struct ForwardBatch<'a> {
 }
 
 impl<'a> ForwardBatch<'a> {
-    pub fn single(tokens: &'a [u32], start_pos: usize, kv: &'a SeqBlocks, logits_from: usize) -> Self {
+    pub fn single(
+        tokens: &'a [u32],
+        start_pos: usize,
+        kv: &'a SeqBlocks,
+        logits_from: usize,
+    ) -> Self {
         Self {
             seqs: vec![SeqInput {
                 tokens,
@@ -59,19 +64,28 @@ impl FlatBatch {
         for s in &b.seqs {
             let end = s.start_pos + s.tokens.len();
             if end > ctx_len {
-                return Err(ModelError::ContextOverflow { pos: end - 1, ctx: ctx_len });
+                return Err(ModelError::ContextOverflow {
+                    pos: end - 1,
+                    ctx: ctx_len,
+                });
             }
-            assert!(end <= s.kv.len(), "KV holds {} positions, batch needs {end}", s.kv.len());
+            assert!(
+                end <= s.kv.len(),
+                "KV holds {} positions, batch needs {end}",
+                s.kv.len()
+            );
             if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
                 return Err(ModelError::BadToken(bad));
             }
             let first = f.tokens.len();
             f.tokens.extend_from_slice(s.tokens);
             f.positions.extend((s.start_pos..end).map(|p| p as u32));
-            f.write_slots.extend((s.start_pos..end).map(|p| s.kv.slot(p)));
+            f.write_slots
+                .extend((s.start_pos..end).map(|p| s.kv.slot(p)));
             f.seq_slots.push((0..end).map(|p| s.kv.slot(p)).collect());
             f.seq_rows.push(first..f.tokens.len());
-            f.logit_rows.extend(first + s.logits_from.min(s.tokens.len())..f.tokens.len());
+            f.logit_rows
+                .extend(first + s.logits_from.min(s.tokens.len())..f.tokens.len());
         }
         Ok(f)
     }

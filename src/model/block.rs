@@ -144,7 +144,15 @@ impl<B: Backend> Block<B> {
     }
 
     /// x ← x + attn(norm(x)); x ← x + mlp(norm(x)).
-    pub fn forward(&self, be: &B, x: &mut B::Act, layer: usize, spec: &LayerSpec, ctx: &super::batch::FlatBatch, kv: &mut B::KvCache) {
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &mut B::Act,
+        layer: usize,
+        spec: &LayerSpec,
+        ctx: &super::batch::FlatBatch,
+        kv: &mut B::KvCache,
+    ) {
         let _span = tracing::trace_span!("block", layer).entered();
         let mut h = be.act(0, 0);
         be.rms_norm(x, &self.attn_norm, spec.eps, &mut h);

@@ -37,8 +37,9 @@ impl<B: Backend> Gemma3<B> {
         h.vocab_size = l.vocab_rows()?;
         let window = file
             .get_u64("gemma3.attention.sliding_window")?
-            .ok_or_else(|| ModelError::BadHParams("gemma3.attention.sliding_window is missing".into()))?
-            as usize;
+            .ok_or_else(|| {
+                ModelError::BadHParams("gemma3.attention.sliding_window is missing".into())
+            })? as usize;
         if window == 0 {
             return Err(ModelError::BadHParams("sliding window of 0".into()));
         }
@@ -51,7 +52,9 @@ impl<B: Backend> Gemma3<B> {
             post_norms: true,
             ..Default::default()
         };
-        let blocks = (0..h.n_layers).map(|i| Block::load(&l, &h, i, kind)).collect::<Result<_>>()?;
+        let blocks = (0..h.n_layers)
+            .map(|i| Block::load(&l, &h, i, kind))
+            .collect::<Result<_>>()?;
         Ok(Self {
             embd: l.weight("token_embd.weight", h.vocab_size, h.d_model)?,
             out_norm: l.vector("output_norm.weight", h.d_model)?,
@@ -80,7 +83,11 @@ impl<B: Backend> Gemma3<B> {
             },
             rope: Rope {
                 style: RopeStyle::Halves,
-                base: if local { self.local_rope_base } else { h.rope_base },
+                base: if local {
+                    self.local_rope_base
+                } else {
+                    h.rope_base
+                },
                 freq_scale: if local { 1.0 } else { h.rope_freq_scale },
                 dims: h.rope_dims,
             },
@@ -116,7 +123,9 @@ impl<B: Backend> Model<B> for Gemma3<B> {
 mod tests {
     #[test]
     fn every_sixth_layer_is_global() {
-        let global: Vec<usize> = (0..18).filter(|&i| !super::Gemma3::<crate::backend::cpu::CpuBackend>::is_local(i)).collect();
+        let global: Vec<usize> = (0..18)
+            .filter(|&i| !super::Gemma3::<crate::backend::cpu::CpuBackend>::is_local(i))
+            .collect();
         assert_eq!(global, [5, 11, 17]);
     }
 }

@@ -70,7 +70,9 @@ impl HParams {
             (Some("linear"), Some(factor)) if factor > 0.0 => (1.0 / factor) as f32,
             (None | Some("none"), _) | (Some("linear"), None) => 1.0,
             (Some(other), _) => {
-                return Err(ModelError::BadHParams(format!("unsupported rope scaling {other:?}")))
+                return Err(ModelError::BadHParams(format!(
+                    "unsupported rope scaling {other:?}"
+                )))
             }
         };
         Ok(Self {
@@ -81,7 +83,9 @@ impl HParams {
             head_dim,
             ffn_dim: req("feed_forward_length")?,
             ctx_len: req("context_length")?,
-            rms_eps: f.get_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6) as f32,
+            rms_eps: f
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-6) as f32,
             rope_base: f.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0) as f32,
             rope_dims,
             rope_freq_scale,

@@ -64,6 +64,17 @@ impl<B: Backend> Model<B> for Llama<B> {
 
     fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
         let spec = self.spec();
-        run_decoder(be, &self.h, &self.embd, 1.0, &self.blocks, |_| spec, &self.out_norm, &self.output, batch, kv)
+        run_decoder(
+            be,
+            &self.h,
+            &self.embd,
+            1.0,
+            &self.blocks,
+            |_| spec,
+            &self.out_norm,
+            &self.output,
+            batch,
+            kv,
+        )
     }
 }

@@ -25,7 +25,9 @@ impl<B: Backend> Qwen2<B> {
             qkv_bias: true,
             ..Default::default()
         };
-        let blocks = (0..h.n_layers).map(|i| Block::load(&l, &h, i, kind)).collect::<Result<_>>()?;
+        let blocks = (0..h.n_layers)
+            .map(|i| Block::load(&l, &h, i, kind))
+            .collect::<Result<_>>()?;
         Ok(Self {
             embd: l.weight("token_embd.weight", h.vocab_size, h.d_model)?,
             out_norm: l.vector("output_norm.weight", h.d_model)?,
@@ -64,6 +66,17 @@ impl<B: Backend> Model<B> for Qwen2<B> {
 
     fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
         let spec = self.spec();
-        run_decoder(be, &self.h, &self.embd, 1.0, &self.blocks, |_| spec, &self.out_norm, &self.output, batch, kv)
+        run_decoder(
+            be,
+            &self.h,
+            &self.embd,
+            1.0,
+            &self.blocks,
+            |_| spec,
+            &self.out_norm,
+            &self.output,
+            batch,
+            kv,
+        )
     }
 }

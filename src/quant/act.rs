@@ -50,21 +50,36 @@ impl QuantizedActs {
             ActFormat::Q8_0 => ACT_BLOCK,
             ActFormat::Q8_K => 256,
         };
-        assert!(n % block == 0, "activation length {n} not a multiple of {block}");
+        assert!(
+            n.is_multiple_of(block),
+            "activation length {n} not a multiple of {block}"
+        );
         self.q.resize(n, 0);
         self.d.resize(n / GROUP, 0.0);
         self.sum.resize(n / GROUP, 0);
+        self.dsum.clear();
         for (b, xb) in x.chunks_exact(block).enumerate() {
             let qb = &mut self.q[b * block..(b + 1) * block];
-            let d = match format {
+            let (d, d_exact) = match format {
                 ActFormat::Q8_0 => quantize_block_q8_0(xb, qb),
                 ActFormat::Q8_K => quantize_block_q8_k(xb, qb),
             };
+            if format == ActFormat::Q8_0 {
+                // Q8_1's block sum, f16(d · Σq), carried on the block's first
+                // group (legacy weights share one min across the block).
+                let sum: i32 = qb.iter().map(|&v| v as i32).sum();
+                self.dsum
+                    .push(half::f16::from_f32(d_exact * sum as f32).to_f32());
+                self.dsum.push(0.0);
+            }
             let groups = block / GROUP;
             for h in 0..groups {
                 let g = b * groups + h;
                 self.d[g] = d;
-                self.sum[g] = qb[h * GROUP..(h + 1) * GROUP].iter().map(|&v| v as i32).sum();
+                self.sum[g] = qb[h * GROUP..(h + 1) * GROUP]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum();
             }
         }
         self.d_lanes.clear();
@@ -72,24 +87,27 @@ impl QuantizedActs {
             self.d_lanes.extend_from_slice(&[pair[0]; 4]);
             self.d_lanes.extend_from_slice(&[pair[1]; 4]);
         }
-        self.dsum.clear();
-        self.dsum.extend(self.d.iter().zip(&self.sum).map(|(d, s)| d * *s as f32));
+        if format == ActFormat::Q8_K {
+            self.dsum
+                .extend(self.d.iter().zip(&self.sum).map(|(d, s)| d * *s as f32));
+        }
     }
 }
 
 /// Q8_0: scale amax/127 stored as f16 (the dot uses the rounded scale).
-fn quantize_block_q8_0(x: &[f32], q: &mut [i8]) -> f32 {
+/// Returns (rounded scale, exact scale).
+fn quantize_block_q8_0(x: &[f32], q: &mut [i8]) -> (f32, f32) {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
         *q = (v * id).round_ties_even() as i8;
     }
-    half::f16::from_f32(d).to_f32()
+    (half::f16::from_f32(d).to_f32(), d)
 }
 
 /// Q8_K: the value of largest magnitude maps to -127 exactly; f32 scale.
-fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
+fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> (f32, f32) {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -99,13 +117,13 @@ fn quantize_block_q8_k(x: &[f32], q: &mut [i8]) -> f32 {
     }
     if amax == 0.0 {
         q.fill(0);
-        return 0.0;
+        return (0.0, 0.0);
     }
     let iscale = -127.0 / max;
     for (q, &v) in q.iter_mut().zip(x) {
         *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
     }
-    1.0 / iscale
+    (1.0 / iscale, 1.0 / iscale)
 }
 
 #[inline(always)]
@@ -122,8 +140,11 @@ fn dot_decoded_impl(w: &DecodedRow, x: &QuantizedActs) -> f32 {
     let mut acc = 0.0f32;
     let groups = w.scale.len();
     for g in 0..groups {
-        let isum = dot16(&w.q[g * GROUP..(g + 1) * GROUP], &x.q[g * GROUP..(g + 1) * GROUP]);
-        acc += x.d[g] * (w.scale[g] * isum as f32 - w.min[g] * x.sum[g] as f32);
+        let isum = dot16(
+            &w.q[g * GROUP..(g + 1) * GROUP],
+            &x.q[g * GROUP..(g + 1) * GROUP],
+        );
+        acc += x.d[g] * w.scale[g] * isum as f32 - w.min[g] * x.dsum[g];
     }
     acc
 }
@@ -137,7 +158,7 @@ fn dot_decoded_impl(w: &DecodedRow, x: &QuantizedActs) -> f32 {
 unsafe fn dot_decoded_avx2(w: &DecodedRow, x: &QuantizedActs) -> f32 {
     use std::arch::x86_64::*;
     let n = w.q.len();
-    debug_assert!(n % 32 == 0 && x.q.len() == n);
+    debug_assert!(n.is_multiple_of(32) && x.q.len() == n);
     let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     let (wq, aq) = (w.q.as_ptr(), x.q.as_ptr());
@@ -147,7 +168,10 @@ unsafe fn dot_decoded_avx2(w: &DecodedRow, x: &QuantizedActs) -> f32 {
         let av = _mm256_loadu_si256(aq.add(c * 32) as *const __m256i);
         let p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
         let p32 = _mm256_madd_epi16(p16, ones);
-        let sc = _mm256_mul_ps(_mm256_loadu_ps(ws.add(c * 8)), _mm256_loadu_ps(ad.add(c * 8)));
+        let sc = _mm256_mul_ps(
+            _mm256_loadu_ps(ws.add(c * 8)),
+            _mm256_loadu_ps(ad.add(c * 8)),
+        );
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, acc);
     }
     let mut total = hsum256(acc);
@@ -178,7 +202,11 @@ unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 16 <= n {
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), _mm256_loadu_ps(pb.add(i + 8)), a1);
+        a1 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i + 8)),
+            _mm256_loadu_ps(pb.add(i + 8)),
+            a1,
+        );
         i += 16;
     }
     if i + 8 <= n {

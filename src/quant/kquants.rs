@@ -56,11 +56,7 @@ pub fn decode_q3_k(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
 fn unpack_q3_scales(sc: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     for j in 0..16 {
-        let low = if j < 8 {
-            sc[j] & 0x0f
-        } else {
-            sc[j - 8] >> 4
-        };
+        let low = if j < 8 { sc[j] & 0x0f } else { sc[j - 8] >> 4 };
         let high = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
         out[j] = low | (high << 4);
     }

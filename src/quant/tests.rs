@@ -122,7 +122,11 @@ fn reference_block(ty: GgmlType, b: &[u8]) -> Vec<f32> {
             aux[3] = ((aux[1] >> 4) & k2) | (((tmp >> 6) & k1) << 4);
             aux[0] = (aux[0] & k2) | ((tmp & k1) << 4);
             aux[1] = (aux[1] & k2) | (((tmp >> 2) & k1) << 4);
-            let scales: Vec<i8> = aux.iter().flat_map(|a| a.to_le_bytes()).map(|v| v as i8).collect();
+            let scales: Vec<i8> = aux
+                .iter()
+                .flat_map(|a| a.to_le_bytes())
+                .map(|v| v as i8)
+                .collect();
             let (mut qi, mut is, mut yi, mut m) = (32usize, 0usize, 0usize, 1u8);
             for _n in 0..2 {
                 let mut shift = 0;
@@ -157,19 +161,31 @@ fn reference_block(ty: GgmlType, b: &[u8]) -> Vec<f32> {
                     )
                 }
             };
-            let (qh, ql0) = if ty == Q5_K { (&b[16..48], 48) } else { (&b[0..0], 16) };
+            let (qh, ql0) = if ty == Q5_K {
+                (&b[16..48], 48)
+            } else {
+                (&b[0..0], 16)
+            };
             let (mut yi, mut is, mut u1, mut u2) = (0, 0, 1u8, 2u8);
             for j in 0..4 {
                 let ql = &b[ql0 + 32 * j..ql0 + 32 * j + 32];
                 let (s1, m1) = get(is);
                 let (s2, m2) = get(is + 1);
                 for l in 0..32 {
-                    let hb = if ty == Q5_K && qh[l] & u1 != 0 { 16.0 } else { 0.0 };
+                    let hb = if ty == Q5_K && qh[l] & u1 != 0 {
+                        16.0
+                    } else {
+                        0.0
+                    };
                     y[yi] = d * s1 * ((ql[l] & 0xf) as f32 + hb) - min * m1;
                     yi += 1;
                 }
                 for l in 0..32 {
-                    let hb = if ty == Q5_K && qh[l] & u2 != 0 { 16.0 } else { 0.0 };
+                    let hb = if ty == Q5_K && qh[l] & u2 != 0 {
+                        16.0
+                    } else {
+                        0.0
+                    };
                     y[yi] = d * s2 * ((ql[l] >> 4) as f32 + hb) - min * m2;
                     yi += 1;
                 }
@@ -213,7 +229,10 @@ fn dequantization_matches_ggml_reference_loops() {
             let want = reference_block(ty, block);
             for (i, w) in want.iter().enumerate() {
                 let g = got[bi * ty.block_size() + i];
-                assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{ty:?} block {bi} elem {i}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                    "{ty:?} block {bi} elem {i}: {g} vs {w}"
+                );
             }
         }
     }
@@ -223,8 +242,14 @@ fn dequantization_matches_ggml_reference_loops() {
 fn float_types_dequantize() {
     let vals = [1.5f32, -2.25, 0.0, 3.0e-3];
     let f32b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let f16b: Vec<u8> = vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
-    let bf16b: Vec<u8> = vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+    let f16b: Vec<u8> = vals
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    let bf16b: Vec<u8> = vals
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+        .collect();
     for (ty, bytes, tol) in [
         (GgmlType::F32, f32b, 0.0),
         (GgmlType::F16, f16b, 1e-3),
@@ -233,7 +258,10 @@ fn float_types_dequantize() {
         let mut out = [0f32; 4];
         dequantize_row(ty, &bytes, &mut out);
         for (o, v) in out.iter().zip(vals) {
-            assert!((o - v).abs() <= tol * v.abs().max(1e-3), "{ty:?}: {o} vs {v}");
+            assert!(
+                (o - v).abs() <= tol * v.abs().max(1e-3),
+                "{ty:?}: {o} vs {v}"
+            );
         }
     }
 }
@@ -249,31 +277,45 @@ fn integer_dot_matches_f64_reference_for_every_type_and_width() {
             let mut w = vec![0f32; n];
             dequantize_row(ty, &row, &mut w);
             let exact: f64 = w.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-            let mag: f64 = w.iter().zip(&x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
+            let mag: f64 = w
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
             let mut dec = DecodedRow::default();
             dec.decode(ty, &row, n);
             let mut xq = QuantizedActs::default();
             xq.quantize(&x, ActFormat::for_weight(ty));
             let got = dot_decoded(&dec, &xq) as f64;
             // 8-bit activations: relative error per product ~ 1/254.
-            assert!((got - exact).abs() <= 0.01 * mag + 1e-6, "{ty:?} n={n}: {got} vs {exact} (mag {mag})");
+            assert!(
+                (got - exact).abs() <= 0.01 * mag + 1e-6,
+                "{ty:?} n={n}: {got} vs {exact} (mag {mag})"
+            );
             let portable = dot_decoded_portable(&dec, &xq) as f64;
-            assert!((got - portable).abs() <= 1e-5 * mag + 1e-6, "{ty:?}: SIMD {got} vs portable {portable}");
+            assert!(
+                (got - portable).abs() <= 1e-5 * mag + 1e-6,
+                "{ty:?}: SIMD {got} vs portable {portable}"
+            );
         }
     }
 }
 
 #[test]
 fn activation_quantization_round_trips_within_half_step() {
-    let x: Vec<f32> = (0..64).map(|i| ((i * 37) % 19) as f32 - 9.0).collect();
-    let x: Vec<f32> = (0..256).map(|i| ((i * 37) % 19) as f32 - 9.0 + i as f32 * 0.01).collect();
+    let x: Vec<f32> = (0..256)
+        .map(|i| ((i * 37) % 19) as f32 - 9.0 + i as f32 * 0.01)
+        .collect();
     for format in [ActFormat::Q8_0, ActFormat::Q8_K] {
         let mut q = QuantizedActs::default();
         q.quantize(&x, format);
         for (i, v) in x.iter().enumerate() {
             let back = q.q[i] as f32 * q.d[i / GROUP];
             // Half a step, plus the f16 rounding of the Q8_0 scale.
-            assert!((back - v).abs() <= q.d[i / GROUP].abs() * 0.5 + v.abs() * 1e-3, "{format:?} {i}: {back} vs {v}");
+            assert!(
+                (back - v).abs() <= q.d[i / GROUP].abs() * 0.5 + v.abs() * 1e-3,
+                "{format:?} {i}: {back} vs {v}"
+            );
         }
         assert_eq!(q.sum[0], q.q[..16].iter().map(|&v| v as i32).sum::<i32>());
     }

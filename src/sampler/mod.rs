@@ -118,7 +118,11 @@ impl Sampler {
 
     fn draw(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
         cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if p.top_k > 0 {
             cand.truncate(p.top_k);
@@ -139,7 +143,12 @@ impl Sampler {
         }
         if p.min_p > 0.0 {
             let thresh = probs[0] * p.min_p;
-            let keep = probs.iter().take(cand.len()).take_while(|&&pr| pr >= thresh).count().max(1);
+            let keep = probs
+                .iter()
+                .take(cand.len())
+                .take_while(|&&pr| pr >= thresh)
+                .count()
+                .max(1);
             cand.truncate(keep);
         }
         let scaled: Vec<f32> = cand.iter().map(|c| c.1 / p.temperature).collect();
@@ -166,7 +175,9 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams) 
         *counts.entry(t).or_insert(0u32) += 1;
     }
     for (&t, &n) in &counts {
-        let Some(l) = logits.get_mut(t as usize) else { continue };
+        let Some(l) = logits.get_mut(t as usize) else {
+            continue;
+        };
         if *l > 0.0 {
             *l /= p.repeat_penalty;
         } else {
@@ -205,9 +216,15 @@ fn top_n(logprobs: &[f32], n: usize) -> Vec<(u32, f32)> {
     }
     let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
     let n = n.min(idx.len());
-    idx.select_nth_unstable_by(n - 1, |a, b| logprobs[*b as usize].total_cmp(&logprobs[*a as usize]));
+    idx.select_nth_unstable_by(n - 1, |a, b| {
+        logprobs[*b as usize].total_cmp(&logprobs[*a as usize])
+    });
     idx.truncate(n);
-    idx.sort_by(|a, b| logprobs[*b as usize].total_cmp(&logprobs[*a as usize]).then(a.cmp(b)));
+    idx.sort_by(|a, b| {
+        logprobs[*b as usize]
+            .total_cmp(&logprobs[*a as usize])
+            .then(a.cmp(b))
+    });
     idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
 }
 

@@ -30,7 +30,9 @@ fn same_seed_same_tokens_different_seed_differs() {
             seed,
             ..Default::default()
         });
-        (0..64).map(|_| s.sample(&mut logits(), &[]).id).collect::<Vec<_>>()
+        (0..64)
+            .map(|_| s.sample(&mut logits(), &[]).id)
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(7), run(7));
     assert_ne!(run(7), run(8));
@@ -57,26 +59,57 @@ fn top_p_and_min_p_cut_the_tail() {
     // probs ≈ [0.9, 0.09, 0.01]
     let l = vec![(0.9f32).ln(), (0.09f32).ln(), (0.01f32).ln()];
     for params in [
-        SamplingParams { top_p: 0.5, min_p: 0.0, ..Default::default() },
-        SamplingParams { top_p: 1.0, min_p: 0.5, ..Default::default() },
+        SamplingParams {
+            top_p: 0.5,
+            min_p: 0.0,
+            ..Default::default()
+        },
+        SamplingParams {
+            top_p: 1.0,
+            min_p: 0.5,
+            ..Default::default()
+        },
     ] {
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, seed: 3, ..params });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            seed: 3,
+            ..params
+        });
         for _ in 0..200 {
             assert_eq!(s.sample(&mut l.clone(), &[]).id, 0);
         }
     }
     // min_p 0.05 keeps token 1 (0.09/0.9 = 0.1) but drops token 2.
-    let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.05, seed: 4, ..Default::default() });
-    let ids: Vec<u32> = (0..2000).map(|_| s.sample(&mut l.clone(), &[]).id).collect();
+    let mut s = Sampler::new(SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.05,
+        seed: 4,
+        ..Default::default()
+    });
+    let ids: Vec<u32> = (0..2000)
+        .map(|_| s.sample(&mut l.clone(), &[]).id)
+        .collect();
     assert!(ids.contains(&1) && !ids.contains(&2));
 }
 
 #[test]
 fn sampling_frequencies_follow_the_distribution() {
     let l = vec![0.0f32, (3.0f32).ln()]; // p = [0.25, 0.75]
-    let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 9, ..Default::default() });
+    let mut s = Sampler::new(SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        seed: 9,
+        ..Default::default()
+    });
     let n = 20000;
-    let ones = (0..n).filter(|_| s.sample(&mut l.clone(), &[]).id == 1).count();
+    let ones = (0..n)
+        .filter(|_| s.sample(&mut l.clone(), &[]).id == 1)
+        .count();
     let frac = ones as f64 / n as f64;
     assert!((frac - 0.75).abs() < 0.02, "{frac}");
 }
@@ -96,8 +129,23 @@ fn penalties_follow_llama_cpp_rules() {
 
 #[test]
 fn invalid_parameters_are_rejected() {
-    assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
-    assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
-    assert!(SamplingParams { min_p: 1.5, ..Default::default() }.validate().is_err());
+    assert!(SamplingParams {
+        temperature: -1.0,
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
+    assert!(SamplingParams {
+        top_p: 0.0,
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
+    assert!(SamplingParams {
+        min_p: 1.5,
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
     assert!(SamplingParams::default().validate().is_ok());
 }

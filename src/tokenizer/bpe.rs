@@ -33,10 +33,18 @@ fn pre_regexes(pre: &str) -> Result<&'static [&'static str]> {
 pub fn build(v: &Vocab, merges: &[&str], pre: &str) -> Result<tokenizers::Tokenizer> {
     let lib = |e: Box<dyn std::error::Error + Send + Sync>| TokenizerError::Library(e.to_string());
     let regexes = pre_regexes(pre)?;
-    let vocab: tokenizers::models::bpe::Vocab = v.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: tokenizers::models::bpe::Vocab = v
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let merges: Vec<(String, String)> = merges
         .iter()
-        .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
         .collect();
     let model = BPE::builder()
         .vocab_and_merges(vocab, merges)
@@ -45,7 +53,12 @@ pub fn build(v: &Vocab, merges: &[&str], pre: &str) -> Result<tokenizers::Tokeni
         .map_err(lib)?;
     let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
     for r in regexes {
-        let split = Split::new(SplitPattern::Regex(r.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(lib)?;
+        let split = Split::new(
+            SplitPattern::Regex(r.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(lib)?;
         steps.push(split.into());
     }
     steps.push(ByteLevel::new(false, false, false).into());
@@ -60,7 +73,8 @@ fn unicode_to_byte() -> HashMap<char, u8> {
     let mut map = HashMap::new();
     let mut extra = 0u32;
     for b in 0u32..256 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         let c = if printable {
             b
         } else {

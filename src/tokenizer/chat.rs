@@ -44,10 +44,17 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
-    pub fn from_gguf(template: Option<&str>, arch: &str, bos_token: String, eos_token: String) -> Result<Self> {
+    pub fn from_gguf(
+        template: Option<&str>,
+        arch: &str,
+        bos_token: String,
+        eos_token: String,
+    ) -> Result<Self> {
         let (source, fallback) = match template {
             Some(t) => (t.to_string(), None),
-            None if arch.starts_with("gemma") => (GEMMA_FALLBACK.to_string(), Some("Gemma turn format")),
+            None if arch.starts_with("gemma") => {
+                (GEMMA_FALLBACK.to_string(), Some("Gemma turn format"))
+            }
             None => (CHATML_FALLBACK.to_string(), Some("ChatML")),
         };
         let t = Self {
@@ -63,18 +70,24 @@ impl ChatTemplate {
 
     /// `Some(description)` when the file has no template and a fallback is used.
     pub fn fallback_note(&self) -> Option<String> {
-        self.fallback
-            .map(|f| format!("the model file has no chat template; using the built-in {f} fallback"))
+        self.fallback.map(|f| {
+            format!("the model file has no chat template; using the built-in {f} fallback")
+        })
     }
 
     fn env(&self) -> Result<Environment<'static>> {
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, Error> {
-            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |fmt: String| {
+            chrono::Local::now().format(&fmt).to_string()
         });
-        env.add_function("strftime_now", |fmt: String| chrono::Local::now().format(&fmt).to_string());
         env.add_template_owned("chat", self.source.clone())
             .map_err(|e| TokenizerError::Template(e.to_string()))?;
         Ok(env)
@@ -83,11 +96,16 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         for m in messages {
             if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
-                return Err(TokenizerError::Template(format!("unknown role {:?}", m.role)));
+                return Err(TokenizerError::Template(format!(
+                    "unknown role {:?}",
+                    m.role
+                )));
             }
         }
         let env = self.env()?;
-        let tmpl = env.get_template("chat").map_err(|e| TokenizerError::Template(e.to_string()))?;
+        let tmpl = env
+            .get_template("chat")
+            .map_err(|e| TokenizerError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -127,7 +145,10 @@ mod tests {
     fn chatml_fallback() {
         let t = ChatTemplate::from_gguf(None, "llama", "".into(), "".into()).unwrap();
         let out = t.render(&msgs()[1..2], true).unwrap();
-        assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
@@ -135,8 +156,15 @@ mod tests {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}\
                    {{ messages[0].content.strip() | tojson }}{{ strftime_now('%Y') | length }}";
         let t = ChatTemplate::from_gguf(Some(src), "llama", "".into(), "".into()).unwrap();
-        assert_eq!(t.render(&[ChatMessage::new("user", "  x ")], false).unwrap(), "\"x\"4");
-        let err = t.render(&[ChatMessage::new("system", "s")], false).unwrap_err().to_string();
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "  x ")], false)
+                .unwrap(),
+            "\"x\"4"
+        );
+        let err = t
+            .render(&[ChatMessage::new("system", "s")], false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("first must be user"), "{err}");
     }
 

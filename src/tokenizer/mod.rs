@@ -80,7 +80,14 @@ pub struct Tokenizer {
 
 /// Token texts that end a turn in the chat formats we know, as llama.cpp
 /// also treats them.
-const EOG_TEXTS: &[&str] = &["<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|eom_id|>"];
+const EOG_TEXTS: &[&str] = &[
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<end_of_turn>",
+    "<|eot_id|>",
+    "<|end|>",
+    "<|eom_id|>",
+];
 
 impl Tokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
@@ -91,27 +98,41 @@ impl Tokenizer {
         let vocab = read_vocab(f)?;
         let n = vocab.tokens.len();
         let id = |key: &str| -> Result<Option<u32>> {
-            Ok(f.get_u64(key)?.filter(|&v| (v as usize) < n).map(|v| v as u32))
+            Ok(f.get_u64(key)?
+                .filter(|&v| (v as usize) < n)
+                .map(|v| v as u32))
         };
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let eos = id("tokenizer.ggml.eos_token_id")?;
         let eot = id("tokenizer.ggml.eot_token_id")?;
         let (hf, pieces, default_add_bos) = match model.as_str() {
             "gpt2" => {
-                let pre = f.get_str("tokenizer.ggml.pre")?.unwrap_or("default").to_string();
-                let merges = f
-                    .get_array("tokenizer.ggml.merges")?
-                    .ok_or_else(|| TokenizerError::Metadata("tokenizer.ggml.merges is missing".into()))?;
+                let pre = f
+                    .get_str("tokenizer.ggml.pre")?
+                    .unwrap_or("default")
+                    .to_string();
+                let merges = f.get_array("tokenizer.ggml.merges")?.ok_or_else(|| {
+                    TokenizerError::Metadata("tokenizer.ggml.merges is missing".into())
+                })?;
                 let merges: Vec<&str> = merges.iter().filter_map(|m| m.as_str()).collect();
-                (bpe::build(&vocab, &merges, &pre)?, bpe::pieces(&vocab), false)
+                (
+                    bpe::build(&vocab, &merges, &pre)?,
+                    bpe::pieces(&vocab),
+                    false,
+                )
             }
             "llama" => {
-                let prefix = f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+                let prefix = f
+                    .get_bool("tokenizer.ggml.add_space_prefix")?
+                    .unwrap_or(true);
                 (spm::build(&vocab, prefix)?, spm::pieces(&vocab), true)
             }
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
-        let add_bos = f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos) && bos.is_some();
+        let add_bos = f
+            .get_bool("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(default_add_bos)
+            && bos.is_some();
         let mut eog: Vec<u32> = [eos, eot].into_iter().flatten().collect();
         for (i, t) in vocab.tokens.iter().enumerate() {
             if EOG_TEXTS.contains(&t.as_str()) && !eog.contains(&(i as u32)) {
@@ -164,12 +185,18 @@ impl Tokenizer {
 
     /// The bytes a token stands for.
     pub fn piece(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map(|p| p.as_slice()).unwrap_or(&[])
+        self.pieces
+            .get(id as usize)
+            .map(|p| p.as_slice())
+            .unwrap_or(&[])
     }
 
     /// The token's text as stored in the vocabulary (e.g. `Ġthe`).
     pub fn token_text(&self, id: u32) -> &str {
-        self.tokens.get(id as usize).map(|s| s.as_str()).unwrap_or("")
+        self.tokens
+            .get(id as usize)
+            .map(|s| s.as_str())
+            .unwrap_or("")
     }
 
     pub fn kind(&self, id: u32) -> Option<TokenKind> {
@@ -182,7 +209,10 @@ impl Tokenizer {
 
     /// Decode ids to text (invalid UTF-8 becomes U+FFFD).
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&i| self.piece(i).iter().copied()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| self.piece(i).iter().copied())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
@@ -198,12 +228,17 @@ fn read_vocab(f: &GgufFile) -> Result<Vocab> {
         .iter()
         .map(|v| v.as_str().map(String::from))
         .collect::<Option<_>>()
-        .ok_or_else(|| TokenizerError::Metadata("tokenizer.ggml.tokens holds a non-string".into()))?;
+        .ok_or_else(|| {
+            TokenizerError::Metadata("tokenizer.ggml.tokens holds a non-string".into())
+        })?;
     if tokens.is_empty() {
         return Err(TokenizerError::Metadata("the vocabulary is empty".into()));
     }
     let kinds = match f.get_array("tokenizer.ggml.token_type")? {
-        Some(a) if a.len() == tokens.len() => a.iter().map(|v| TokenKind::from_id(v.as_i64().unwrap_or(1))).collect(),
+        Some(a) if a.len() == tokens.len() => a
+            .iter()
+            .map(|v| TokenKind::from_id(v.as_i64().unwrap_or(1)))
+            .collect(),
         Some(a) => {
             return Err(TokenizerError::Metadata(format!(
                 "{} token types for {} tokens",
@@ -214,7 +249,9 @@ fn read_vocab(f: &GgufFile) -> Result<Vocab> {
         None => vec![TokenKind::Normal; tokens.len()],
     };
     let scores = match f.get_array("tokenizer.ggml.scores")? {
-        Some(a) if a.len() == tokens.len() => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+        Some(a) if a.len() == tokens.len() => {
+            a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect()
+        }
         Some(a) => {
             return Err(TokenizerError::Metadata(format!(
                 "{} scores for {} tokens",
@@ -224,7 +261,11 @@ fn read_vocab(f: &GgufFile) -> Result<Vocab> {
         }
         None => vec![0.0; tokens.len()],
     };
-    Ok(Vocab { tokens, kinds, scores })
+    Ok(Vocab {
+        tokens,
+        kinds,
+        scores,
+    })
 }
 
 /// Control and user-defined tokens are matched in raw text before the model

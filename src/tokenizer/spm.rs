@@ -7,7 +7,6 @@
 //! every token, ranked by the token's score — the same conversion Hugging Face
 //! uses for SentencePiece BPE models — so it runs on the `tokenizers` crate.
 
-
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace, Sequence};
 use tokenizers::NormalizerWrapper;

@@ -17,7 +17,8 @@ pub fn refs_dir() -> PathBuf {
 
 pub fn load_ref(kind: &str, file_stem: &str) -> serde_json::Value {
     let p = refs_dir().join(format!("{kind}_{file_stem}.json"));
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     serde_json::from_str(&text).expect("reference JSON")
 }
 
@@ -27,5 +28,9 @@ pub fn model_path(name: &str) -> PathBuf {
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }

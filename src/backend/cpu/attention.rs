@@ -26,36 +26,39 @@ pub fn attention(
             row_seq[r] = (si, i);
         }
     }
-    out.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
-        let (row, h) = (idx / p.n_heads, idx % p.n_heads);
-        let (si, i) = row_seq[row];
-        let s = &seqs[si];
-        let pos = s.positions[i] as usize;
-        let lo = match p.window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        };
-        let qh = &q.row(row)[h * hd..(h + 1) * hd];
-        let koff = (h / group) * hd;
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for &slot in &s.slots[lo..=pos] {
-            let k = &k_cache[slot as usize * kv_dim + koff..][..hd];
-            let sc = crate::quant::act::dot_f32(qh, k) * p.scale;
-            max = max.max(sc);
-            scores.push(sc);
-        }
-        let mut sum = 0.0f32;
-        for sc in scores.iter_mut() {
-            *sc = (*sc - max).exp();
-            sum += *sc;
-        }
-        let inv = 1.0 / sum;
-        o.fill(0.0);
-        for (&slot, &w) in s.slots[lo..=pos].iter().zip(scores.iter()) {
-            let v = &v_cache[slot as usize * kv_dim + koff..][..hd];
-            let w = w * inv;
-            o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
-        }
-    });
+    out.par_chunks_mut(hd).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (idx, o)| {
+            let (row, h) = (idx / p.n_heads, idx % p.n_heads);
+            let (si, i) = row_seq[row];
+            let s = &seqs[si];
+            let pos = s.positions[i] as usize;
+            let lo = match p.window {
+                Some(w) => (pos + 1).saturating_sub(w),
+                None => 0,
+            };
+            let qh = &q.row(row)[h * hd..(h + 1) * hd];
+            let koff = (h / group) * hd;
+            scores.clear();
+            let mut max = f32::NEG_INFINITY;
+            for &slot in &s.slots[lo..=pos] {
+                let k = &k_cache[slot as usize * kv_dim + koff..][..hd];
+                let sc = crate::quant::act::dot_f32(qh, k) * p.scale;
+                max = max.max(sc);
+                scores.push(sc);
+            }
+            let mut sum = 0.0f32;
+            for sc in scores.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            let inv = 1.0 / sum;
+            o.fill(0.0);
+            for (&slot, &w) in s.slots[lo..=pos].iter().zip(scores.iter()) {
+                let v = &v_cache[slot as usize * kv_dim + koff..][..hd];
+                let w = w * inv;
+                o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
+            }
+        },
+    );
 }

@@ -16,6 +16,16 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Write `v` at `i`.
+    ///
+    /// # Safety
+    /// `i` is in bounds and no other task writes it.
+    unsafe fn write(&self, i: usize, v: f32) {
+        *self.0.add(i) = v;
+    }
+}
+
 /// out[t, r] = Σ_k x[t, k] · w[r, k], out laid out [x.rows, w.rows].
 pub fn matmul(x: &CpuAct, w: &CpuWeight, out: &mut [f32]) {
     let (n_tok, n_out) = (x.rows, w.rows);
@@ -37,26 +47,26 @@ pub fn matmul(x: &CpuAct, w: &CpuWeight, out: &mut [f32]) {
                 q
             })
             .collect();
-        (0..n_out.div_ceil(chunk)).into_par_iter().for_each_init(DecodedRow::default, |dec, c| {
-            let ptr = ptr;
-            for r in c * chunk..((c + 1) * chunk).min(n_out) {
-                dec.decode(w.ty, w.row(r), w.cols);
-                for (t, xt) in xq.iter().enumerate() {
-                    // SAFETY: (t, r) is written by this task only; in bounds by the assert above.
-                    unsafe { *ptr.0.add(t * n_out + r) = dot_decoded(dec, xt) };
+        (0..n_out.div_ceil(chunk))
+            .into_par_iter()
+            .for_each_init(DecodedRow::default, |dec, c| {
+                for r in c * chunk..((c + 1) * chunk).min(n_out) {
+                    dec.decode(w.ty, w.row(r), w.cols);
+                    for (t, xt) in xq.iter().enumerate() {
+                        // SAFETY: (t, r) is written by this task only; in bounds by the assert above.
+                        unsafe { ptr.write(t * n_out + r, dot_decoded(dec, xt)) };
+                    }
                 }
-            }
-        });
+            });
     } else {
         (0..n_out.div_ceil(chunk)).into_par_iter().for_each_init(
             || vec![0f32; w.cols],
             |wrow, c| {
-                let ptr = ptr;
                 for r in c * chunk..((c + 1) * chunk).min(n_out) {
                     dequantize_row(w.ty, w.row(r), wrow);
                     for t in 0..n_tok {
                         // SAFETY: as above.
-                        unsafe { *ptr.0.add(t * n_out + r) = dot_f32(wrow, x.row(t)) };
+                        unsafe { ptr.write(t * n_out + r, dot_f32(wrow, x.row(t))) };
                     }
                 }
             },

@@ -82,7 +82,7 @@ impl Backend for CpuBackend {
                 problem: format!("expected a matrix, got dims {:?}", info.dims),
             });
         }
-        if info.ty.is_quantized() && info.row_len() % crate::quant::act::ACT_BLOCK != 0 {
+        if info.ty.is_quantized() && !info.row_len().is_multiple_of(crate::quant::act::ACT_BLOCK) {
             return Err(BackendError::BadWeight {
                 name: info.name.clone(),
                 problem: format!("row length {} is not a multiple of 32", info.row_len()),
@@ -147,7 +147,11 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&Vec<f32>>, out: &mut CpuAct) {
-        assert_eq!(x.cols, w.cols, "linear: input width {} vs weight width {}", x.cols, w.cols);
+        assert_eq!(
+            x.cols, w.cols,
+            "linear: input width {} vs weight width {}",
+            x.cols, w.cols
+        );
         reshape(out, x.rows, w.rows);
         matmul::matmul(x, w, &mut out.data);
         if let Some(b) = bias {
@@ -171,9 +175,25 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn attention(&self, q: &CpuAct, kv: &CpuKv, layer: usize, seqs: &[AttnSeq<'_>], p: &AttnParams, out: &mut CpuAct) {
+    fn attention(
+        &self,
+        q: &CpuAct,
+        kv: &CpuKv,
+        layer: usize,
+        seqs: &[AttnSeq<'_>],
+        p: &AttnParams,
+        out: &mut CpuAct,
+    ) {
         reshape(out, q.rows, p.n_heads * p.head_dim);
-        attention::attention(q, &kv.k[layer], &kv.v[layer], kv.kv_dim, seqs, p, &mut out.data);
+        attention::attention(
+            q,
+            &kv.k[layer],
+            &kv.v[layer],
+            kv.kv_dim,
+            seqs,
+            p,
+            &mut out.data,
+        );
     }
 
     fn gated_act(&self, gate: &mut CpuAct, up: &CpuAct, act: Activation) {

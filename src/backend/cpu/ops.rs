@@ -1,4 +1,9 @@
 //! Element-wise and per-row ops: RMSNorm, RoPE, gated activations.
+//!
+//! Rounding follows ggml's CPU backend where it changes results measurably
+//! (sum of squares in f64, RoPE angles by repeated f32 multiplication, GELU
+//! through f16): the models here amplify tiny differences through 8-bit
+//! activation quantization, and llama.cpp's outputs are our correctness bar.
 
 use rayon::prelude::*;
 
@@ -6,39 +11,50 @@ use crate::backend::{Activation, Rope, RopeStyle};
 
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
-    out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(o, x)| {
-        let ms = x.iter().map(|v| v * v).sum::<f32>() / n as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
-            *o = x * inv * w;
-        }
-    });
+    out.par_chunks_mut(n)
+        .zip(x.par_chunks(n))
+        .for_each(|(o, x)| {
+            let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+            let mean = (sum / n as f64) as f32;
+            let inv = 1.0 / (mean + eps).sqrt();
+            for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
+                *o = x * inv * w;
+            }
+        });
 }
 
-/// The rotation angles' inverse frequencies for one head.
-fn inv_freqs(rope: &Rope) -> Vec<f32> {
+/// sin and cos of each pair's angle at `pos`; the angle is built by repeated
+/// multiplication as ggml does (`theta *= base^(-2/dims)`).
+fn angles(rope: &Rope, pos: u32) -> (Vec<f32>, Vec<f32>) {
+    let step = rope.base.powf(-2.0 / rope.dims as f32);
+    let mut theta = pos as f32;
     (0..rope.dims / 2)
-        .map(|i| rope.freq_scale * rope.base.powf(-2.0 * i as f32 / rope.dims as f32))
-        .collect()
+        .map(|_| {
+            let sc = (rope.freq_scale * theta).sin_cos();
+            theta *= step;
+            sc
+        })
+        .unzip()
 }
 
 pub fn rope(x: &mut [f32], cols: usize, head_dim: usize, positions: &[u32], rope: &Rope) {
-    let freqs = inv_freqs(rope);
     let half = rope.dims / 2;
-    x.par_chunks_mut(cols).zip(positions.par_iter()).for_each(|(row, &pos)| {
-        let (sin, cos): (Vec<f32>, Vec<f32>) = freqs.iter().map(|f| (pos as f32 * f).sin_cos()).unzip();
-        for head in row.chunks_mut(head_dim) {
-            for i in 0..half {
-                let (a, b) = match rope.style {
-                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                    RopeStyle::Halves => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos[i] - x1 * sin[i];
-                head[b] = x0 * sin[i] + x1 * cos[i];
+    x.par_chunks_mut(cols)
+        .zip(positions.par_iter())
+        .for_each(|(row, &pos)| {
+            let (sin, cos) = angles(rope, pos);
+            for head in row.chunks_mut(head_dim) {
+                for i in 0..half {
+                    let (a, b) = match rope.style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Halves => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[i] - x1 * sin[i];
+                    head[b] = x0 * sin[i] + x1 * cos[i];
+                }
             }
-        }
-    });
+        });
 }
 
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -46,17 +62,32 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
 }
 
+/// GELU as ggml evaluates it: through a table indexed by the f16 input,
+/// holding f16 outputs; identity/zero beyond ±10.
+pub fn gelu_f16(x: f32) -> f32 {
+    use half::f16;
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        f16::from_f32(gelu_tanh(f16::from_f32(x).to_f32())).to_f32()
+    }
+}
+
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
 pub fn gated_act(gate: &mut [f32], up: &[f32], act: Activation) {
-    gate.par_chunks_mut(4096).zip(up.par_chunks(4096)).for_each(|(g, u)| {
-        for (g, u) in g.iter_mut().zip(u) {
-            *g = match act {
-                Activation::Silu => silu(*g),
-                Activation::GeluTanh => gelu_tanh(*g),
-            } * u;
-        }
-    });
+    gate.par_chunks_mut(4096)
+        .zip(up.par_chunks(4096))
+        .for_each(|(g, u)| {
+            for (g, u) in g.iter_mut().zip(u) {
+                *g = match act {
+                    Activation::Silu => silu(*g),
+                    Activation::GeluTanh => gelu_f16(*g),
+                } * u;
+            }
+        });
 }
