@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{HParams, ModelError, Result};
-use crate::backend::{Activation, AttnParams, Backend, Rope};
+use crate::backend::{Activation, AttnParams, Backend, Rope, RopeStyle};
 use crate::gguf::{GgufError, GgufFile};
 
 /// Which optional tensors an architecture requires.
@@ -199,35 +199,81 @@ impl<B: Backend> Block<B> {
     }
 }
 
-/// Embed → blocks → final norm → logits of the wanted rows. `spec(i)` gives
-/// layer i's settings.
-#[allow(clippy::too_many_arguments)]
-pub fn run_decoder<B: Backend>(
-    be: &B,
-    h: &HParams,
-    embd: &B::Weight,
-    embd_scale: f32,
-    blocks: &[Block<B>],
-    spec: impl Fn(usize) -> LayerSpec,
-    out_norm: &B::Vector,
-    output: &B::Weight,
-    batch: &super::ForwardBatch<'_>,
-    kv: &mut B::KvCache,
-) -> Result<Vec<f32>> {
-    let flat = super::batch::FlatBatch::new(batch, h.vocab_size, h.ctx_len)?;
-    if flat.tokens.is_empty() {
-        return Ok(Vec::new());
+/// The weights every decoder-only model here has, and its forward pass:
+/// embed → blocks → final norm → logits of the wanted rows. Architecture
+/// files choose the block kind, the embedding scale and each layer's spec.
+pub struct Decoder<B: Backend> {
+    pub h: HParams,
+    embd: B::Weight,
+    blocks: Vec<Block<B>>,
+    out_norm: B::Vector,
+    output: B::Weight,
+}
+
+impl<B: Backend> Decoder<B> {
+    pub fn load(be: &B, file: &Arc<GgufFile>, kind: BlockKind) -> Result<Self> {
+        let mut h = HParams::read(file)?;
+        let l = Loader { be, file };
+        h.vocab_size = l.vocab_rows()?;
+        let blocks = (0..h.n_layers)
+            .map(|i| Block::load(&l, &h, i, kind))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            embd: l.weight("token_embd.weight", h.vocab_size, h.d_model)?,
+            out_norm: l.vector("output_norm.weight", h.d_model)?,
+            output: l.output(&h, h.vocab_size)?,
+            blocks,
+            h,
+        })
     }
-    let mut x = be.act(0, 0);
-    be.embed(embd, &flat.tokens, embd_scale, &mut x);
-    for (i, b) in blocks.iter().enumerate() {
-        b.forward(be, &mut x, i, &spec(i), &flat, kv);
+
+    /// The spec of a layer with full causal attention and 1/sqrt(head_dim)
+    /// scaling, the common case.
+    pub fn plain_spec(&self, style: RopeStyle, act: Activation) -> LayerSpec {
+        let h = &self.h;
+        LayerSpec {
+            attn: AttnParams {
+                n_heads: h.n_heads,
+                n_kv_heads: h.n_kv_heads,
+                head_dim: h.head_dim,
+                scale: 1.0 / (h.head_dim as f32).sqrt(),
+                window: None,
+            },
+            rope: Rope {
+                style,
+                base: h.rope_base,
+                freq_scale: h.rope_freq_scale,
+                dims: h.rope_dims,
+            },
+            act,
+            eps: h.rms_eps,
+        }
     }
-    let mut last = be.act(0, 0);
-    be.gather_rows(&x, &flat.logit_rows, &mut last);
-    let mut normed = be.act(0, 0);
-    be.rms_norm(&last, out_norm, h.rms_eps, &mut normed);
-    let mut logits = be.act(0, 0);
-    be.linear(&normed, output, None, &mut logits);
-    Ok(be.to_host(&logits))
+
+    pub fn forward(
+        &self,
+        be: &B,
+        embd_scale: f32,
+        spec: impl Fn(usize) -> LayerSpec,
+        batch: &super::ForwardBatch<'_>,
+        kv: &mut B::KvCache,
+    ) -> Result<Vec<f32>> {
+        let h = &self.h;
+        let flat = super::batch::FlatBatch::new(batch, h.vocab_size, h.ctx_len)?;
+        if flat.tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut x = be.act(0, 0);
+        be.embed(&self.embd, &flat.tokens, embd_scale, &mut x);
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.forward(be, &mut x, i, &spec(i), &flat, kv);
+        }
+        let mut last = be.act(0, 0);
+        be.gather_rows(&x, &flat.logit_rows, &mut last);
+        let mut normed = be.act(0, 0);
+        be.rms_norm(&last, &self.out_norm, h.rms_eps, &mut normed);
+        let mut logits = be.act(0, 0);
+        be.linear(&normed, &self.output, None, &mut logits);
+        Ok(be.to_host(&logits))
+    }
 }

@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use super::block::{run_decoder, Block, BlockKind, LayerSpec, Loader};
+use super::block::{BlockKind, Decoder, LayerSpec};
 use super::{ForwardBatch, HParams, Model, ModelError, Result};
-use crate::backend::{Activation, AttnParams, Backend, Rope, RopeStyle};
+use crate::backend::{Activation, Backend, RopeStyle};
 use crate::gguf::GgufFile;
 
 /// Every sixth layer is global.
@@ -21,20 +21,13 @@ const SWA_PATTERN: usize = 6;
 const LOCAL_ROPE_BASE: f32 = 10_000.0;
 
 pub struct Gemma3<B: Backend> {
-    h: HParams,
+    dec: Decoder<B>,
     window: usize,
     local_rope_base: f32,
-    embd: B::Weight,
-    blocks: Vec<Block<B>>,
-    out_norm: B::Vector,
-    output: B::Weight,
 }
 
 impl<B: Backend> Gemma3<B> {
     pub fn load(be: &B, file: &Arc<GgufFile>) -> Result<Self> {
-        let mut h = HParams::read(file)?;
-        let l = Loader { be, file };
-        h.vocab_size = l.vocab_rows()?;
         let window = file
             .get_u64("gemma3.attention.sliding_window")?
             .ok_or_else(|| {
@@ -52,17 +45,10 @@ impl<B: Backend> Gemma3<B> {
             post_norms: true,
             ..Default::default()
         };
-        let blocks = (0..h.n_layers)
-            .map(|i| Block::load(&l, &h, i, kind))
-            .collect::<Result<_>>()?;
         Ok(Self {
-            embd: l.weight("token_embd.weight", h.vocab_size, h.d_model)?,
-            out_norm: l.vector("output_norm.weight", h.d_model)?,
-            output: l.output(&h, h.vocab_size)?,
-            blocks,
+            dec: Decoder::load(be, file, kind)?,
             window,
             local_rope_base,
-            h,
         })
     }
 
@@ -71,51 +57,24 @@ impl<B: Backend> Gemma3<B> {
     }
 
     fn spec(&self, layer: usize) -> LayerSpec {
-        let h = &self.h;
-        let local = Self::is_local(layer);
-        LayerSpec {
-            attn: AttnParams {
-                n_heads: h.n_heads,
-                n_kv_heads: h.n_kv_heads,
-                head_dim: h.head_dim,
-                scale: 1.0 / (h.head_dim as f32).sqrt(),
-                window: local.then_some(self.window),
-            },
-            rope: Rope {
-                style: RopeStyle::Halves,
-                base: if local {
-                    self.local_rope_base
-                } else {
-                    h.rope_base
-                },
-                freq_scale: if local { 1.0 } else { h.rope_freq_scale },
-                dims: h.rope_dims,
-            },
-            act: Activation::GeluTanh,
-            eps: h.rms_eps,
+        let mut spec = self.dec.plain_spec(RopeStyle::Halves, Activation::GeluTanh);
+        if Self::is_local(layer) {
+            spec.attn.window = Some(self.window);
+            spec.rope.base = self.local_rope_base;
+            spec.rope.freq_scale = 1.0;
         }
+        spec
     }
 }
 
 impl<B: Backend> Model<B> for Gemma3<B> {
     fn hparams(&self) -> &HParams {
-        &self.h
+        &self.dec.h
     }
 
     fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
-        let scale = (self.h.d_model as f32).sqrt();
-        run_decoder(
-            be,
-            &self.h,
-            &self.embd,
-            scale,
-            &self.blocks,
-            |i| self.spec(i),
-            &self.out_norm,
-            &self.output,
-            batch,
-            kv,
-        )
+        let scale = (self.dec.h.d_model as f32).sqrt();
+        self.dec.forward(be, scale, |i| self.spec(i), batch, kv)
     }
 }
 

@@ -77,26 +77,25 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
 
 /// Q4_K: d, dmin, scales[12], qs[128]; eight 32-element sub-blocks.
 pub fn decode_q4_k(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
-    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    let (sc, qs) = (&b[4..16], &b[16..144]);
-    for chunk in 0..4 {
-        let qc = &qs[chunk * 32..chunk * 32 + 32];
-        for (k, nib_shift) in [(0, 0), (1, 4)] {
-            let sub = chunk * 2 + k;
-            let (s, m) = scale_min_k4(sub, sc);
-            scale[sub * 2..sub * 2 + 2].fill(d * s as f32);
-            min[sub * 2..sub * 2 + 2].fill(dmin * m as f32);
-            for l in 0..32 {
-                q[sub * 32 + l] = ((qc[l] >> nib_shift) & 0x0f) as i8;
-            }
-        }
-    }
+    decode_q45_k(b, None, &b[16..144], q, scale, min);
 }
 
-/// Q5_K: d, dmin, scales[12], qh[32], qs[128].
+/// Q5_K: d, dmin, scales[12], qh[32], qs[128]; the fifth bit of sub-block s
+/// is bit s of qh.
 pub fn decode_q5_k(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
+    decode_q45_k(b, Some(&b[16..48]), &b[48..176], q, scale, min);
+}
+
+fn decode_q45_k(
+    b: &[u8],
+    qh: Option<&[u8]>,
+    qs: &[u8],
+    q: &mut [i8],
+    scale: &mut [f32],
+    min: &mut [f32],
+) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    let (sc, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
+    let sc = &b[4..16];
     for chunk in 0..4 {
         let qc = &qs[chunk * 32..chunk * 32 + 32];
         for (k, nib_shift) in [(0, 0), (1, 4)] {
@@ -104,9 +103,8 @@ pub fn decode_q5_k(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
             let (s, m) = scale_min_k4(sub, sc);
             scale[sub * 2..sub * 2 + 2].fill(d * s as f32);
             min[sub * 2..sub * 2 + 2].fill(dmin * m as f32);
-            let hbit = 1u8 << sub;
             for l in 0..32 {
-                let hi = if qh[l] & hbit != 0 { 16 } else { 0 };
+                let hi = qh.map_or(0, |h| if h[l] & (1 << sub) != 0 { 16 } else { 0 });
                 q[sub * 32 + l] = (((qc[l] >> nib_shift) & 0x0f) + hi) as i8;
             }
         }

@@ -10,7 +10,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
 
-use super::{added_tokens, Result, TokenKind, TokenizerError, Vocab};
+use super::{added_tokens, library_error, vocab_map, Result, TokenKind, TokenizerError, Vocab};
 
 /// The pre-tokenizer regexes, applied in order, each splitting the pieces the
 /// previous one produced (matches and the text between them are both kept).
@@ -31,14 +31,8 @@ fn pre_regexes(pre: &str) -> Result<&'static [&'static str]> {
 }
 
 pub fn build(v: &Vocab, merges: &[&str], pre: &str) -> Result<tokenizers::Tokenizer> {
-    let lib = |e: Box<dyn std::error::Error + Send + Sync>| TokenizerError::Library(e.to_string());
     let regexes = pre_regexes(pre)?;
-    let vocab: tokenizers::models::bpe::Vocab = v
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
+    let vocab = vocab_map(v);
     let merges: Vec<(String, String)> = merges
         .iter()
         .filter_map(|m| {
@@ -50,7 +44,7 @@ pub fn build(v: &Vocab, merges: &[&str], pre: &str) -> Result<tokenizers::Tokeni
         .vocab_and_merges(vocab, merges)
         .ignore_merges(false)
         .build()
-        .map_err(lib)?;
+        .map_err(library_error)?;
     let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
     for r in regexes {
         let split = Split::new(
@@ -58,7 +52,7 @@ pub fn build(v: &Vocab, merges: &[&str], pre: &str) -> Result<tokenizers::Tokeni
             SplitDelimiterBehavior::Isolated,
             false,
         )
-        .map_err(lib)?;
+        .map_err(library_error)?;
         steps.push(split.into());
     }
     steps.push(ByteLevel::new(false, false, false).into());

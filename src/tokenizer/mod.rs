@@ -268,6 +268,19 @@ fn read_vocab(f: &GgufFile) -> Result<Vocab> {
     })
 }
 
+/// Token text → id, as the BPE model wants it.
+pub(crate) fn vocab_map(v: &Vocab) -> tokenizers::models::bpe::Vocab {
+    v.tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect()
+}
+
+fn library_error(e: Box<dyn std::error::Error + Send + Sync>) -> TokenizerError {
+    TokenizerError::Library(e.to_string())
+}
+
 /// Control and user-defined tokens are matched in raw text before the model
 /// sees it, as llama.cpp does when it parses special tokens.
 pub(crate) fn added_tokens(v: &Vocab) -> Vec<tokenizers::AddedToken> {

@@ -11,16 +11,10 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace, Sequence};
 use tokenizers::NormalizerWrapper;
 
-use super::{added_tokens, Result, TokenKind, TokenizerError, Vocab};
+use super::{added_tokens, library_error, vocab_map, Result, TokenKind, Vocab};
 
 pub fn build(v: &Vocab, add_space_prefix: bool) -> Result<tokenizers::Tokenizer> {
-    let lib = |e: Box<dyn std::error::Error + Send + Sync>| TokenizerError::Library(e.to_string());
-    let vocab: tokenizers::models::bpe::Vocab = v
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
+    let vocab = vocab_map(v);
     let mut ranked: Vec<(f32, u32, String, String)> = Vec::new();
     for (id, (t, k)) in v.tokens.iter().zip(&v.kinds).enumerate() {
         if *k != TokenKind::Normal && *k != TokenKind::UserDefined {
@@ -49,12 +43,12 @@ pub fn build(v: &Vocab, add_space_prefix: bool) -> Result<tokenizers::Tokenizer>
         .unk_token(unk)
         .fuse_unk(true)
         .build()
-        .map_err(lib)?;
+        .map_err(library_error)?;
     let mut norms: Vec<NormalizerWrapper> = Vec::new();
     if add_space_prefix {
         norms.push(Prepend::new("▁".to_string()).into());
     }
-    norms.push(Replace::new(" ", "▁").map_err(lib)?.into());
+    norms.push(Replace::new(" ", "▁").map_err(library_error)?.into());
     let mut tk = tokenizers::Tokenizer::new(model);
     tk.with_normalizer(Some(Sequence::new(norms)));
     tk.add_special_tokens(&added_tokens(v));
