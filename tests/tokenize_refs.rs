@@ -52,3 +52,51 @@ fn qwen_0_5b_tokenization_matches_llama_cpp() {
 fn qwen_1_5b_tokenization_matches_llama_cpp() {
     check("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct");
 }
+
+/// The models' own chat templates render as their authors intended.
+#[test]
+fn real_chat_templates_render() {
+    use tandem::tokenizer::ChatMessage;
+    let gguf = GgufFile::open(common::model_path("qwen2.5-coder-0.5b")).unwrap();
+    let tok = Tokenizer::from_gguf(&gguf).unwrap();
+    assert!(tok.chat_template.fallback_note().is_none());
+    let out = tok
+        .chat_template
+        .render(&[ChatMessage::new("user", "Hi")], true)
+        .unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = tok.encode(&out, true).unwrap();
+    assert_eq!(ids[0], 151644, "<|im_start|> is one special token");
+
+    let gguf = GgufFile::open(common::model_path("smollm2-135m")).unwrap();
+    let tok = Tokenizer::from_gguf(&gguf).unwrap();
+    let out = tok
+        .chat_template
+        .render(&[ChatMessage::new("user", "Hi")], true)
+        .unwrap();
+    assert!(
+        out.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
+        "{out}"
+    );
+
+    let gguf = GgufFile::open(common::model_path("gemma3-270m")).unwrap();
+    let tok = Tokenizer::from_gguf(&gguf).unwrap();
+    assert!(tok.chat_template.fallback_note().is_some());
+    let out = tok
+        .chat_template
+        .render(&[ChatMessage::new("user", "Hi")], true)
+        .unwrap();
+    assert_eq!(
+        tok.encode(&out, true).unwrap()[..2],
+        [2, 105],
+        "<bos><start_of_turn>, BOS not doubled"
+    );
+}

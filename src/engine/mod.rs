@@ -5,8 +5,11 @@
 //! perplexity ([`perplexity`]). The batched, many-sequence engine builds on
 //! the same model call.
 
+pub mod batched;
 pub mod generate;
 pub mod perplexity;
+pub mod request;
+pub mod scheduler;
 pub mod stop;
 
 use crate::backend::Backend;

@@ -11,7 +11,7 @@ mod spm;
 mod stream;
 
 pub use chat::{ChatMessage, ChatTemplate};
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, Utf8Stream};
 
 use crate::gguf::{GgufError, GgufFile};
 

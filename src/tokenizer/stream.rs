@@ -31,6 +31,26 @@ impl<'a> StreamDecoder<'a> {
     }
 }
 
+/// The same hold-back for callers that own their bytes (the batched
+/// engine keeps one per sequence, without borrowing the tokenizer).
+#[derive(Debug, Default, Clone)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        take_complete(&mut self.pending)
+    }
+
+    pub fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}
+
 /// Remove and return the longest prefix of `buf` that is complete text;
 /// invalid bytes become U+FFFD, an incomplete trailing character stays.
 pub(crate) fn take_complete(buf: &mut Vec<u8>) -> String {

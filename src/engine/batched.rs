@@ -1,0 +1,328 @@
+//! The batched engine: one thread that owns the model and the KV memory and
+//! serves many requests at once (continuous batching). Each step it asks the
+//! [`Scheduler`] what to run, makes one forward pass over all of it, samples
+//! every sequence that reached its end with that sequence's own parameters,
+//! and streams the tokens out. Finished and cancelled sequences leave at
+//! once, freeing their blocks; waiting ones join in the next step.
+//! It knows nothing of HTTP.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc as tmpsc;
+
+use super::generate::StopReason;
+use super::request::{Event, Inbound, Request, RequestHandle, Usage};
+use super::scheduler::{HasTokens, Scheduler, SchedulerConfig};
+use super::stop::{StopCheck, StopMatcher};
+use super::EngineError;
+use crate::backend::Backend;
+use crate::kv::{BlockPool, DEFAULT_BLOCK_SIZE};
+use crate::model::{ForwardBatch, LoadedModel, SeqInput};
+use crate::sampler::Sampler;
+use crate::tokenizer::Utf8Stream;
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    pub max_seqs: usize,
+    pub step_tokens: usize,
+    /// KV cache size in blocks of `DEFAULT_BLOCK_SIZE` positions.
+    pub kv_blocks: usize,
+    /// Longest sequence (prompt + generated) accepted.
+    pub ctx: usize,
+}
+
+/// Live counters, read by the server's /metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub running: AtomicUsize,
+    pub waiting: AtomicUsize,
+    pub kv_blocks_free: AtomicUsize,
+    pub kv_blocks_total: AtomicUsize,
+    pub preemptions: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub steps: AtomicU64,
+}
+
+struct Seq {
+    tokens: Vec<u32>,
+    n_prompt: usize,
+    max_tokens: usize,
+    generated: usize,
+    sampler: Sampler,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    events: tmpsc::UnboundedSender<Event>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl HasTokens for Seq {
+    fn n_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+}
+
+pub struct BatchEngine {
+    tx: Option<mpsc::Sender<Inbound>>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<EngineStats>,
+    cfg: EngineConfig,
+    vocab: usize,
+}
+
+impl BatchEngine {
+    pub fn start<B: Backend + 'static>(model: Arc<LoadedModel<B>>, cfg: EngineConfig) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(EngineStats::default());
+        let vocab = model.hparams().vocab_size;
+        let st = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("tandem-engine".into())
+            .spawn(move || run_loop(model, cfg, rx, st))
+            .expect("spawn engine thread");
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            stats,
+            cfg,
+            vocab,
+        }
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        self.cfg
+    }
+
+    /// Queue a request. Invalid requests are refused here, before they wait.
+    pub fn submit(&self, req: Request) -> Result<RequestHandle, EngineError> {
+        if req.prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if req.prompt.len() + req.max_tokens > self.cfg.ctx {
+            return Err(EngineError::Invalid(format!(
+                "the prompt ({} tokens) plus max_tokens ({}) exceeds the context ({})",
+                req.prompt.len(),
+                req.max_tokens,
+                self.cfg.ctx
+            )));
+        }
+        if let Some(bad) = req.prompt.iter().find(|&&t| t as usize >= self.vocab) {
+            return Err(EngineError::Invalid(format!(
+                "token id {bad} is outside the vocabulary"
+            )));
+        }
+        req.sampling.validate().map_err(EngineError::Invalid)?;
+        let (etx, erx) = tmpsc::unbounded_channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let inbound = Inbound {
+            req,
+            events: etx,
+            cancel: cancel.clone(),
+        };
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(inbound).ok())
+            .ok_or_else(|| EngineError::Invalid("the engine has stopped".into()))?;
+        Ok(RequestHandle::new(erx, cancel))
+    }
+}
+
+impl Drop for BatchEngine {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_loop<B: Backend + 'static>(
+    model: Arc<LoadedModel<B>>,
+    cfg: EngineConfig,
+    rx: mpsc::Receiver<Inbound>,
+    stats: Arc<EngineStats>,
+) {
+    let pool = BlockPool::new(cfg.kv_blocks, DEFAULT_BLOCK_SIZE);
+    let mut kv = model.alloc_kv(cfg.kv_blocks * DEFAULT_BLOCK_SIZE);
+    let mut sched: Scheduler<Seq> = Scheduler::new(
+        SchedulerConfig {
+            max_seqs: cfg.max_seqs,
+            step_tokens: cfg.step_tokens,
+        },
+        pool.clone(),
+    );
+    stats
+        .kv_blocks_total
+        .store(cfg.kv_blocks, Ordering::Relaxed);
+    let tok = &model.tokenizer;
+    loop {
+        // Take new requests; block only when there is nothing to do.
+        let mut incoming: Vec<Inbound> = rx.try_iter().collect();
+        if sched.is_idle() && incoming.is_empty() {
+            match rx.recv() {
+                Ok(i) => incoming.push(i),
+                Err(_) => return, // every sender gone: shut down
+            }
+        }
+        for i in incoming {
+            if !sched.fits(i.req.prompt.len() + i.req.max_tokens) {
+                let _ = i.events.send(Event::Error(format!(
+                    "the request needs {} positions but the KV cache holds {}",
+                    i.req.prompt.len() + i.req.max_tokens,
+                    cfg.kv_blocks * DEFAULT_BLOCK_SIZE
+                )));
+                continue;
+            }
+            stats
+                .prompt_tokens
+                .fetch_add(i.req.prompt.len() as u64, Ordering::Relaxed);
+            sched.add(Seq {
+                n_prompt: i.req.prompt.len(),
+                tokens: i.req.prompt,
+                max_tokens: i.req.max_tokens,
+                generated: 0,
+                sampler: Sampler::new(i.req.sampling),
+                utf8: Utf8Stream::default(),
+                stops: StopMatcher::new(&i.req.stop),
+                events: i.events,
+                cancel: i.cancel,
+            });
+        }
+        // Cancelled or abandoned requests leave before any work is planned.
+        let gone: Vec<u64> = sched
+            .running
+            .iter()
+            .chain(sched.waiting.iter())
+            .filter(|e| e.seq.cancel.load(Ordering::Relaxed) || e.seq.events.is_closed())
+            .map(|e| e.id)
+            .collect();
+        for id in gone {
+            sched.remove(id);
+        }
+        publish(&stats, &sched);
+
+        let plan = sched.schedule();
+        if plan.is_empty() {
+            continue;
+        }
+        let logits = {
+            let seqs = plan
+                .iter()
+                .map(|w| {
+                    let e = sched
+                        .running
+                        .iter()
+                        .find(|e| e.id == w.id)
+                        .expect("planned seq runs");
+                    let end = w.start + w.len;
+                    SeqInput {
+                        tokens: &e.seq.tokens[w.start..end],
+                        start_pos: w.start,
+                        kv: e.kv.as_ref().expect("planned seq has blocks"),
+                        // Logits only for a sequence whose known tokens are all read.
+                        logits_from: if end == e.seq.tokens.len() {
+                            w.len - 1
+                        } else {
+                            w.len
+                        },
+                    }
+                })
+                .collect();
+            model.forward(&ForwardBatch { seqs }, &mut kv)
+        };
+        stats.steps.fetch_add(1, Ordering::Relaxed);
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                // A failed step fails the sequences in it, not the engine.
+                for w in &plan {
+                    if let Some(s) = sched.remove(w.id) {
+                        let _ = s.events.send(Event::Error(e.to_string()));
+                    }
+                }
+                continue;
+            }
+        };
+        let vocab = model.hparams().vocab_size;
+        let mut row = 0;
+        for w in plan {
+            let Some(e) = sched.get_mut(w.id) else {
+                continue;
+            };
+            e.n_computed += w.len;
+            if e.n_computed < e.seq.tokens.len() {
+                continue;
+            }
+            let l = &mut logits[row * vocab..(row + 1) * vocab].to_vec();
+            row += 1;
+            if let Some(reason) = step_sequence(&mut e.seq, l, tok, cfg.ctx, &stats) {
+                let s = sched.remove(w.id).expect("present");
+                finish(s, reason);
+            }
+        }
+        publish(&stats, &sched);
+    }
+}
+
+/// Sample one token for a sequence; `Some(reason)` when it is finished.
+fn step_sequence(
+    s: &mut Seq,
+    logits: &mut [f32],
+    tok: &crate::tokenizer::Tokenizer,
+    ctx: usize,
+    stats: &EngineStats,
+) -> Option<StopReason> {
+    let sampled = s.sampler.sample(logits, &s.tokens);
+    if tok.is_eog(sampled.id) {
+        return Some(StopReason::Eog);
+    }
+    s.tokens.push(sampled.id);
+    s.generated += 1;
+    stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
+    let piece = s.utf8.push(tok.piece(sampled.id));
+    let (text, stopped) = match s.stops.push(&piece) {
+        StopCheck::Emit(t) => (t, false),
+        StopCheck::Stopped { before, .. } => (before, true),
+    };
+    if s.events.send(Event::Token { sampled, text }).is_err() {
+        return Some(StopReason::Cancelled);
+    }
+    if stopped {
+        return Some(StopReason::StopString);
+    }
+    if s.generated >= s.max_tokens || s.tokens.len() >= ctx {
+        return Some(StopReason::Length);
+    }
+    None
+}
+
+fn finish(mut s: Seq, reason: StopReason) {
+    let text_tail = if reason == StopReason::StopString {
+        String::new()
+    } else {
+        s.stops.flush() + &s.utf8.finish()
+    };
+    let usage = Usage {
+        prompt_tokens: s.n_prompt,
+        completion_tokens: s.generated,
+        cached_tokens: 0,
+    };
+    let _ = s.events.send(Event::Done {
+        reason,
+        usage,
+        text_tail,
+    });
+}
+
+fn publish(stats: &EngineStats, sched: &Scheduler<Seq>) {
+    stats.running.store(sched.running.len(), Ordering::Relaxed);
+    stats.waiting.store(sched.waiting.len(), Ordering::Relaxed);
+    stats
+        .kv_blocks_free
+        .store(sched.pool().n_free(), Ordering::Relaxed);
+    stats
+        .preemptions
+        .store(sched.preemptions, Ordering::Relaxed);
+}

@@ -1,0 +1,109 @@
+//! What a client hands the batched engine and what it gets back: a request
+//! (prompt ids, limits, sampling, stops) and a stream of events, ending in
+//! exactly one `Done` or `Error`. Dropping the handle cancels the request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::generate::StopReason;
+use crate::sampler::{Sampled, SamplingParams};
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// One generated token and the text it completed (possibly empty: held
+    /// back for UTF-8 or a possible stop string).
+    Token {
+        sampled: Sampled,
+        text: String,
+    },
+    Done {
+        reason: StopReason,
+        usage: Usage,
+        text_tail: String,
+    },
+    Error(String),
+}
+
+/// The client's side of a running request.
+pub struct RequestHandle {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl RequestHandle {
+    pub(crate) fn new(events: mpsc::UnboundedReceiver<Event>, cancel: Arc<AtomicBool>) -> Self {
+        Self { events, cancel }
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Block until the request ends; returns its tokens, text and end event.
+    pub fn wait(mut self) -> Completion {
+        let mut c = Completion::default();
+        while let Some(ev) = self.events.blocking_recv() {
+            match ev {
+                Event::Token { sampled, text } => {
+                    c.tokens.push(sampled.id);
+                    c.logprobs.push(sampled);
+                    c.text.push_str(&text);
+                }
+                Event::Done {
+                    reason,
+                    usage,
+                    text_tail,
+                } => {
+                    c.text.push_str(&text_tail);
+                    c.reason = Some(reason);
+                    c.usage = usage;
+                }
+                Event::Error(e) => c.error = Some(e),
+            }
+        }
+        c
+    }
+}
+
+impl Drop for RequestHandle {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// A finished request, collected.
+#[derive(Debug, Default, Clone)]
+pub struct Completion {
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<Sampled>,
+    pub text: String,
+    pub reason: Option<StopReason>,
+    pub usage: Usage,
+    pub error: Option<String>,
+}
+
+/// The engine's side of a request.
+pub(crate) struct Inbound {
+    pub req: Request,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub cancel: Arc<AtomicBool>,
+}
