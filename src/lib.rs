@@ -14,4 +14,5 @@ pub mod kv;
 pub mod model;
 pub mod quant;
 pub mod sampler;
+pub mod server;
 pub mod tokenizer;

@@ -4,6 +4,7 @@
 mod chat;
 mod generate;
 mod perplexity;
+mod serve;
 mod tokenize;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Perplexity of a text file, measured as llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// OpenAI-compatible HTTP server with continuous batching.
+    Serve(serve::ServeArgs),
     /// Print a model file's metadata and tensor summary.
     Info {
         #[command(flatten)]
@@ -181,6 +184,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Info { model } => info(&model),
     }
 }

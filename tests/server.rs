@@ -1,0 +1,425 @@
+//! A real `tandem serve` (SmolLM2) on 127.0.0.1, driven over HTTP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const KEY: &str = "sekret";
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "serve",
+            "-m",
+            "smollm2-135m",
+            "--port",
+            &port.to_string(),
+            "-c",
+            "512",
+            "--kv-mem",
+            "256MiB",
+            "--api-key",
+            KEY,
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Server { child, port };
+    let t = Instant::now();
+    while raw(&s, "GET", "/health", None, true).0 != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s
+}
+
+/// A minimal HTTP/1.1 exchange: (status, headers, body).
+fn raw(
+    s: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    auth: bool,
+) -> (u16, String, String) {
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", s.port)) else {
+        return (0, String::new(), String::new());
+    };
+    let body = body.unwrap_or("");
+    let auth = if auth {
+        format!("Authorization: Bearer {KEY}\r\n")
+    } else {
+        String::new()
+    };
+    write!(c, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let rest = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, head.to_string(), rest)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let (st, _, b) = raw(s, "POST", path, Some(&body.to_string()), true);
+    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
+}
+
+fn metric(s: &Server, name: &str) -> f64 {
+    let (_, _, b) = raw(s, "GET", "/metrics", None, false);
+    b.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+fn sse_events(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn chat_completion_logprobs_and_n() {
+    let s = start(&[]);
+    let (st, v) = post(
+        &s,
+        "/v1/chat/completions",
+        &json!({
+            "model": "smollm2-135m",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 16, "temperature": 0, "logprobs": true, "top_logprobs": 3
+        }),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let c = &v["choices"][0];
+    assert!(
+        c["message"]["content"].as_str().unwrap().contains("Paris"),
+        "{v}"
+    );
+    let lp = c["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        lp.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(lp[0]["top_logprobs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        v["usage"]["total_tokens"],
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+            + v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+
+    let (st, v) = post(
+        &s,
+        "/v1/chat/completions",
+        &json!({
+            "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 8, "n": 3, "temperature": 1.0, "seed": 5
+        }),
+    );
+    assert_eq!(st, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    assert_eq!(
+        choices
+            .iter()
+            .map(|c| c["index"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 24);
+}
+
+#[test]
+fn completions_stop_strings_and_legacy_logprobs() {
+    let s = start(&[]);
+    let (st, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({
+            "prompt": "The capital of France is", "max_tokens": 40, "temperature": 0, "stop": ["United", "zzz"], "logprobs": 2
+        }),
+    );
+    assert_eq!(st, 200, "{v}");
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "stop");
+    assert!(
+        c["text"].as_str().unwrap().starts_with(" Paris.")
+            && !c["text"].as_str().unwrap().contains("United"),
+        "{v}"
+    );
+    assert_eq!(
+        c["logprobs"]["top_logprobs"][0].as_object().unwrap().len(),
+        2
+    );
+    let (_, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0}),
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}
+
+#[test]
+fn streaming_chat_with_usage_and_done() {
+    let s = start(&[]);
+    let body = json!({
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 12, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}
+    });
+    let (st, head, b) = raw(
+        &s,
+        "POST",
+        "/v1/chat/completions",
+        Some(&body.to_string()),
+        true,
+    );
+    assert_eq!(st, 200);
+    assert!(
+        head.to_ascii_lowercase().contains("text/event-stream"),
+        "{head}"
+    );
+    let events = sse_events(&b);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.contains("Paris"), "{text}");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"].is_string()));
+}
+
+#[test]
+fn bad_input_gets_the_openai_error_body_and_status() {
+    let s = start(&[]);
+    let chat = "/v1/chat/completions";
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("malformed JSON", "{\"messages\": [".into(), 400),
+        (
+            "unknown role",
+            json!({"messages": [{"role": "wizard", "content": "x"}]}).to_string(),
+            400,
+        ),
+        ("no messages", json!({"messages": []}).to_string(), 400),
+        (
+            "bad temperature",
+            json!({"messages": [{"role": "user", "content": "x"}], "temperature": -1}).to_string(),
+            400,
+        ),
+        (
+            "bad top_p",
+            json!({"messages": [{"role": "user", "content": "x"}], "top_p": 7}).to_string(),
+            400,
+        ),
+        (
+            "n = 0",
+            json!({"messages": [{"role": "user", "content": "x"}], "n": 0}).to_string(),
+            400,
+        ),
+        (
+            "too long",
+            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 100000})
+                .to_string(),
+            400,
+        ),
+        ("wrong type", json!({"messages": "hello"}).to_string(), 400),
+        (
+            "oversized",
+            format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+                "a".repeat(5 << 20)
+            ),
+            413,
+        ),
+    ];
+    for (what, body, want) in cases {
+        let (st, _, b) = raw(&s, "POST", chat, Some(&body), true);
+        assert_eq!(st, want, "{what}: {b}");
+        let v: Value = serde_json::from_str(&b).unwrap_or_else(|_| panic!("{what}: not JSON: {b}"));
+        assert!(
+            v["error"]["message"].is_string() && v["error"]["type"].is_string(),
+            "{what}: {v}"
+        );
+    }
+    let (st, _, b) = raw(
+        &s,
+        "POST",
+        chat,
+        Some(&json!({"messages": [{"role": "user", "content": "x"}]}).to_string()),
+        false,
+    );
+    assert_eq!(st, 401, "{b}");
+    let (st, _, _) = raw(&s, "GET", "/v1/models", None, true);
+    assert_eq!(st, 200);
+    assert!(metric(&s, "tandem_requests_total{status=\"400\"}") >= 8.0);
+}
+
+#[test]
+fn queue_full_is_503_with_retry_after() {
+    let s = start(&["--max-waiting", "0"]);
+    let (st, head, b) = raw(
+        &s,
+        "POST",
+        "/v1/completions",
+        Some(&json!({"prompt": "x", "max_tokens": 2}).to_string()),
+        true,
+    );
+    assert_eq!(st, 503, "{b}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+}
+
+#[test]
+fn disconnect_mid_stream_frees_blocks() {
+    let s = start(&[]);
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 400, "temperature": 1.0, "stream": true}).to_string();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut seen = 0;
+    let mut line = String::new();
+    while seen < 3 {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with("data: ") {
+            seen += 1;
+        }
+    }
+    assert!(metric(&s, "tandem_kv_blocks_used") > 0.0);
+    drop(r);
+    drop(c);
+    let t = Instant::now();
+    while metric(&s, "tandem_kv_blocks_used") != 0.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "blocks were not freed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&s, "tandem_running_sequences"), 0.0);
+}
+
+#[test]
+fn random_json_never_takes_the_server_down() {
+    use rand::{Rng, SeedableRng};
+    let s = start(&[]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let atoms = [
+        json!(null),
+        json!(-1),
+        json!(1e300),
+        json!("x"),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!(3),
+        json!([{"role": "user"}]),
+    ];
+    let keys = [
+        "messages",
+        "prompt",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "n",
+        "stop",
+        "logprobs",
+        "top_logprobs",
+        "stream",
+        "seed",
+        "min_p",
+    ];
+    for i in 0..150 {
+        let mut obj = serde_json::Map::new();
+        for _ in 0..rng.random_range(0..6) {
+            let k = keys[rng.random_range(0..keys.len())];
+            obj.insert(k.into(), atoms[rng.random_range(0..atoms.len())].clone());
+        }
+        if i % 3 == 0 {
+            obj.insert(
+                "messages".into(),
+                json!([{"role": "user", "content": "hi"}]),
+            );
+            obj.insert("max_tokens".into(), json!(2));
+        }
+        let path = if i % 2 == 0 {
+            "/v1/chat/completions"
+        } else {
+            "/v1/completions"
+        };
+        let (st, _, b) = raw(
+            &s,
+            "POST",
+            path,
+            Some(&Value::Object(obj).to_string()),
+            true,
+        );
+        assert!(
+            st == 200 || (400..500).contains(&st),
+            "request {i}: status {st}: {b}"
+        );
+    }
+    assert_eq!(raw(&s, "GET", "/health", None, false).0, 200);
+}
