@@ -423,3 +423,55 @@ fn random_json_never_takes_the_server_down() {
     }
     assert_eq!(raw(&s, "GET", "/health", None, false).0, 200);
 }
+
+/// The official `openai` Python package (installed into `target/py-venv` on
+/// first use) against the server: chat, streaming, completions, n, errors.
+#[test]
+fn official_openai_client() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/py-venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "python3 -m venv failed");
+    }
+    let has = Command::new(&py)
+        .args(["-c", "import openai"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    if !has {
+        let ok = Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "openai",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install openai failed");
+    }
+    let s = start(&[]);
+    let out = Command::new(&py)
+        .arg(root.join("tests/py/openai_client.py"))
+        .arg(format!("http://127.0.0.1:{}/v1", s.port))
+        .arg(KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
