@@ -69,6 +69,7 @@ fn sixteen_concurrent_requests_equal_sequential_runs() {
             step_tokens: 256,
             kv_blocks: 1024,
             ctx: 512,
+            prefix_cache: false,
         },
     );
     let handles: Vec<_> = PROMPTS
@@ -102,6 +103,7 @@ fn preemption_under_a_small_kv_budget_still_completes_every_request() {
             step_tokens: 64,
             kv_blocks: 10,
             ctx: 160,
+            prefix_cache: false,
         },
     );
     let handles: Vec<_> = PROMPTS[..6]
@@ -136,6 +138,7 @@ fn cancelling_frees_blocks_at_once() {
             step_tokens: 64,
             kv_blocks: 64,
             ctx: 1024,
+            prefix_cache: false,
         },
     );
     let mut h = engine.submit(request(&m, PROMPTS[0], 1000)).unwrap();
@@ -163,6 +166,7 @@ fn bad_requests_are_refused_and_the_engine_keeps_serving() {
             step_tokens: 64,
             kv_blocks: 64,
             ctx: 64,
+            prefix_cache: false,
         },
     );
     let mut r = request(&m, PROMPTS[0], 100);
@@ -196,6 +200,7 @@ fn stop_strings_and_per_request_sampling() {
             step_tokens: 64,
             kv_blocks: 64,
             ctx: 256,
+            prefix_cache: false,
         },
     );
     let mut r = request(&m, PROMPTS[0], 40);
@@ -220,4 +225,34 @@ fn stop_strings_and_per_request_sampling() {
     let (a, b, c) = (a.wait(), b.wait(), c.wait());
     assert_eq!(a.tokens, b.tokens, "same seed in the same batch");
     assert_ne!(a.tokens, c.tokens);
+}
+
+#[test]
+fn prefix_cache_reuses_blocks_and_changes_no_token() {
+    let m = model();
+    let cfg = |prefix_cache| EngineConfig {
+        max_seqs: 4,
+        step_tokens: 256,
+        kv_blocks: 256,
+        ctx: 1024,
+        prefix_cache,
+    };
+    let long = "The history of the city begins in the Roman era, when a small settlement grew on the river bank. ".repeat(8);
+    let first = format!("{long}Question one: who founded it?");
+    let second = format!("{long}Question two: what is it known for today?");
+    let cached = BatchEngine::start(m.clone(), cfg(true));
+    let plain = BatchEngine::start(m.clone(), cfg(false));
+    let a = cached.submit(request(&m, &first, 8)).unwrap().wait();
+    assert_eq!(a.usage.cached_tokens, 0);
+    let b = cached.submit(request(&m, &second, 8)).unwrap().wait();
+    let prompt_len = m.tokenizer.encode(&second, true).unwrap().len();
+    assert!(
+        b.usage.cached_tokens >= 160 && b.usage.cached_tokens < prompt_len,
+        "{:?}",
+        b.usage
+    );
+    assert_eq!(b.usage.cached_tokens % 16, 0, "whole blocks");
+    let b_plain = plain.submit(request(&m, &second, 8)).unwrap().wait();
+    assert_eq!(b.tokens, b_plain.tokens, "reused KV gives the same tokens");
+    assert!(cached.stats.prompt_tokens_cached.load(Ordering::Relaxed) >= 160);
 }

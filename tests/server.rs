@@ -38,21 +38,31 @@ fn start(extra: &[&str]) -> Server {
             "smollm2-135m",
             "--port",
             &port.to_string(),
-            "-c",
-            "512",
-            "--kv-mem",
-            "256MiB",
             "--api-key",
             KEY,
         ])
+        .args(if extra.contains(&"-c") {
+            &[][..]
+        } else {
+            &["-c", "512", "--kv-mem", "256MiB"][..]
+        })
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let s = Server { child, port };
+    let mut s = Server { child, port };
     let t = Instant::now();
     while raw(&s, "GET", "/health", None, true).0 != 200 {
+        if let Ok(Some(status)) = s.child.try_wait() {
+            let mut err = String::new();
+            let _ = s
+                .child
+                .stderr
+                .take()
+                .map(|mut e| e.read_to_string(&mut err));
+            panic!("server exited ({status}): {err}");
+        }
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "server did not come up"
@@ -474,4 +484,57 @@ fn official_openai_client() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Time from sending a streaming completion to its first content chunk,
+/// and the request's usage.
+fn ttft_and_usage(s: &Server, prompt: &str) -> (Duration, Value) {
+    let body = json!({"prompt": prompt, "max_tokens": 4, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}).to_string();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let t = Instant::now();
+    write!(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    let mut first = None;
+    let mut usage = Value::Null;
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(d) = line.trim().strip_prefix("data: ") {
+            first.get_or_insert_with(|| t.elapsed());
+            if let Ok(v) = serde_json::from_str::<Value>(d) {
+                if v["usage"].is_object() {
+                    usage = v["usage"].clone();
+                }
+            }
+        }
+    }
+    (first.unwrap(), usage)
+}
+
+#[test]
+fn prefix_cache_cuts_time_to_first_token() {
+    let s = start(&["-c", "2048", "--kv-mem", "512MiB"]);
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/refs/corpus/wikitext-2-raw-test.txt");
+    let text = std::fs::read_to_string(corpus).unwrap();
+    // About 1,000 tokens of shared prefix.
+    let prefix: String = text.chars().skip(1000).take(4200).collect();
+    let (cold, u1) = ttft_and_usage(&s, &format!("{prefix}\nQuestion one:"));
+    let (warm, u2) = ttft_and_usage(&s, &format!("{prefix}\nQuestion two:"));
+    assert!(u1["prompt_tokens"].as_u64().unwrap() >= 900, "{u1}");
+    assert_eq!(u1["prompt_tokens_details"]["cached_tokens"], 0);
+    let cached = u2["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached >= 880, "{u2}");
+    assert!(metric(&s, "tandem_prompt_tokens_cached_total") >= cached as f64);
+    assert!(metric(&s, "tandem_prefix_cache_hit_rate") > 0.4);
+    eprintln!(
+        "TTFT cold {cold:?}, warm {warm:?} ({:.1}x)",
+        cold.as_secs_f64() / warm.as_secs_f64()
+    );
+    assert!(cold >= warm * 5, "cold {cold:?} vs warm {warm:?}");
 }

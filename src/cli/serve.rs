@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Tokens per forward pass (chunked prefill budget).
     #[arg(long = "step-tokens", default_value_t = 512)]
     step_tokens: usize,
+    /// Do not reuse the KV of shared prompt prefixes.
+    #[arg(long = "no-prefix-cache")]
+    no_prefix_cache: bool,
     /// Requests allowed to wait before new ones get 503.
     #[arg(long = "max-waiting", default_value_t = 256)]
     max_waiting: usize,
@@ -85,15 +88,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
         step_tokens: a.step_tokens,
         kv_blocks: blocks,
         ctx,
+        prefix_cache: !a.no_prefix_cache,
     };
     eprintln!(
-        "model {} ({}), ctx {ctx}, max-seqs {}, step-tokens {}, KV cache {} blocks × {DEFAULT_BLOCK_SIZE} positions = {:.1} MiB, api key {}",
+        "model {} ({}), ctx {ctx}, max-seqs {}, step-tokens {}, KV cache {} blocks × {DEFAULT_BLOCK_SIZE} positions = {:.1} MiB, prefix cache {}, api key {}",
         a.model.model,
         h.arch,
         a.max_seqs,
         a.step_tokens,
         blocks,
         (blocks * bytes_per_block) as f64 / (1 << 20) as f64,
+        if a.no_prefix_cache { "off" } else { "on" },
         if a.api_key.is_some() { "required" } else { "off" }
     );
     let state = Arc::new(AppState {

@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub kv_blocks: usize,
     /// Longest sequence (prompt + generated) accepted.
     pub ctx: usize,
+    /// Reuse the KV of identical prompt prefixes across requests.
+    pub prefix_cache: bool,
 }
 
 /// Live counters, read by the server's /metrics.
@@ -42,6 +44,8 @@ pub struct EngineStats {
     pub kv_blocks_total: AtomicUsize,
     pub preemptions: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub prompt_tokens_cached: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub steps: AtomicU64,
 }
@@ -56,11 +60,13 @@ struct Seq {
     stops: StopMatcher,
     events: tmpsc::UnboundedSender<Event>,
     cancel: Arc<AtomicBool>,
+    /// Prompt positions found in the prefix cache (set once, on admission).
+    cached: Option<usize>,
 }
 
 impl HasTokens for Seq {
-    fn n_tokens(&self) -> usize {
-        self.tokens.len()
+    fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 }
 
@@ -144,7 +150,7 @@ fn run_loop<B: Backend + 'static>(
     rx: mpsc::Receiver<Inbound>,
     stats: Arc<EngineStats>,
 ) {
-    let pool = BlockPool::new(cfg.kv_blocks, DEFAULT_BLOCK_SIZE);
+    let pool = BlockPool::with_caching(cfg.kv_blocks, DEFAULT_BLOCK_SIZE, cfg.prefix_cache);
     let mut kv = model.alloc_kv(cfg.kv_blocks * DEFAULT_BLOCK_SIZE);
     let mut sched: Scheduler<Seq> = Scheduler::new(
         SchedulerConfig {
@@ -188,6 +194,7 @@ fn run_loop<B: Backend + 'static>(
                 stops: StopMatcher::new(&i.req.stop),
                 events: i.events,
                 cancel: i.cancel,
+                cached: None,
             });
         }
         // Cancelled or abandoned requests leave before any work is planned.
@@ -252,6 +259,15 @@ fn run_loop<B: Backend + 'static>(
                 continue;
             };
             e.n_computed += w.len;
+            if let Some(kv) = e.kv.as_mut() {
+                kv.register_full_blocks(&e.seq.tokens, e.n_computed);
+            }
+            if let (None, Some(c)) = (e.seq.cached, e.cached_at_admission) {
+                e.seq.cached = Some(c);
+                stats
+                    .prompt_tokens_cached
+                    .fetch_add(c as u64, Ordering::Relaxed);
+            }
             if e.n_computed < e.seq.tokens.len() {
                 continue;
             }
@@ -307,7 +323,7 @@ fn finish(mut s: Seq, reason: StopReason) {
     let usage = Usage {
         prompt_tokens: s.n_prompt,
         completion_tokens: s.generated,
-        cached_tokens: 0,
+        cached_tokens: s.cached.unwrap_or(0),
     };
     let _ = s.events.send(Event::Done {
         reason,

@@ -7,6 +7,8 @@
 //! `max_seqs` allow (chunked prefill). KV blocks are taken as positions are
 //! scheduled; when the pool is empty the youngest running sequence is
 //! preempted: its blocks go back and it waits, to be recomputed later.
+//! A sequence (re)admitted starts from every cached block of its prefix
+//! when the pool caches prefixes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,9 +23,12 @@ pub struct SchedulerConfig {
     pub step_tokens: usize,
 }
 
-/// How many tokens a sequence has (prompt plus generated so far).
+/// A sequence's tokens (prompt plus generated so far).
 pub trait HasTokens {
-    fn n_tokens(&self) -> usize;
+    fn tokens(&self) -> &[u32];
+    fn n_tokens(&self) -> usize {
+        self.tokens().len()
+    }
 }
 
 pub struct Entry<T> {
@@ -32,6 +37,8 @@ pub struct Entry<T> {
     /// Leading tokens whose K/V are in the cache.
     pub n_computed: usize,
     pub kv: Option<SeqBlocks>,
+    /// Positions found in the prefix cache when first admitted.
+    pub cached_at_admission: Option<usize>,
 }
 
 /// One sequence's share of a step: tokens `start..start + len`.
@@ -75,6 +82,7 @@ impl<T: HasTokens> Scheduler<T> {
             seq,
             n_computed: 0,
             kv: None,
+            cached_at_admission: None,
         });
         id
     }
@@ -148,18 +156,20 @@ impl<T: HasTokens> Scheduler<T> {
             let Some(front) = self.waiting.front_mut() else {
                 break;
             };
-            let take = front.seq.n_tokens().min(budget);
-            let kv = front
-                .kv
-                .get_or_insert_with(|| SeqBlocks::new(self.pool.clone()));
-            if kv.grow_to(take).is_err() {
+            let kv = SeqBlocks::with_prefix(self.pool.clone(), front.seq.tokens());
+            let cached = kv.len();
+            let take = (front.seq.n_tokens() - cached).min(budget);
+            let kv = front.kv.insert(kv);
+            if kv.grow_to(cached + take).is_err() {
                 front.kv = None;
                 break;
             }
-            let e = self.waiting.pop_front().expect("front exists");
+            let mut e = self.waiting.pop_front().expect("front exists");
+            e.n_computed = cached;
+            e.cached_at_admission.get_or_insert(cached);
             plan.push(Work {
                 id: e.id,
-                start: 0,
+                start: cached,
                 len: take,
             });
             budget -= take;
@@ -181,11 +191,16 @@ impl<T: HasTokens> Scheduler<T> {
 mod tests {
     use super::*;
 
-    struct S(usize);
+    struct S(Vec<u32>);
     impl HasTokens for S {
-        fn n_tokens(&self) -> usize {
-            self.0
+        fn tokens(&self) -> &[u32] {
+            &self.0
         }
+    }
+
+    /// A sequence of n distinct tokens.
+    fn seq(n: usize) -> S {
+        S((0..n as u32).collect())
     }
 
     fn sched(blocks: usize, max_seqs: usize, step: usize) -> Scheduler<S> {
@@ -204,8 +219,8 @@ mod tests {
         for w in plan {
             let e = s.get_mut(w.id).unwrap();
             e.n_computed += w.len;
-            if e.n_computed == e.seq.0 {
-                e.seq.0 += 1;
+            if e.n_computed == e.seq.0.len() {
+                e.seq.0.push(7);
             }
         }
     }
@@ -213,7 +228,7 @@ mod tests {
     #[test]
     fn long_prompts_are_chunked_and_decodes_go_first() {
         let mut s = sched(100, 8, 8);
-        let a = s.add(S(3));
+        let a = s.add(seq(3));
         let plan = s.schedule();
         assert_eq!(
             plan,
@@ -224,7 +239,7 @@ mod tests {
             }]
         );
         run(&mut s, &plan);
-        let b = s.add(S(20)); // a long prompt
+        let b = s.add(seq(20)); // a long prompt
         let plan = s.schedule();
         assert_eq!(
             plan,
@@ -264,7 +279,7 @@ mod tests {
     fn max_seqs_limits_admission() {
         let mut s = sched(100, 2, 64);
         for _ in 0..3 {
-            s.add(S(2));
+            s.add(seq(2));
         }
         let plan = s.schedule();
         assert_eq!(plan.len(), 2);
@@ -282,14 +297,14 @@ mod tests {
     fn out_of_blocks_preempts_the_youngest_and_everyone_finishes() {
         // 4 blocks of 4 tokens; two sequences that each grow to 12 tokens.
         let mut s = sched(4, 4, 64);
-        let a = s.add(S(6));
-        let b = s.add(S(6));
+        let a = s.add(seq(6));
+        let b = s.add(seq(6));
         let mut done = Vec::new();
         for _ in 0..200 {
             let plan = s.schedule();
             run(&mut s, &plan);
             for id in [a, b] {
-                if s.running.iter().any(|e| e.id == id && e.seq.0 >= 12) {
+                if s.running.iter().any(|e| e.id == id && e.seq.0.len() >= 12) {
                     s.remove(id);
                     done.push(id);
                 }
@@ -308,9 +323,36 @@ mod tests {
     }
 
     #[test]
+    fn admission_starts_from_the_cached_prefix() {
+        let pool = BlockPool::with_caching(32, 4, true);
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                max_seqs: 4,
+                step_tokens: 64,
+            },
+            pool,
+        );
+        let a = s.add(seq(10));
+        let plan = s.schedule();
+        run(&mut s, &plan);
+        let e = s.get_mut(a).unwrap();
+        let tokens = e.seq.0.clone();
+        e.kv.as_mut().unwrap().register_full_blocks(&tokens, 10);
+        let b = s.add(seq(10));
+        let plan = s.schedule();
+        let w = plan.iter().find(|w| w.id == b).unwrap();
+        assert_eq!(
+            (w.start, w.len),
+            (8, 2),
+            "two cached blocks, two tokens to compute"
+        );
+        assert_eq!(s.get_mut(b).unwrap().cached_at_admission, Some(8));
+    }
+
+    #[test]
     fn removing_frees_blocks() {
         let mut s = sched(10, 4, 64);
-        let a = s.add(S(9));
+        let a = s.add(seq(9));
         s.schedule();
         assert_eq!(s.pool().n_free(), 7);
         s.remove(a);

@@ -3,8 +3,18 @@
 //! (`Backend::KvCache`); this module only decides which block holds which
 //! positions. A sequence's blocks go back to the pool when its [`SeqBlocks`]
 //! is dropped or truncated, so a cancelled request cannot leak cache.
+//!
+//! Prefix caching: a full block is named by a chained hash of its tokens
+//! (and of everything before it). Blocks are reference-counted so sequences
+//! with the same prefix share them; a block whose last user leaves keeps its
+//! name in a least-recently-freed list and is only evicted when the pool
+//! needs room, so a later request with the same prefix finds it.
 
-use std::sync::{Arc, Mutex};
+mod pool;
+
+pub use pool::{BlockPool, PoolStats};
+
+use std::sync::Arc;
 
 /// Tokens per KV block.
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
@@ -19,60 +29,15 @@ pub enum KvError {
     },
 }
 
-/// Hands out and takes back block ids. Nothing else.
-#[derive(Debug)]
-pub struct BlockPool {
-    free: Mutex<Vec<u32>>,
-    n_blocks: usize,
-    block_size: usize,
-}
-
-impl BlockPool {
-    pub fn new(n_blocks: usize, block_size: usize) -> Arc<Self> {
-        // Reverse so that low ids are handed out first (easier to read in tests).
-        let free = (0..n_blocks as u32).rev().collect();
-        Arc::new(Self {
-            free: Mutex::new(free),
-            n_blocks,
-            block_size,
-        })
-    }
-
-    pub fn block_size(&self) -> usize {
-        self.block_size
-    }
-
-    pub fn n_blocks(&self) -> usize {
-        self.n_blocks
-    }
-
-    pub fn n_free(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u32>> {
-        // A panic while holding this lock cannot leave the free list half
-        // updated (every critical section is a single push/pop loop), so a
-        // poisoned lock is still safe to use.
-        self.free.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take(&self, n: usize) -> Result<Vec<u32>, KvError> {
-        let mut free = self.lock();
-        if free.len() < n {
-            return Err(KvError::OutOfBlocks {
-                needed: n,
-                free: free.len(),
-                total: self.n_blocks,
-            });
-        }
-        let at = free.len() - n;
-        Ok(free.split_off(at).into_iter().rev().collect())
-    }
-
-    fn give_back(&self, blocks: impl IntoIterator<Item = u32>) {
-        self.lock().extend(blocks);
-    }
+/// Chained hash of one block's tokens after the block named `prev`.
+pub fn block_hash(prev: u64, tokens: &[u32]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: stable within a process, which is all a
+    // cache in memory needs.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    prev.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
 }
 
 /// One sequence's block table and the number of positions it holds.
@@ -81,6 +46,8 @@ pub struct SeqBlocks {
     pool: Arc<BlockPool>,
     blocks: Vec<u32>,
     len: usize,
+    /// Names of the leading full blocks registered (or found) in the cache.
+    hashes: Vec<u64>,
 }
 
 impl SeqBlocks {
@@ -89,7 +56,32 @@ impl SeqBlocks {
             pool,
             blocks: Vec::new(),
             len: 0,
+            hashes: Vec::new(),
         }
+    }
+
+    /// A sequence that starts with every cached full block of `tokens`'
+    /// prefix. At least one token is left uncached, so the caller always has
+    /// a position to compute logits from. Returns the sequence; its `len()`
+    /// is the number of positions reused.
+    pub fn with_prefix(pool: Arc<BlockPool>, tokens: &[u32]) -> Self {
+        let bs = pool.block_size();
+        let mut s = Self::new(pool);
+        let reusable = tokens.len().saturating_sub(1) / bs;
+        let mut prev = 0u64;
+        for b in 0..reusable {
+            let h = block_hash(prev, &tokens[b * bs..(b + 1) * bs]);
+            match s.pool.acquire_cached(h) {
+                Some(block) => {
+                    s.blocks.push(block);
+                    s.hashes.push(h);
+                    prev = h;
+                }
+                None => break,
+            }
+        }
+        s.len = s.blocks.len() * bs;
+        s
     }
 
     /// Positions currently held.
@@ -107,7 +99,7 @@ impl SeqBlocks {
 
     /// Make room for positions up to `new_len` (exclusive) and count them as held.
     pub fn grow_to(&mut self, new_len: usize) -> Result<(), KvError> {
-        let bs = self.pool.block_size;
+        let bs = self.pool.block_size();
         let need = new_len.div_ceil(bs).saturating_sub(self.blocks.len());
         if need > 0 {
             let got = self.pool.take(need)?;
@@ -117,91 +109,53 @@ impl SeqBlocks {
         Ok(())
     }
 
+    /// Name the full blocks among the first `computed` positions of
+    /// `tokens` so later sequences can reuse them.
+    pub fn register_full_blocks(&mut self, tokens: &[u32], computed: usize) {
+        let bs = self.pool.block_size();
+        let full = computed.min(tokens.len()) / bs;
+        while self.hashes.len() < full {
+            let b = self.hashes.len();
+            let prev = self.hashes.last().copied().unwrap_or(0);
+            let h = block_hash(prev, &tokens[b * bs..(b + 1) * bs]);
+            self.pool.register(self.blocks[b], h);
+            self.hashes.push(h);
+        }
+    }
+
     /// Forget positions from `new_len` on; whole blocks past it go back to the
-    /// pool at once (speculative rollback, a chat turn rewritten).
+    /// pool at once (speculative rollback, a chat turn rewritten). A block
+    /// cut into is no longer full, so it loses its cache name.
     pub fn truncate(&mut self, new_len: usize) {
         if new_len >= self.len {
             return;
         }
+        let bs = self.pool.block_size();
         self.len = new_len;
-        let keep = new_len.div_ceil(self.pool.block_size);
+        let keep = new_len.div_ceil(bs);
         let freed: Vec<u32> = self.blocks.drain(keep..).collect();
-        self.pool.give_back(freed);
+        self.pool.release(freed);
+        let named = new_len / bs;
+        if self.hashes.len() > named {
+            for &b in &self.blocks[named..] {
+                self.pool.unregister(b);
+            }
+            self.hashes.truncate(named);
+        }
     }
 
     /// Flat slot index (block * block_size + offset) of position `pos`.
     pub fn slot(&self, pos: usize) -> u32 {
-        let bs = self.pool.block_size;
+        let bs = self.pool.block_size();
         self.blocks[pos / bs] * bs as u32 + (pos % bs) as u32
     }
 }
 
 impl Drop for SeqBlocks {
     fn drop(&mut self) {
-        self.pool.give_back(self.blocks.drain(..));
+        self.pool.release(self.blocks.drain(..));
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_are_taken_and_returned_on_drop() {
-        let pool = BlockPool::new(4, 16);
-        {
-            let mut a = SeqBlocks::new(pool.clone());
-            a.grow_to(17).unwrap();
-            assert_eq!(a.block_table(), &[0, 1]);
-            assert_eq!(pool.n_free(), 2);
-            assert_eq!(a.slot(16), 16);
-            assert_eq!(a.slot(3), 3);
-        }
-        assert_eq!(pool.n_free(), 4);
-    }
-
-    #[test]
-    fn running_out_is_an_error_not_a_panic() {
-        let pool = BlockPool::new(2, 4);
-        let mut a = SeqBlocks::new(pool.clone());
-        let err = a.grow_to(9).unwrap_err();
-        assert_eq!(
-            err,
-            KvError::OutOfBlocks {
-                needed: 3,
-                free: 2,
-                total: 2
-            }
-        );
-        assert_eq!(a.len(), 0);
-        assert_eq!(pool.n_free(), 2);
-    }
-
-    #[test]
-    fn truncate_frees_whole_blocks_only() {
-        let pool = BlockPool::new(8, 4);
-        let mut a = SeqBlocks::new(pool.clone());
-        a.grow_to(10).unwrap(); // 3 blocks
-        a.truncate(5); // keeps 2 blocks
-        assert_eq!(a.len(), 5);
-        assert_eq!(a.block_table().len(), 2);
-        assert_eq!(pool.n_free(), 6);
-        a.truncate(0);
-        assert_eq!(pool.n_free(), 8);
-        a.grow_to(4).unwrap();
-        assert_eq!(a.block_table().len(), 1);
-    }
-
-    #[test]
-    fn slots_follow_the_block_table() {
-        let pool = BlockPool::new(4, 4);
-        let mut a = SeqBlocks::new(pool.clone());
-        let mut b = SeqBlocks::new(pool.clone());
-        a.grow_to(1).unwrap(); // block 0
-        b.grow_to(1).unwrap(); // block 1
-        a.grow_to(5).unwrap(); // block 2
-        assert_eq!(a.block_table(), &[0, 2]);
-        assert_eq!(a.slot(4), 8);
-        assert_eq!(b.slot(0), 4);
-    }
-}
+mod tests;

@@ -53,7 +53,6 @@ pub struct ServerMetrics {
     pub requests: Mutex<std::collections::BTreeMap<u16, u64>>,
     pub ttft: Histogram,
     pub itl: Histogram,
-    pub prompt_tokens_cached: AtomicU64,
 }
 
 impl ServerMetrics {
@@ -102,7 +101,7 @@ impl ServerMetrics {
             (
                 "tandem_prompt_tokens_cached_total",
                 "Prompt tokens served from the prefix cache.",
-                load(&self.prompt_tokens_cached),
+                load(&e.prompt_tokens_cached),
             ),
         ];
         for (name, help, v) in counters {
@@ -134,6 +133,9 @@ impl ServerMetrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let (p, c) = (load(&e.prompt_tokens), load(&e.prompt_tokens_cached));
+        let rate = if p > 0 { c as f64 / p as f64 } else { 0.0 };
+        let _ = writeln!(out, "# HELP tandem_prefix_cache_hit_rate Share of prompt tokens served from the prefix cache.\n# TYPE tandem_prefix_cache_hit_rate gauge\ntandem_prefix_cache_hit_rate {rate}");
         self.ttft.render(
             &mut out,
             "tandem_time_to_first_token_seconds",
