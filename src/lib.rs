@@ -7,6 +7,7 @@
 //! `engine` (the generation loop, stop conditions) → `cli` (the edge).
 
 pub mod backend;
+pub mod bench;
 pub mod catalog;
 pub mod engine;
 pub mod gguf;

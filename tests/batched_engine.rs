@@ -45,6 +45,7 @@ fn request(m: &LoadedModel<CpuBackend>, prompt: &str, n: usize) -> Request {
         max_tokens: n,
         sampling: SamplingParams::greedy(),
         stop: vec![],
+        ignore_eos: false,
     }
 }
 

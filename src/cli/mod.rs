@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, sharing model loading
 //! and sampling flags from here.
 
+mod bench;
 mod chat;
 mod generate;
 mod perplexity;
@@ -40,6 +41,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Perplexity of a text file, measured as llama.cpp's llama-perplexity does.
     Perplexity(perplexity::PerplexityArgs),
+    /// Benchmarks (`bench serve`: load a server).
+    Bench(bench::BenchArgs),
     /// OpenAI-compatible HTTP server with continuous batching.
     Serve(serve::ServeArgs),
     /// Print a model file's metadata and tensor summary.
@@ -185,6 +188,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Info { model } => info(&model),
     }
 }

@@ -60,6 +60,7 @@ struct Seq {
     stops: StopMatcher,
     events: tmpsc::UnboundedSender<Event>,
     cancel: Arc<AtomicBool>,
+    ignore_eos: bool,
     /// Prompt positions found in the prefix cache (set once, on admission).
     cached: Option<usize>,
 }
@@ -192,6 +193,7 @@ fn run_loop<B: Backend + 'static>(
                 sampler: Sampler::new(i.req.sampling),
                 utf8: Utf8Stream::default(),
                 stops: StopMatcher::new(&i.req.stop),
+                ignore_eos: i.req.ignore_eos,
                 events: i.events,
                 cancel: i.cancel,
                 cached: None,
@@ -291,7 +293,7 @@ fn step_sequence(
     stats: &EngineStats,
 ) -> Option<StopReason> {
     let sampled = s.sampler.sample(logits, &s.tokens);
-    if tok.is_eog(sampled.id) {
+    if !s.ignore_eos && tok.is_eog(sampled.id) {
         return Some(StopReason::Eog);
     }
     s.tokens.push(sampled.id);

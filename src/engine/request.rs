@@ -17,6 +17,8 @@ pub struct Request {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

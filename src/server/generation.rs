@@ -175,6 +175,7 @@ async fn run(
             max_tokens,
             sampling: sp,
             stop: p.stops(),
+            ignore_eos: p.ignore_eos,
         };
         handles.push(s.engine.submit(r).map_err(|e| match e {
             EngineError::Invalid(m) => ApiError::bad_request(m, None),

@@ -1,0 +1,7 @@
+//! Benchmark tools that drive tandem from outside, as a user's client would.
+
+pub mod serve;
+mod stats;
+mod svg;
+
+pub use stats::Summary;
