@@ -71,12 +71,16 @@ pub fn panel(out: &mut String, at: Rect, title: &str, ylabel: &str, series: &[Se
     );
     for i in 0..=4 {
         let y = ymax / 1.1 * i as f64 / 4.0;
+        let label = if ymax >= 20.0 {
+            format!("{y:.0}")
+        } else {
+            format!("{y:.2}")
+        };
         let _ = writeln!(
             out,
-            r#"<text x="{}" y="{}" font-size="10" text-anchor="end">{:.3}</text>"#,
+            r#"<text x="{}" y="{}" font-size="10" text-anchor="end">{label}</text>"#,
             x0 + 46.0,
-            py(y) + 3.0,
-            y
+            py(y) + 3.0
         );
     }
     let mut seen = Vec::new();
