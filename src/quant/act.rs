@@ -237,11 +237,16 @@ pub fn dot_decoded(w: &DecodedRow, x: &QuantizedActs) -> f32 {
     dot_decoded_impl(w, x)
 }
 
+/// AVX2 with FMA and F16C: the x86 level the fast paths are compiled for.
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
 }
 
 #[inline(always)]

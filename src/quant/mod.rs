@@ -11,6 +11,7 @@
 pub mod act;
 mod kquants;
 mod legacy;
+mod legacy_avx2;
 
 use half::{bf16, f16};
 
@@ -90,6 +91,12 @@ impl GgmlType {
         n / self.block_size() * self.block_bytes()
     }
 
+    /// Whether decoded blocks carry a non-zero min (`w = scale·q − min`).
+    pub fn has_min(self) -> bool {
+        use GgmlType::*;
+        matches!(self, Q4_1 | Q5_1 | Q2_K | Q4_K | Q5_K)
+    }
+
     pub fn is_quantized(self) -> bool {
         !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
     }
@@ -100,6 +107,7 @@ impl GgmlType {
     }
 }
 
+#[inline(always)]
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
@@ -141,24 +149,91 @@ impl DecodedRow {
         self.q.resize(n, 0);
         self.scale.resize(n / GROUP, 0.0);
         self.min.resize(n / GROUP, 0.0);
-        let (bs, bb) = (ty.block_size(), ty.block_bytes());
-        let gpb = bs / GROUP;
-        for b in 0..n / bs {
-            decode_block(
-                ty,
-                &row[b * bb..(b + 1) * bb],
-                &mut self.q[b * bs..(b + 1) * bs],
-                &mut self.scale[b * gpb..(b + 1) * gpb],
-                &mut self.min[b * gpb..(b + 1) * gpb],
-            );
+        #[cfg(target_arch = "x86_64")]
+        if act::has_avx2() {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked at run time).
+            unsafe { decode_row_avx2(ty, row, &mut self.q, &mut self.scale, &mut self.min) };
+        } else {
+            decode_row(ty, row, &mut self.q, &mut self.scale, &mut self.min);
         }
-        self.scale_lanes.clear();
-        for pair in self.scale.chunks_exact(2) {
-            self.scale_lanes.extend_from_slice(&[pair[0]; 4]);
-            self.scale_lanes.extend_from_slice(&[pair[1]; 4]);
+        #[cfg(not(target_arch = "x86_64"))]
+        decode_row(ty, row, &mut self.q, &mut self.scale, &mut self.min);
+        self.scale_lanes.resize(n / 4, 0.0);
+        for (lanes, pair) in self
+            .scale_lanes
+            .chunks_exact_mut(8)
+            .zip(self.scale.chunks_exact(2))
+        {
+            lanes[..4].fill(pair[0]);
+            lanes[4..].fill(pair[1]);
         }
-        self.has_min = self.min.iter().any(|&m| m != 0.0);
+        self.has_min = ty.has_min();
     }
+}
+
+/// Decode a row with one type dispatch; the per-block decoder is called
+/// directly in the loop so it is inlined (and vectorised) into it.
+macro_rules! decode_blocks {
+    ($dec:path, $bs:expr, $bb:expr, $row:expr, $q:expr, $scale:expr, $min:expr) => {{
+        let gpb = $bs / GROUP;
+        let blocks = $row.chunks_exact($bb).zip($q.chunks_exact_mut($bs));
+        let groups = $scale.chunks_exact_mut(gpb).zip($min.chunks_exact_mut(gpb));
+        for ((b, qb), (sb, mb)) in blocks.zip(groups) {
+            $dec(b, qb, sb, mb);
+        }
+    }};
+}
+
+#[inline(always)]
+fn decode_row(ty: GgmlType, row: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => decode_blocks!(legacy::decode_q4_0, 32, 18, row, q, scale, min),
+        Q4_1 => decode_blocks!(legacy::decode_q4_1, 32, 20, row, q, scale, min),
+        Q5_0 => decode_blocks!(legacy::decode_q5_0, 32, 22, row, q, scale, min),
+        Q5_1 => decode_blocks!(legacy::decode_q5_1, 32, 24, row, q, scale, min),
+        Q8_0 => decode_blocks!(legacy::decode_q8_0, 32, 34, row, q, scale, min),
+        Q2_K => decode_blocks!(kquants::decode_q2_k, 256, 84, row, q, scale, min),
+        Q3_K => decode_blocks!(kquants::decode_q3_k, 256, 110, row, q, scale, min),
+        Q4_K => decode_blocks!(kquants::decode_q4_k, 256, 144, row, q, scale, min),
+        Q5_K => decode_blocks!(kquants::decode_q5_k, 256, 176, row, q, scale, min),
+        Q6_K => decode_blocks!(kquants::decode_q6_k, 256, 210, row, q, scale, min),
+        F32 | F16 | BF16 => unreachable!("float types have no decoded form"),
+    }
+}
+
+/// The same with hand-written AVX2 decoders for the 32-element formats and
+/// the portable k-quant decoders compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_row_avx2(
+    ty: GgmlType,
+    row: &[u8],
+    q: &mut [i8],
+    scale: &mut [f32],
+    min: &mut [f32],
+) {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => decode_blocks!(legacy_avx2::decode_q4_0, 32, 18, row, q, scale, min),
+        Q4_1 => decode_blocks!(legacy_avx2::decode_q4_1, 32, 20, row, q, scale, min),
+        Q5_0 => decode_blocks!(legacy_avx2::decode_q5_0, 32, 22, row, q, scale, min),
+        Q5_1 => decode_blocks!(legacy_avx2::decode_q5_1, 32, 24, row, q, scale, min),
+        Q8_0 => decode_blocks!(legacy_avx2::decode_q8_0, 32, 34, row, q, scale, min),
+        _ => decode_row(ty, row, q, scale, min),
+    }
+}
+
+/// Portable decoding, for tests of the SIMD paths.
+pub fn decode_row_portable(ty: GgmlType, row: &[u8], n: usize) -> DecodedRow {
+    let mut d = DecodedRow {
+        q: vec![0; n],
+        scale: vec![0.0; n / GROUP],
+        min: vec![0.0; n / GROUP],
+        ..Default::default()
+    };
+    decode_row(ty, row, &mut d.q, &mut d.scale, &mut d.min);
+    d
 }
 
 /// Dequantize one row of `out.len()` elements.

@@ -320,3 +320,18 @@ fn activation_quantization_round_trips_within_half_step() {
         assert_eq!(q.sum[0], q.q[..16].iter().map(|&v| v as i32).sum::<i32>());
     }
 }
+
+#[test]
+fn simd_decoding_is_bit_identical_to_portable() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for ty in ALL_QUANT {
+        let n = ty.block_size() * 4;
+        let row = random_row(ty, n, &mut rng);
+        let mut fast = DecodedRow::default();
+        fast.decode(ty, &row, n);
+        let slow = decode_row_portable(ty, &row, n);
+        assert_eq!(fast.q, slow.q, "{ty:?} values");
+        assert_eq!(fast.scale, slow.scale, "{ty:?} scales");
+        assert_eq!(fast.min, slow.min, "{ty:?} mins");
+    }
+}
