@@ -16,8 +16,6 @@ pub struct QuantizedActs {
     pub d: Vec<f32>,
     /// Sum of `q` over each 16-group.
     pub sum: Vec<i32>,
-    /// `d` laid out like [`DecodedRow::scale_lanes`].
-    pub d_lanes: Vec<f32>,
     /// `d * sum` per 16-group: what a weight min multiplies.
     pub dsum: Vec<f32>,
 }
@@ -81,11 +79,6 @@ impl QuantizedActs {
                     .map(|&v| v as i32)
                     .sum();
             }
-        }
-        self.d_lanes.clear();
-        for pair in self.d.chunks_exact(2) {
-            self.d_lanes.extend_from_slice(&[pair[0]; 4]);
-            self.d_lanes.extend_from_slice(&[pair[1]; 4]);
         }
         if format == ActFormat::Q8_K {
             self.dsum
@@ -162,16 +155,16 @@ unsafe fn dot_decoded_avx2(w: &DecodedRow, x: &QuantizedActs) -> f32 {
     let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     let (wq, aq) = (w.q.as_ptr(), x.q.as_ptr());
-    let (ws, ad) = (w.scale_lanes.as_ptr(), x.d_lanes.as_ptr());
+    let (ws, ad) = (w.scale.as_ptr(), x.d.as_ptr());
     for c in 0..n / 32 {
         let wv = _mm256_loadu_si256(wq.add(c * 32) as *const __m256i);
         let av = _mm256_loadu_si256(aq.add(c * 32) as *const __m256i);
         let p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));
         let p32 = _mm256_madd_epi16(p16, ones);
-        let sc = _mm256_mul_ps(
-            _mm256_loadu_ps(ws.add(c * 8)),
-            _mm256_loadu_ps(ad.add(c * 8)),
-        );
+        // Lanes 0-3 hold the first 16-group's sums, lanes 4-7 the second's.
+        let lo = _mm_set1_ps(*ws.add(2 * c) * *ad.add(2 * c));
+        let hi = _mm_set1_ps(*ws.add(2 * c + 1) * *ad.add(2 * c + 1));
+        let sc = _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, acc);
     }
     let mut total = hsum256(acc);

@@ -113,7 +113,7 @@ pub fn decode_q5_k(b: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
 }
 
 #[inline(always)]
-fn q45_scales(b: &[u8], scale: &mut [f32], min: &mut [f32]) {
+pub(super) fn q45_scales(b: &[u8], scale: &mut [f32], min: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let sc = &b[4..16];
     for sub in 0..8 {

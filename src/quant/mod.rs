@@ -10,6 +10,7 @@
 
 pub mod act;
 mod kquants;
+mod kquants_avx2;
 mod legacy;
 mod legacy_avx2;
 
@@ -137,9 +138,6 @@ pub struct DecodedRow {
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
     pub min: Vec<f32>,
-    /// `scale` laid out for 8-lane vectors: per 32 elements, the first
-    /// group's scale four times, then the second's.
-    pub scale_lanes: Vec<f32>,
     /// Whether any min is non-zero (symmetric types skip the min term).
     pub has_min: bool,
 }
@@ -158,15 +156,6 @@ impl DecodedRow {
         }
         #[cfg(not(target_arch = "x86_64"))]
         decode_row(ty, row, &mut self.q, &mut self.scale, &mut self.min);
-        self.scale_lanes.resize(n / 4, 0.0);
-        for (lanes, pair) in self
-            .scale_lanes
-            .chunks_exact_mut(8)
-            .zip(self.scale.chunks_exact(2))
-        {
-            lanes[..4].fill(pair[0]);
-            lanes[4..].fill(pair[1]);
-        }
         self.has_min = ty.has_min();
     }
 }
@@ -202,8 +191,8 @@ fn decode_row(ty: GgmlType, row: &[u8], q: &mut [i8], scale: &mut [f32], min: &m
     }
 }
 
-/// The same with hand-written AVX2 decoders for the 32-element formats and
-/// the portable k-quant decoders compiled for AVX2.
+/// The same with hand-written AVX2 decoders (the 32-element formats, Q4_K,
+/// Q5_K, Q6_K) and the other decoders compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn decode_row_avx2(
@@ -220,6 +209,9 @@ unsafe fn decode_row_avx2(
         Q5_0 => decode_blocks!(legacy_avx2::decode_q5_0, 32, 22, row, q, scale, min),
         Q5_1 => decode_blocks!(legacy_avx2::decode_q5_1, 32, 24, row, q, scale, min),
         Q8_0 => decode_blocks!(legacy_avx2::decode_q8_0, 32, 34, row, q, scale, min),
+        Q4_K => decode_blocks!(kquants_avx2::decode_q4_k, 256, 144, row, q, scale, min),
+        Q5_K => decode_blocks!(kquants_avx2::decode_q5_k, 256, 176, row, q, scale, min),
+        Q6_K => decode_blocks!(kquants_avx2::decode_q6_k, 256, 210, row, q, scale, min),
         _ => decode_row(ty, row, q, scale, min),
     }
 }
