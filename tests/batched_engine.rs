@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tandem::backend::cpu::CpuBackend;
 use tandem::engine::batched::{BatchEngine, EngineConfig};
-use tandem::engine::generate::{GenerateRequest, StopReason};
+use tandem::engine::generate::StopReason;
 use tandem::engine::request::Request;
 use tandem::engine::Session;
 use tandem::model::LoadedModel;
@@ -51,13 +51,7 @@ fn request(m: &LoadedModel<CpuBackend>, prompt: &str, n: usize) -> Request {
 
 fn one_at_a_time(m: &LoadedModel<CpuBackend>, prompt: &str, n: usize) -> Vec<u32> {
     let mut s = Session::new(m, 512);
-    let req = GenerateRequest {
-        prompt: m.tokenizer.encode(prompt, true).unwrap(),
-        max_tokens: n,
-        sampling: SamplingParams::greedy(),
-        stop: vec![],
-    };
-    s.generate(&req, |_| true).unwrap().tokens
+    s.generate(&request(m, prompt, n), |_| true).unwrap().tokens
 }
 
 #[test]

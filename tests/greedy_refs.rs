@@ -19,7 +19,7 @@
 mod common;
 
 use tandem::backend::cpu::CpuBackend;
-use tandem::engine::generate::GenerateRequest;
+use tandem::engine::request::Request;
 use tandem::engine::Session;
 use tandem::model::LoadedModel;
 use tandem::sampler::{argmax, log_softmax, SamplingParams};
@@ -85,11 +85,12 @@ fn check(name: &str, stem: &str) {
 
         // Free running.
         session.truncate(0);
-        let req = GenerateRequest {
+        let req = Request {
             prompt: prompt_ids,
             max_tokens: want.len(),
             sampling: SamplingParams::greedy(),
             stop: vec![],
+            ignore_eos: false,
         };
         let out = session.generate(&req, |_| true).unwrap();
         let same = out
@@ -138,11 +139,12 @@ fn qwen_1_5b_loads_and_generates() {
     let model = LoadedModel::load(&common::model_path("qwen2.5-coder-1.5b"), CpuBackend).unwrap();
     let prompt = model.tokenizer.encode("def fibonacci(n):", true).unwrap();
     let mut session = Session::new(&model, 256);
-    let req = GenerateRequest {
+    let req = Request {
         prompt,
         max_tokens: 16,
         sampling: SamplingParams::greedy(),
         stop: vec![],
+        ignore_eos: false,
     };
     let out = session.generate(&req, |_| true).unwrap();
     assert_eq!(out.tokens.len(), 16);

@@ -10,7 +10,8 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{ModelArgs, SamplingArgs};
-use tandem::engine::generate::{GenerateRequest, StopReason};
+use tandem::engine::generate::StopReason;
+use tandem::engine::request::Request;
 use tandem::engine::Session;
 use tandem::tokenizer::ChatMessage;
 
@@ -65,11 +66,12 @@ pub fn run(a: ChatArgs) -> Result<()> {
         messages.push(ChatMessage::new("user", line));
         let text = model.tokenizer.chat_template.render(&messages, true)?;
         let prompt = model.tokenizer.encode(&text, true)?;
-        let req = GenerateRequest {
+        let req = Request {
             prompt,
             max_tokens: a.n,
             sampling: sampling.clone(),
             stop: vec![],
+            ignore_eos: false,
         };
         let out = session.generate(&req, |t| {
             print!("{t}");

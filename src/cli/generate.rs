@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{ModelArgs, SamplingArgs};
-use tandem::engine::generate::GenerateRequest;
+use tandem::engine::request::Request;
 use tandem::engine::Session;
 use tandem::tokenizer::ChatMessage;
 
@@ -55,11 +55,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     };
     let prompt = model.tokenizer.encode(&text, true)?;
     let mut session = Session::new(&model, a.model.ctx);
-    let req = GenerateRequest {
+    let req = Request {
         prompt: prompt.clone(),
         max_tokens: a.n,
         sampling: sampling.clone(),
         stop: a.stop.clone(),
+        ignore_eos: false,
     };
     let stdout = std::io::stdout();
     let out = session.generate(&req, |t| {

@@ -7,18 +7,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::request::Request;
 use super::stop::{StopCheck, StopMatcher};
 use super::{Result, Session};
 use crate::backend::Backend;
-use crate::sampler::{Sampled, Sampler, SamplingParams};
-
-#[derive(Debug, Clone)]
-pub struct GenerateRequest {
-    pub prompt: Vec<u32>,
-    pub max_tokens: usize,
-    pub sampling: SamplingParams,
-    pub stop: Vec<String>,
-}
+use crate::sampler::{Sampled, Sampler};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,7 +60,7 @@ impl<B: Backend + 'static> Session<'_, B> {
     /// produced and returns false to stop.
     pub fn generate(
         &mut self,
-        req: &GenerateRequest,
+        req: &Request,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<GenerateOutput> {
         req.sampling
@@ -89,7 +82,7 @@ impl<B: Backend + 'static> Session<'_, B> {
         while tokens.len() < req.max_tokens {
             let s = sampler.sample(&mut logits, &history);
             let id = s.id;
-            if tok.is_eog(id) {
+            if !req.ignore_eos && tok.is_eog(id) {
                 reason = StopReason::Eog;
                 break;
             }

@@ -64,23 +64,7 @@ impl RequestHandle {
     pub fn wait(mut self) -> Completion {
         let mut c = Completion::default();
         while let Some(ev) = self.events.blocking_recv() {
-            match ev {
-                Event::Token { sampled, text } => {
-                    c.tokens.push(sampled.id);
-                    c.logprobs.push(sampled);
-                    c.text.push_str(&text);
-                }
-                Event::Done {
-                    reason,
-                    usage,
-                    text_tail,
-                } => {
-                    c.text.push_str(&text_tail);
-                    c.reason = Some(reason);
-                    c.usage = usage;
-                }
-                Event::Error(e) => c.error = Some(e),
-            }
+            c.absorb(ev);
         }
         c
     }
@@ -101,6 +85,29 @@ pub struct Completion {
     pub reason: Option<StopReason>,
     pub usage: Usage,
     pub error: Option<String>,
+}
+
+impl Completion {
+    /// Add one event of the request's stream.
+    pub fn absorb(&mut self, ev: Event) {
+        match ev {
+            Event::Token { sampled, text } => {
+                self.tokens.push(sampled.id);
+                self.logprobs.push(sampled);
+                self.text.push_str(&text);
+            }
+            Event::Done {
+                reason,
+                usage,
+                text_tail,
+            } => {
+                self.text.push_str(&text_tail);
+                self.reason = Some(reason);
+                self.usage = usage;
+            }
+            Event::Error(e) => self.error = Some(e),
+        }
+    }
 }
 
 /// The engine's side of a request.

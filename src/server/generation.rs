@@ -16,9 +16,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::openai::{self, ChatRequest, CommonParams, CompletionRequest};
 use super::{ApiError, Shared};
-use crate::engine::request::{Event, Request, RequestHandle, Usage};
+use crate::engine::generate::StopReason;
+use crate::engine::request::{Completion, Event, Request, RequestHandle, Usage};
 use crate::engine::EngineError;
-use crate::sampler::Sampled;
 use crate::tokenizer::ChatMessage;
 
 #[derive(Clone, Copy)]
@@ -201,15 +201,6 @@ async fn run(
     }
 }
 
-/// Per-choice result of reading the engine's events.
-#[derive(Default)]
-struct Choice {
-    text: String,
-    sampled: Vec<Sampled>,
-    finish: &'static str,
-    usage: Usage,
-}
-
 /// Latency bookkeeping for one choice.
 struct Clock {
     start: Instant,
@@ -230,29 +221,19 @@ impl Clock {
 async fn whole(s: Shared, job: Job) -> Result<Response, ApiError> {
     let mut choices = Vec::new();
     for mut h in job.handles {
-        let mut c = Choice::default();
+        let mut c = Completion::default();
         let mut clock = Clock {
             start: job.start,
             last: None,
         };
         while let Some(ev) = h.events.recv().await {
-            match ev {
-                Event::Token { sampled, text } => {
-                    clock.tick(&s);
-                    c.text.push_str(&text);
-                    c.sampled.push(sampled);
-                }
-                Event::Done {
-                    reason,
-                    usage,
-                    text_tail,
-                } => {
-                    c.text.push_str(&text_tail);
-                    c.finish = openai::finish_reason(reason);
-                    c.usage = usage;
-                }
-                Event::Error(e) => return Err(ApiError::internal(e)),
+            if matches!(ev, Event::Token { .. }) {
+                clock.tick(&s);
             }
+            c.absorb(ev);
+        }
+        if let Some(e) = c.error.take() {
+            return Err(ApiError::internal(e));
         }
         choices.push(c);
     }
@@ -269,14 +250,14 @@ async fn whole(s: Shared, job: Job) -> Result<Response, ApiError> {
             Kind::Chat(top) => json!({
                 "index": i,
                 "message": {"role": "assistant", "content": c.text},
-                "logprobs": top.map(|k| json!({"content": c.sampled.iter().map(|x| openai::chat_logprob(tok, x, k)).collect::<Vec<_>>()})),
-                "finish_reason": c.finish,
+                "logprobs": top.map(|k| json!({"content": c.logprobs.iter().map(|x| openai::chat_logprob(tok, x, k)).collect::<Vec<_>>()})),
+                "finish_reason": openai::finish_reason(c.reason.unwrap_or(StopReason::Length)),
             }),
             Kind::Text(top) => json!({
                 "index": i,
                 "text": c.text,
-                "logprobs": top.map(|k| openai::completion_logprobs(tok, &c.sampled, k, 0)),
-                "finish_reason": c.finish,
+                "logprobs": top.map(|k| openai::completion_logprobs(tok, &c.logprobs, k, 0)),
+                "finish_reason": openai::finish_reason(c.reason.unwrap_or(StopReason::Length)),
             }),
         })
         .collect();
