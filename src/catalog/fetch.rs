@@ -13,7 +13,12 @@ use sha2::{Digest, Sha256};
 
 use super::{cache_dir, cached_path, CatalogError, CatalogModel};
 
+/// One fetch at a time in this process: parallel callers (tests, say) asking
+/// for the same model wait for the first download instead of repeating it.
+static FETCH_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn fetch(models: &[&CatalogModel]) -> Result<(), CatalogError> {
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     for m in models {
         let dest = cached_path(m);
         if dest.is_file() {
