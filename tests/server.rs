@@ -538,3 +538,48 @@ fn prefix_cache_cuts_time_to_first_token() {
     );
     assert!(cold >= warm * 5, "cold {cold:?} vs warm {warm:?}");
 }
+
+#[test]
+fn ctrl_c_lets_running_streams_finish_then_exits() {
+    let mut s = start(&[]);
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 48, "temperature": 0, "ignore_eos": true, "stream": true}).to_string();
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    // Wait for the first token, then interrupt the server.
+    while !line.starts_with("data: ") {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    let ok = Command::new("kill")
+        .args(["-INT", &s.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    let events = sse_events(&rest);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "the stream was cut: {rest}"
+    );
+    let tokens = events.iter().filter(|e| e.contains("\"text\"")).count();
+    assert!(tokens >= 40, "only {tokens} more chunks arrived");
+    let t = Instant::now();
+    loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "server did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // New connections are refused once it has gone.
+    assert_eq!(raw(&s, "GET", "/health", None, false).0, 0);
+}
