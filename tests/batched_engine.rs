@@ -39,6 +39,17 @@ fn model() -> Arc<LoadedModel<CpuBackend>> {
     Arc::new(LoadedModel::load(&common::model_path("smollm2-135m"), CpuBackend).unwrap())
 }
 
+/// Engine settings for a test, prefix caching off.
+fn config(max_seqs: usize, step_tokens: usize, kv_blocks: usize, ctx: usize) -> EngineConfig {
+    EngineConfig {
+        max_seqs,
+        step_tokens,
+        kv_blocks,
+        ctx,
+        prefix_cache: false,
+    }
+}
+
 fn request(m: &LoadedModel<CpuBackend>, prompt: &str, n: usize) -> Request {
     Request {
         prompt: m.tokenizer.encode(prompt, true).unwrap(),
@@ -57,16 +68,7 @@ fn one_at_a_time(m: &LoadedModel<CpuBackend>, prompt: &str, n: usize) -> Vec<u32
 #[test]
 fn sixteen_concurrent_requests_equal_sequential_runs() {
     let m = model();
-    let engine = BatchEngine::start(
-        m.clone(),
-        EngineConfig {
-            max_seqs: 16,
-            step_tokens: 256,
-            kv_blocks: 1024,
-            ctx: 512,
-            prefix_cache: false,
-        },
-    );
+    let engine = BatchEngine::start(m.clone(), config(16, 256, 1024, 512));
     let handles: Vec<_> = PROMPTS
         .iter()
         .map(|p| engine.submit(request(&m, p, 12)).unwrap())
@@ -91,16 +93,7 @@ fn sixteen_concurrent_requests_equal_sequential_runs() {
 fn preemption_under_a_small_kv_budget_still_completes_every_request() {
     let m = model();
     // 10 blocks × 16 = 160 positions for 6 requests of ~10 + 24 tokens.
-    let engine = BatchEngine::start(
-        m.clone(),
-        EngineConfig {
-            max_seqs: 6,
-            step_tokens: 64,
-            kv_blocks: 10,
-            ctx: 160,
-            prefix_cache: false,
-        },
-    );
+    let engine = BatchEngine::start(m.clone(), config(6, 64, 10, 160));
     let handles: Vec<_> = PROMPTS[..6]
         .iter()
         .map(|p| engine.submit(request(&m, p, 24)).unwrap())
@@ -126,16 +119,7 @@ fn preemption_under_a_small_kv_budget_still_completes_every_request() {
 #[test]
 fn cancelling_frees_blocks_at_once() {
     let m = model();
-    let engine = BatchEngine::start(
-        m.clone(),
-        EngineConfig {
-            max_seqs: 4,
-            step_tokens: 64,
-            kv_blocks: 64,
-            ctx: 1024,
-            prefix_cache: false,
-        },
-    );
+    let engine = BatchEngine::start(m.clone(), config(4, 64, 64, 1024));
     let mut h = engine.submit(request(&m, PROMPTS[0], 1000)).unwrap();
     // Wait for a few tokens, then hang up.
     for _ in 0..3 {
@@ -154,16 +138,7 @@ fn cancelling_frees_blocks_at_once() {
 #[test]
 fn bad_requests_are_refused_and_the_engine_keeps_serving() {
     let m = model();
-    let engine = BatchEngine::start(
-        m.clone(),
-        EngineConfig {
-            max_seqs: 4,
-            step_tokens: 64,
-            kv_blocks: 64,
-            ctx: 64,
-            prefix_cache: false,
-        },
-    );
+    let engine = BatchEngine::start(m.clone(), config(4, 64, 64, 64));
     let mut r = request(&m, PROMPTS[0], 100);
     assert!(engine
         .submit(r.clone())
@@ -188,16 +163,7 @@ fn bad_requests_are_refused_and_the_engine_keeps_serving() {
 #[test]
 fn stop_strings_and_per_request_sampling() {
     let m = model();
-    let engine = BatchEngine::start(
-        m.clone(),
-        EngineConfig {
-            max_seqs: 4,
-            step_tokens: 64,
-            kv_blocks: 64,
-            ctx: 256,
-            prefix_cache: false,
-        },
-    );
+    let engine = BatchEngine::start(m.clone(), config(4, 64, 64, 256));
     let mut r = request(&m, PROMPTS[0], 40);
     r.stop = vec!["United".into()];
     let c = engine.submit(r).unwrap().wait();
@@ -226,11 +192,8 @@ fn stop_strings_and_per_request_sampling() {
 fn prefix_cache_reuses_blocks_and_changes_no_token() {
     let m = model();
     let cfg = |prefix_cache| EngineConfig {
-        max_seqs: 4,
-        step_tokens: 256,
-        kv_blocks: 256,
-        ctx: 1024,
         prefix_cache,
+        ..config(4, 256, 256, 1024)
     };
     let long = "The history of the city begins in the Roman era, when a small settlement grew on the river bank. ".repeat(8);
     let first = format!("{long}Question one: who founded it?");
