@@ -39,6 +39,15 @@ fn model() -> Arc<LoadedModel<CpuBackend>> {
     Arc::new(LoadedModel::load(&common::model_path("smollm2-135m"), CpuBackend).unwrap())
 }
 
+/// The engine publishes its counters after each step; give it a moment.
+fn wait_for_free_blocks(engine: &BatchEngine, n: usize) {
+    let t = Instant::now();
+    while engine.stats.kv_blocks_free.load(Ordering::Relaxed) != n {
+        assert!(t.elapsed() < Duration::from_secs(10), "blocks not freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Engine settings for a test, prefix caching off.
 fn config(max_seqs: usize, step_tokens: usize, kv_blocks: usize, ctx: usize) -> EngineConfig {
     EngineConfig {
@@ -112,7 +121,7 @@ fn preemption_under_a_small_kv_budget_still_completes_every_request() {
         };
         assert_eq!(c.reason, Some(want));
     }
-    std::thread::sleep(Duration::from_millis(50));
+    wait_for_free_blocks(&engine, 10);
     assert_eq!(engine.stats.kv_blocks_free.load(Ordering::Relaxed), 10);
 }
 
@@ -127,11 +136,7 @@ fn cancelling_frees_blocks_at_once() {
     }
     assert!(engine.stats.kv_blocks_free.load(Ordering::Relaxed) < 64);
     drop(h);
-    let t = Instant::now();
-    while engine.stats.kv_blocks_free.load(Ordering::Relaxed) < 64 {
-        assert!(t.elapsed() < Duration::from_secs(5), "blocks not freed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_free_blocks(&engine, 64);
     assert_eq!(engine.stats.running.load(Ordering::Relaxed), 0);
 }
 
