@@ -242,7 +242,7 @@ fn run_loop<B: Backend + 'static>(
             model.forward(&ForwardBatch { seqs }, &mut kv)
         };
         stats.steps.fetch_add(1, Ordering::Relaxed);
-        let logits = match logits {
+        let mut logits = match logits {
             Ok(l) => l,
             Err(e) => {
                 // A failed step fails the sequences in it, not the engine.
@@ -273,7 +273,7 @@ fn run_loop<B: Backend + 'static>(
             if e.n_computed < e.seq.tokens.len() {
                 continue;
             }
-            let l = &mut logits[row * vocab..(row + 1) * vocab].to_vec();
+            let l = &mut logits[row * vocab..(row + 1) * vocab];
             row += 1;
             if let Some(reason) = step_sequence(&mut e.seq, l, tok, cfg.ctx, &stats) {
                 let s = sched.remove(w.id).expect("present");
