@@ -40,6 +40,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
 
     let mut session = Session::new(&model, a.model.ctx);
+    session.on_progress(super::prefill_bar());
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
         messages.push(ChatMessage::new("system", s));

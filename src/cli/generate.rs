@@ -55,6 +55,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     };
     let prompt = model.tokenizer.encode(&text, true)?;
     let mut session = Session::new(&model, a.model.ctx);
+    session.on_progress(super::prefill_bar());
     let req = Request {
         prompt: prompt.clone(),
         max_tokens: a.n,

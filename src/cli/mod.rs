@@ -149,6 +149,27 @@ impl SamplingArgs {
     }
 }
 
+/// A bar for reading long prompts (shown only when there is one to read).
+pub fn prefill_bar() -> impl FnMut(usize, usize) {
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("reading prompt [{bar:30}] {pos}/{len} tokens")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    move |done, total| {
+        if bar.is_hidden() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_length(total as u64);
+        }
+        bar.set_position(done as u64);
+        if done >= total {
+            bar.finish_and_clear();
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+    }
+}
+
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -42,6 +42,8 @@ pub struct Session<'m, B: Backend> {
     /// Tokens whose K/V are in `seq`, in order.
     cached: Vec<u32>,
     ctx: usize,
+    /// Called after each chunk of a multi-chunk read with (done, total).
+    progress: Option<Box<dyn FnMut(usize, usize) + 'm>>,
 }
 
 impl<'m, B: Backend + 'static> Session<'m, B> {
@@ -56,7 +58,14 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
             seq: SeqBlocks::new(pool),
             cached: Vec::new(),
             ctx,
+            progress: None,
         }
+    }
+
+    /// Report progress while reading inputs longer than one chunk (a
+    /// progress bar for long prompts).
+    pub fn on_progress(&mut self, f: impl FnMut(usize, usize) + 'm) {
+        self.progress = Some(Box::new(f));
     }
 
     pub fn ctx(&self) -> usize {
@@ -124,6 +133,11 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
                 }
             }
             self.cached.extend_from_slice(chunk);
+            if new.len() > PREFILL_CHUNK {
+                if let Some(p) = self.progress.as_mut() {
+                    p((chunk_start + chunk.len()).min(new.len()), new.len());
+                }
+            }
         }
         Ok(out)
     }
