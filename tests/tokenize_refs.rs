@@ -100,3 +100,35 @@ fn real_chat_templates_render() {
         "<bos><start_of_turn>, BOS not doubled"
     );
 }
+
+/// Streaming detokenization emits whole characters only: emoji and CJK
+/// split across byte-level tokens are held back until complete.
+#[test]
+fn streaming_never_splits_a_character() {
+    let text = "Héllo wörld! 你好，世界 🌍🚀 naïve café — “quotes” ✓ 🤖👍🏽 𓀀𐌰𓂀";
+    for name in ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"] {
+        let gguf = GgufFile::open(common::model_path(name)).unwrap();
+        let tok = Tokenizer::from_gguf(&gguf).unwrap();
+        let ids = tok.encode(text, false).unwrap();
+        let split_tokens = ids
+            .iter()
+            .filter(|&&i| std::str::from_utf8(tok.piece(i)).is_err())
+            .count();
+        assert!(
+            split_tokens > 0,
+            "{name}: the test text should contain tokens that are partial characters"
+        );
+        let mut stream = tok.stream();
+        let mut out = String::new();
+        for &id in &ids {
+            let piece = stream.push(id);
+            assert!(
+                !piece.contains('\u{FFFD}'),
+                "{name}: emitted a broken character after token {id}"
+            );
+            out.push_str(&piece);
+        }
+        out.push_str(&stream.finish());
+        assert_eq!(out, text, "{name}");
+    }
+}
