@@ -1,5 +1,8 @@
 //! Benchmark tools that drive tandem from outside, as a user's client would.
 
+pub mod compare;
+pub mod model;
+pub mod roofline;
 pub mod serve;
 mod stats;
 mod svg;

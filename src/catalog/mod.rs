@@ -94,15 +94,20 @@ pub fn find(name: &str) -> Option<&'static CatalogModel> {
     CATALOG.iter().find(|m| m.name == name)
 }
 
-/// `$TANDEM_HOME/models`, or `~/.cache/tandem/models`.
-pub fn cache_dir() -> PathBuf {
+/// `$TANDEM_HOME`, or `~/.cache/tandem`: tandem's files on this machine.
+pub fn tandem_home() -> PathBuf {
     if let Some(home) = std::env::var_os("TANDEM_HOME") {
-        return PathBuf::from(home).join("models");
+        return PathBuf::from(home);
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("tandem").join("models")
+    home.join(".cache").join("tandem")
+}
+
+/// `$TANDEM_HOME/models`, or `~/.cache/tandem/models`.
+pub fn cache_dir() -> PathBuf {
+    tandem_home().join("models")
 }
 
 pub fn cached_path(m: &CatalogModel) -> PathBuf {

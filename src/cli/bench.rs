@@ -1,4 +1,7 @@
-//! `tandem bench …`: benchmark commands.
+//! `tandem bench …`: benchmark commands. `tandem bench -m M` measures one
+//! model (llama-bench style), `--roofline` the machine's read bandwidth,
+//! `--compare A.json B.json` two earlier runs; `tandem bench serve` loads a
+//! server.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -7,9 +10,30 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tandem::bench::serve::{plot, run_level, table, LoadConfig};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    cmd: BenchCmd,
+    cmd: Option<BenchCmd>,
+    #[command(flatten)]
+    model: super::ModelArgs,
+    /// Prompt tokens per prompt-processing run.
+    #[arg(short = 'p', default_value_t = 128)]
+    p: usize,
+    /// Tokens per generation run.
+    #[arg(short = 'n', default_value_t = 64)]
+    n: usize,
+    /// Repetitions (after one warm-up).
+    #[arg(short = 'r', default_value_t = 5)]
+    r: usize,
+    /// Print the result as JSON (the input of --compare).
+    #[arg(long)]
+    json: bool,
+    /// Measure this machine's read bandwidth and remember it.
+    #[arg(long)]
+    roofline: bool,
+    /// Compare two JSON results: ratio, Welch's t-test, Cohen's d.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    compare: Option<Vec<std::path::PathBuf>>,
 }
 
 #[derive(Subcommand)]
@@ -49,7 +73,104 @@ struct ServeBenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let BenchCmd::Serve(a) = a.cmd;
+    match a.cmd {
+        Some(BenchCmd::Serve(s)) => serve(s),
+        None if a.roofline => roofline(&a),
+        None => match &a.compare {
+            Some(files) => compare(&files[0], &files[1]),
+            None => model(&a),
+        },
+    }
+}
+
+fn roofline(a: &BenchArgs) -> Result<()> {
+    let threads = a
+        .model
+        .threads
+        .unwrap_or_else(num_cpus::get_physical)
+        .max(1);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    eprintln!("reading a 1 GiB buffer with {threads} threads, best of 5 passes…");
+    let r = tandem::bench::roofline::measure(1 << 30, 5);
+    let path = tandem::bench::roofline::save(&r)?;
+    println!(
+        "read bandwidth: {:.1} GB/s ({threads} threads), saved to {}",
+        r.read_gb_s,
+        path.display()
+    );
+    Ok(())
+}
+
+fn model(a: &BenchArgs) -> Result<()> {
+    let m = a.model.load()?;
+    let bar = ProgressBar::new(a.r as u64);
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] [{bar:30}] {pos}/{len} repetitions")?
+            .progress_chars("=> "),
+    );
+    let r = tandem::bench::model::run(&m, &a.model.model, a.p, a.n, a.r.max(1), || bar.inc(1))?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    println!("| model | backend | test | tok/s mean ± sd | median |");
+    println!("|---|---|---|---|---|");
+    for (test, s) in [
+        (format!("pp{}", r.pp_tokens), &r.pp),
+        (format!("tg{}", r.tg_tokens), &r.tg),
+    ] {
+        println!(
+            "| {} | {} | {test} | {:.2} ± {:.2} | {:.2} |",
+            r.model, r.backend, s.mean, s.sd, s.median
+        );
+    }
+    println!(
+        "weights read per token {:.3} GiB → {:.1} GB/s{}; peak RSS {} (file {:.2} GiB)",
+        gib(r.bytes_per_token),
+        r.tg_gb_s,
+        match r.roofline_share {
+            Some(s) => format!(" = {:.0}% of the measured read bandwidth", s * 100.0),
+            None => " (run `tandem bench --roofline` once for the roofline share)".into(),
+        },
+        r.peak_rss_bytes
+            .map_or("unknown".into(), |b| format!("{:.2} GiB", gib(b))),
+        gib(r.model_file_bytes)
+    );
+    Ok(())
+}
+
+fn compare(a: &std::path::Path, b: &std::path::Path) -> Result<()> {
+    let load = |p: &std::path::Path| -> Result<tandem::bench::model::BenchResult> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a `tandem bench --json` result", p.display()))
+    };
+    let (ra, rb) = (load(a)?, load(b)?);
+    println!("| test | A tok/s | B tok/s | B/A | Welch p | Cohen's d |");
+    println!("|---|---|---|---|---|---|");
+    for (test, sa, sb) in [("pp", &ra.pp, &rb.pp), ("tg", &ra.tg, &rb.tg)] {
+        let c = tandem::bench::compare::compare(&sa.tok_s, &sb.tok_s);
+        println!(
+            "| {test} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.3} | {} | {} |",
+            sa.mean,
+            sa.sd,
+            sb.mean,
+            sb.sd,
+            c.ratio,
+            c.p_value.map_or("n/a".into(), |p| format!("{p:.2e}")),
+            c.cohens_d.map_or("n/a".into(), |d| format!("{d:.2}"))
+        );
+    }
+    Ok(())
+}
+
+fn serve(a: ServeBenchArgs) -> Result<()> {
     let addr = a
         .url
         .trim_start_matches("http://")

@@ -1,0 +1,184 @@
+//! `tandem bench -m M`: prompt processing and generation speed of one model,
+//! measured the way llama-bench measures them. Each repetition reads `p`
+//! random tokens into a fresh cache (pp) and generates `n` tokens one at a
+//! time after a one-token prompt (tg), after one warm-up of each. Reported:
+//! mean ± sd and median tokens/s, weight bytes read per generated token,
+//! the bandwidth that implies and its share of the machine's measured read
+//! bandwidth, and peak resident memory.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::engine::Session;
+use crate::model::LoadedModel;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Samples {
+    /// Tokens per second of each repetition.
+    pub tok_s: Vec<f64>,
+    pub mean: f64,
+    pub sd: f64,
+    pub median: f64,
+}
+
+impl Samples {
+    pub fn new(tok_s: Vec<f64>) -> Self {
+        let n = tok_s.len() as f64;
+        let mean = tok_s.iter().sum::<f64>() / n;
+        let sd = if tok_s.len() > 1 {
+            (tok_s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        let mut s = tok_s.clone();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let median = if s.len() % 2 == 1 {
+            s[s.len() / 2]
+        } else {
+            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+        };
+        Self {
+            tok_s,
+            mean,
+            sd,
+            median,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub backend: String,
+    pub threads: usize,
+    pub pp_tokens: usize,
+    pub tg_tokens: usize,
+    pub repetitions: usize,
+    pub pp: Samples,
+    pub tg: Samples,
+    /// Weight bytes read to generate one token.
+    pub bytes_per_token: u64,
+    /// bytes_per_token × mean tg tok/s.
+    pub tg_gb_s: f64,
+    /// tg_gb_s over the measured read bandwidth (`tandem bench --roofline`), if known.
+    pub roofline_share: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub model_file_bytes: u64,
+}
+
+/// Weight bytes one generated token reads: every matrix of every layer,
+/// the output matrix, and one embedding row.
+pub fn bytes_per_token(m: &crate::gguf::GgufFile) -> u64 {
+    let mut total = 0;
+    for t in &m.header.tensors {
+        if t.name == "token_embd.weight" {
+            let tied = m.tensor_info("output.weight").is_none();
+            total += if tied {
+                t.n_bytes
+            } else {
+                t.n_bytes / t.n_rows() as u64
+            };
+        } else {
+            total += t.n_bytes;
+        }
+    }
+    total
+}
+
+/// Peak resident set size of this process (Linux), from /proc.
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab as u64) as u32
+        })
+        .collect()
+}
+
+pub fn run<B: Backend + 'static>(
+    model: &LoadedModel<B>,
+    name: &str,
+    p: usize,
+    n: usize,
+    reps: usize,
+    mut progress: impl FnMut(),
+) -> crate::engine::Result<BenchResult> {
+    let vocab = model.tokenizer.vocab_size().min(model.hparams().vocab_size);
+    let ctx = (p.max(n + 1) + 16).min(model.hparams().ctx_len);
+    if p == 0 || n == 0 || p > ctx || n + 1 > ctx {
+        return Err(crate::engine::EngineError::Invalid(format!(
+            "-p {p} and -n {n} must be at least 1 and fit the model's context ({ctx})"
+        )));
+    }
+    let mut session = Session::new(model, ctx);
+    let pp_run = |seed: u64, session: &mut Session<'_, B>| -> crate::engine::Result<f64> {
+        let toks = random_tokens(p, vocab, seed);
+        session.truncate(0);
+        let t = Instant::now();
+        session.extend(&toks, p - 1)?;
+        Ok(p as f64 / t.elapsed().as_secs_f64())
+    };
+    // One untimed prompt token, then n timed single-token steps.
+    let tg_run = |seed: u64, session: &mut Session<'_, B>| -> crate::engine::Result<f64> {
+        let toks = random_tokens(n + 1, vocab, seed);
+        session.truncate(0);
+        session.extend(&toks[..1], 0)?;
+        let t = Instant::now();
+        for &tok in &toks[1..] {
+            session.extend(&[tok], 0)?;
+        }
+        Ok(n as f64 / t.elapsed().as_secs_f64())
+    };
+    // Warm-up: page the weights in, size the buffers.
+    pp_run(0, &mut session)?;
+    tg_run(0, &mut session)?;
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for r in 0..reps {
+        pp.push(pp_run(r as u64 + 1, &mut session)?);
+        tg.push(tg_run(r as u64 + 1, &mut session)?);
+        progress();
+    }
+    let bytes = bytes_per_token(&model.file);
+    let tg = Samples::new(tg);
+    let tg_gb_s = bytes as f64 * tg.mean / 1e9;
+    Ok(BenchResult {
+        model: name.to_string(),
+        backend: model.backend.name(),
+        threads: rayon::current_num_threads(),
+        pp_tokens: p,
+        tg_tokens: n,
+        repetitions: reps,
+        pp: Samples::new(pp),
+        tg,
+        bytes_per_token: bytes,
+        tg_gb_s,
+        roofline_share: super::roofline::load().map(|bw| tg_gb_s / bw),
+        peak_rss_bytes: peak_rss(),
+        model_file_bytes: model.file.file_size(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Samples;
+
+    #[test]
+    fn mean_sd_median() {
+        let s = Samples::new(vec![2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert_eq!(s.mean, 5.0);
+        assert!((s.sd - 2.138).abs() < 1e-3);
+        assert_eq!(s.median, 4.5);
+    }
+}
