@@ -4,9 +4,10 @@
 //! Every quantized type *decodes* a block into small integers plus a scale and
 //! a min per 16 elements (`w = scale * q - min`); dequantization and the integer
 //! dot product ([`act`]) are both built on that decoded form, so a new block
-//! type needs only its decoder. Fast SIMD kernels (a later issue) plug in per
-//! type behind [`decode_block`]/[`act::dot_decoded`] and are tested against this
-//! portable path.
+//! type needs only its decoder. SIMD decoders plug in per type in
+//! `decode_row_avx2` beside the portable table in `decode_row`, and
+//! [`act::dot_decoded`] picks its kernel at run time; both are tested against
+//! the portable path.
 
 pub mod act;
 mod kquants;
@@ -101,35 +102,11 @@ impl GgmlType {
     pub fn is_quantized(self) -> bool {
         !matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
     }
-
-    /// Average bits per weight (block bytes over block elements).
-    pub fn bits_per_weight(self) -> f64 {
-        self.block_bytes() as f64 * 8.0 / self.block_size() as f64
-    }
 }
 
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
-/// Decode one block of a quantized type into `q` (block_size values),
-/// `scale` and `min` (block_size / 16 values each); `w[i] = scale[i/16] * q[i] - min[i/16]`.
-pub fn decode_block(ty: GgmlType, block: &[u8], q: &mut [i8], scale: &mut [f32], min: &mut [f32]) {
-    use GgmlType::*;
-    match ty {
-        Q4_0 => legacy::decode_q4_0(block, q, scale, min),
-        Q4_1 => legacy::decode_q4_1(block, q, scale, min),
-        Q5_0 => legacy::decode_q5_0(block, q, scale, min),
-        Q5_1 => legacy::decode_q5_1(block, q, scale, min),
-        Q8_0 => legacy::decode_q8_0(block, q, scale, min),
-        Q2_K => kquants::decode_q2_k(block, q, scale, min),
-        Q3_K => kquants::decode_q3_k(block, q, scale, min),
-        Q4_K => kquants::decode_q4_k(block, q, scale, min),
-        Q5_K => kquants::decode_q5_k(block, q, scale, min),
-        Q6_K => kquants::decode_q6_k(block, q, scale, min),
-        F32 | F16 | BF16 => unreachable!("float types have no decoded form"),
-    }
 }
 
 /// A row decoded into integers and per-16 scales/mins (reused scratch).
@@ -138,7 +115,7 @@ pub struct DecodedRow {
     pub q: Vec<i8>,
     pub scale: Vec<f32>,
     pub min: Vec<f32>,
-    /// Whether any min is non-zero (symmetric types skip the min term).
+    /// Whether the type has mins (symmetric types skip the min term).
     pub has_min: bool,
 }
 
