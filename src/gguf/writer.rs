@@ -13,25 +13,6 @@ pub struct GgufWriter {
     pub alignment: u64,
 }
 
-fn type_id(ty: GgmlType) -> u32 {
-    use GgmlType::*;
-    match ty {
-        F32 => 0,
-        F16 => 1,
-        Q4_0 => 2,
-        Q4_1 => 3,
-        Q5_0 => 6,
-        Q5_1 => 7,
-        Q8_0 => 8,
-        Q2_K => 10,
-        Q3_K => 11,
-        Q4_K => 12,
-        Q5_K => 13,
-        Q6_K => 14,
-        BF16 => 30,
-    }
-}
-
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -119,7 +100,7 @@ impl GgufWriter {
             for d in dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&type_id(*ty).to_le_bytes());
+            out.extend_from_slice(&ty.id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
             offset = (offset + bytes.len() as u64).div_ceil(a) * a;

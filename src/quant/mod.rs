@@ -40,24 +40,33 @@ pub enum GgmlType {
 pub const GROUP: usize = 16;
 
 impl GgmlType {
+    /// ggml's numeric id of each type, as stored in GGUF files.
+    const IDS: [(GgmlType, u32); 13] = [
+        (GgmlType::F32, 0),
+        (GgmlType::F16, 1),
+        (GgmlType::Q4_0, 2),
+        (GgmlType::Q4_1, 3),
+        (GgmlType::Q5_0, 6),
+        (GgmlType::Q5_1, 7),
+        (GgmlType::Q8_0, 8),
+        (GgmlType::Q2_K, 10),
+        (GgmlType::Q3_K, 11),
+        (GgmlType::Q4_K, 12),
+        (GgmlType::Q5_K, 13),
+        (GgmlType::Q6_K, 14),
+        (GgmlType::BF16, 30),
+    ];
+
     pub fn from_id(id: u32) -> Option<Self> {
-        use GgmlType::*;
-        Some(match id {
-            0 => F32,
-            1 => F16,
-            2 => Q4_0,
-            3 => Q4_1,
-            6 => Q5_0,
-            7 => Q5_1,
-            8 => Q8_0,
-            10 => Q2_K,
-            11 => Q3_K,
-            12 => Q4_K,
-            13 => Q5_K,
-            14 => Q6_K,
-            30 => BF16,
-            _ => return None,
-        })
+        Self::IDS.iter().find(|(_, i)| *i == id).map(|(t, _)| *t)
+    }
+
+    pub fn id(self) -> u32 {
+        Self::IDS
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, i)| *i)
+            .expect("every type has an id")
     }
 
     /// Elements per block.
