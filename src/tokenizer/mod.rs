@@ -68,8 +68,6 @@ pub struct Tokenizer {
     hf: tokenizers::Tokenizer,
     /// Raw bytes of each token, for decoding.
     pieces: Vec<Vec<u8>>,
-    kinds: Vec<TokenKind>,
-    tokens: Vec<String>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
@@ -139,8 +137,10 @@ impl Tokenizer {
                 eog.push(i as u32);
             }
         }
-        let tokens = vocab.tokens;
-        let tok_text = |id: Option<u32>| id.map(|i| tokens[i as usize].clone()).unwrap_or_default();
+        let tok_text = |id: Option<u32>| {
+            id.map(|i| vocab.tokens[i as usize].clone())
+                .unwrap_or_default()
+        };
         let chat_template = ChatTemplate::from_gguf(
             f.get_str("tokenizer.chat_template")?,
             f.architecture().unwrap_or(""),
@@ -150,8 +150,6 @@ impl Tokenizer {
         Ok(Self {
             hf,
             pieces,
-            kinds: vocab.kinds,
-            tokens,
             bos,
             eos,
             add_bos,
@@ -189,18 +187,6 @@ impl Tokenizer {
             .get(id as usize)
             .map(|p| p.as_slice())
             .unwrap_or(&[])
-    }
-
-    /// The token's text as stored in the vocabulary (e.g. `Ġthe`).
-    pub fn token_text(&self, id: u32) -> &str {
-        self.tokens
-            .get(id as usize)
-            .map(|s| s.as_str())
-            .unwrap_or("")
-    }
-
-    pub fn kind(&self, id: u32) -> Option<TokenKind> {
-        self.kinds.get(id as usize).copied()
     }
 
     pub fn is_eog(&self, id: u32) -> bool {
