@@ -84,15 +84,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 }
 
 fn roofline(a: &BenchArgs) -> Result<()> {
-    let threads = a
-        .model
-        .threads
-        .unwrap_or_else(num_cpus::get_physical)
-        .max(1);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .ok();
+    let threads = a.model.init_threads();
     eprintln!("reading a 1 GiB buffer with {threads} threads, best of 5 passes…");
     let r = tandem::bench::roofline::measure(1 << 30, 5);
     let path = tandem::bench::roofline::save(&r)?;

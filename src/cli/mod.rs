@@ -71,13 +71,19 @@ impl ModelArgs {
         Ok(catalog::resolve(&self.model)?)
     }
 
-    pub fn load(&self) -> Result<LoadedModel<CpuBackend>> {
+    /// Size the worker pool (`-t`, default physical cores); returns the count.
+    pub fn init_threads(&self) -> usize {
         let threads = self.threads.unwrap_or_else(num_cpus::get_physical).max(1);
         // The global pool can be built once; a second call (tests) keeps the first.
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
             .ok();
+        threads
+    }
+
+    pub fn load(&self) -> Result<LoadedModel<CpuBackend>> {
+        self.init_threads();
         let path = self.path()?;
         let model = LoadedModel::load(&path, CpuBackend)
             .with_context(|| format!("loading {}", path.display()))?;
