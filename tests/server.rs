@@ -149,7 +149,7 @@ fn chat_completion_logprobs_and_n() {
         "/v1/chat/completions",
         &json!({
             "model": "smollm2-135m",
-            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}],
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name the capital city of France."}],
             "max_tokens": 16, "temperature": 0, "logprobs": true, "top_logprobs": 3
         }),
     );
@@ -226,7 +226,7 @@ fn completions_stop_strings_and_legacy_logprobs() {
 fn streaming_chat_with_usage_and_done() {
     let s = start(&[]);
     let body = json!({
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "messages": [{"role": "user", "content": "Name the capital city of France."}],
         "max_tokens": 12, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}
     });
     let (st, head, b) = raw(

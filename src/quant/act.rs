@@ -14,8 +14,8 @@ pub struct QuantizedActs {
     /// Scale of each 16-group (the 32-block's scale, repeated), so the dot loop
     /// needs no division.
     pub d: Vec<f32>,
-    /// Sum of `q` over each 16-group.
-    pub sum: Vec<i32>,
+    /// Sum of `q` over each 16-group (at most 16·127, so i16 as `madd` wants).
+    pub sum: Vec<i16>,
     /// `d * sum` per 16-group: what a weight min multiplies.
     pub dsum: Vec<f32>,
 }
@@ -76,7 +76,7 @@ impl QuantizedActs {
                 self.d[g] = d;
                 self.sum[g] = qb[h * GROUP..(h + 1) * GROUP]
                     .iter()
-                    .map(|&v| v as i32)
+                    .map(|&v| v as i16)
                     .sum();
             }
         }

@@ -10,7 +10,7 @@ use super::f16_at;
 
 /// 32 nibbles of a block in element order (low nibbles, then high).
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     let qs = _mm_loadu_si128(p as *const __m128i);
     let m = _mm_set1_epi8(0x0f);
     let lo = _mm_and_si128(qs, m);
@@ -20,7 +20,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 
 /// 0x10 in byte i where bit i of the little-endian u32 at `p` is set.
 #[inline(always)]
-unsafe fn fifth_bits(p: *const u8) -> __m256i {
+pub(super) unsafe fn fifth_bits(p: *const u8) -> __m256i {
     let qh = (p as *const u32).read_unaligned() as i32;
     let shuf = _mm256_setr_epi64x(
         0,

@@ -10,6 +10,7 @@
 //! the portable path.
 
 pub mod act;
+mod fused_avx2;
 mod kquants;
 mod kquants_avx2;
 mod legacy;
@@ -199,6 +200,37 @@ unsafe fn decode_row_avx2(
         Q5_K => decode_blocks!(kquants_avx2::decode_q5_k, 256, 176, row, q, scale, min),
         Q6_K => decode_blocks!(kquants_avx2::decode_q6_k, 256, 210, row, q, scale, min),
         _ => decode_row(ty, row, q, scale, min),
+    }
+}
+
+/// Whether this CPU has a fused kernel for `ty` ([`fused_dot_rows`]);
+/// the other types go through [`DecodedRow`] and [`act::dot_decoded`].
+pub fn has_fused_kernel(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return act::has_avx2() && fused_avx2::supports(ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `out[t * n_rows + r] = row_r · xs[t]` for `n_rows` weight rows laid end to
+/// end in `rows`: each weight block is unpacked in registers once for up to
+/// four activation rows. Panics unless [`has_fused_kernel`].
+pub fn fused_matmul(
+    ty: GgmlType,
+    rows: &[u8],
+    n_rows: usize,
+    xs: &[&act::QuantizedActs],
+    out: &mut [f32],
+) {
+    assert!(
+        has_fused_kernel(ty),
+        "no fused kernel for {ty:?} on this CPU"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU features and the type were checked above;
+    // `matmul_rows` asserts the shapes itself.
+    unsafe {
+        fused_avx2::matmul_rows(ty, rows, n_rows, xs, out)
     }
 }
 

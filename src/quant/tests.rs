@@ -317,7 +317,10 @@ fn activation_quantization_round_trips_within_half_step() {
                 "{format:?} {i}: {back} vs {v}"
             );
         }
-        assert_eq!(q.sum[0], q.q[..16].iter().map(|&v| v as i32).sum::<i32>());
+        assert_eq!(
+            q.sum[0] as i32,
+            q.q[..16].iter().map(|&v| v as i32).sum::<i32>()
+        );
     }
 }
 
@@ -333,5 +336,65 @@ fn simd_decoding_is_bit_identical_to_portable() {
         assert_eq!(fast.q, slow.q, "{ty:?} values");
         assert_eq!(fast.scale, slow.scale, "{ty:?} scales");
         assert_eq!(fast.min, slow.min, "{ty:?} mins");
+    }
+}
+
+#[test]
+fn fused_kernels_match_the_decoded_path_and_ignore_batch_size() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for ty in ALL_QUANT.into_iter().filter(|t| has_fused_kernel(*t)) {
+        for blocks in [1, 2, 7] {
+            let n = ty.block_size() * blocks;
+            let row = random_row(ty, n, &mut rng);
+            let mut dec = DecodedRow::default();
+            dec.decode(ty, &row, n);
+            let xs: Vec<QuantizedActs> = (0..6)
+                .map(|k| {
+                    // One row with an outlier, as real activations have.
+                    let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                    if k == 2 {
+                        x[n / 3] = 40.0;
+                    }
+                    let mut q = QuantizedActs::default();
+                    q.quantize(&x, ActFormat::for_weight(ty));
+                    q
+                })
+                .collect();
+            let refs: Vec<&QuantizedActs> = xs.iter().collect();
+            let mut all = vec![0f32; xs.len()];
+            fused_matmul(ty, &row, 1, &refs, &mut all);
+            // The same row three times over: a tile of rows × tokens.
+            let rows3 = row.repeat(3);
+            let mut tile = vec![0f32; 3 * xs.len()];
+            fused_matmul(ty, &rows3, 3, &refs, &mut tile);
+            for (t, v) in all.iter().enumerate() {
+                assert_eq!(&tile[3 * t..3 * t + 3], &[*v; 3], "{ty:?}: tile layout");
+            }
+            for (t, x) in xs.iter().enumerate() {
+                let want = dot_decoded_portable(&dec, x);
+                let mag: f32 = dec
+                    .q
+                    .iter()
+                    .zip(&x.q)
+                    .enumerate()
+                    .map(|(i, (w, a))| {
+                        let g = i / GROUP;
+                        ((dec.scale[g] * *w as f32 - dec.min[g]) * x.d[g] * *a as f32).abs()
+                    })
+                    .sum();
+                assert!(
+                    (all[t] - want).abs() <= 1e-5 * mag + 1e-6,
+                    "{ty:?} n={n} row {t}: fused {} vs decoded {want} (mag {mag})",
+                    all[t]
+                );
+                let mut alone = [0f32];
+                fused_matmul(ty, &row, 1, &[x], &mut alone);
+                assert_eq!(
+                    alone[0].to_bits(),
+                    all[t].to_bits(),
+                    "{ty:?}: batch changed row {t}"
+                );
+            }
+        }
     }
 }

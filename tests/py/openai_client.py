@@ -14,7 +14,7 @@ assert len(models.data) == 1, models
 
 r = client.chat.completions.create(
     model=models.data[0].id,
-    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    messages=[{"role": "user", "content": "Name the capital city of France."}],
     max_tokens=16,
     temperature=0,
     logprobs=True,
@@ -26,7 +26,7 @@ assert len(r.choices[0].logprobs.content[0].top_logprobs) == 2
 
 stream = client.chat.completions.create(
     model="x",
-    messages=[{"role": "user", "content": "What is the capital of France?"}],
+    messages=[{"role": "user", "content": "Name the capital city of France."}],
     max_tokens=16,
     temperature=0,
     stream=True,

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::{CpuAct, CpuWeight};
 use crate::quant::act::{dot_decoded, dot_f32, ActFormat, QuantizedActs};
-use crate::quant::{dequantize_row, DecodedRow};
+use crate::quant::{dequantize_row, fused_matmul, has_fused_kernel, DecodedRow};
 
 /// Raw output pointer shared by tasks that write disjoint columns.
 #[derive(Clone, Copy)]
@@ -47,6 +47,25 @@ pub fn matmul(x: &CpuAct, w: &CpuWeight, out: &mut [f32]) {
                 q
             })
             .collect();
+        if has_fused_kernel(w.ty) {
+            let xs: Vec<&QuantizedActs> = xq.iter().collect();
+            let rb = w.row_bytes();
+            (0..n_out.div_ceil(chunk)).into_par_iter().for_each_init(
+                || vec![0f32; n_tok * chunk],
+                |tile, c| {
+                    let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(n_out));
+                    let tile = &mut tile[..n_tok * (r1 - r0)];
+                    fused_matmul(w.ty, &w.bytes()[r0 * rb..r1 * rb], r1 - r0, &xs, tile);
+                    for (t, vals) in tile.chunks_exact(r1 - r0).enumerate() {
+                        for (k, v) in vals.iter().enumerate() {
+                            // SAFETY: as below.
+                            unsafe { ptr.write(t * n_out + r0 + k, *v) };
+                        }
+                    }
+                },
+            );
+            return;
+        }
         (0..n_out.div_ceil(chunk))
             .into_par_iter()
             .for_each_init(DecodedRow::default, |dec, c| {

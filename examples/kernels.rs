@@ -1,0 +1,72 @@
+//! Kernel micro-benchmark: one weight matrix of each fused type (random
+//! blocks, sane scales) times 1 and 4 activation rows, single thread.
+//! `cargo run --release --example kernels` prints GB/s of weights read and
+//! ns per row; use it for kernel experiments (docs/kernel-notes.md), not as a
+//! speed claim (that is `tandem bench`).
+
+use std::time::Instant;
+
+use tandem::quant::act::{ActFormat, QuantizedActs};
+use tandem::quant::{fused_matmul, has_fused_kernel, GgmlType};
+
+fn main() {
+    let cols: usize = std::env::args()
+        .nth(1)
+        .map_or(1536, |a| a.parse().expect("columns"));
+    let rows = 6 << 20 >> cols.ilog2();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+        if !has_fused_kernel(ty) {
+            continue;
+        }
+        let mut w: Vec<u8> = (0..ty.row_bytes(cols) * rows)
+            .map(|_| next() as u8)
+            .collect();
+        // Every f16 scale field set to a small normal value: 0x2000 ≈ 0.0078.
+        for b in w.chunks_mut(ty.block_bytes()) {
+            let fields: &[usize] = match ty {
+                Q4_0 | Q5_0 | Q8_0 => &[0],
+                Q6_K => &[208],
+                _ => &[0, 2],
+            };
+            for &f in fields {
+                b[f..f + 2].copy_from_slice(&0x2000u16.to_le_bytes());
+            }
+        }
+        let xs: Vec<QuantizedActs> = (0..4)
+            .map(|_| {
+                let x: Vec<f32> = (0..cols)
+                    .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
+                    .collect();
+                let mut q = QuantizedActs::default();
+                q.quantize(&x, ActFormat::for_weight(ty));
+                q
+            })
+            .collect();
+        for n in [1usize, 4] {
+            let refs: Vec<&QuantizedActs> = xs.iter().take(n).collect();
+            let mut out = vec![0f32; n * rows];
+            let mut sink = 0f32;
+            let reps = 20;
+            let start = Instant::now();
+            for _ in 0..reps {
+                fused_matmul(ty, &w, rows, &refs, &mut out);
+                sink += out[0];
+            }
+            let s = start.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "{ty:?} x{n}: {:6.1} ns/row, {:5.1} GB/s of weights, {:6.2} G products/s  ({sink:.0})",
+                s * 1e9 / rows as f64,
+                w.len() as f64 / s / 1e9,
+                (rows * cols * n) as f64 / s / 1e9,
+            );
+        }
+    }
+}
