@@ -156,7 +156,7 @@ pub fn run<B: Backend + 'static>(
     Ok(BenchResult {
         model: name.to_string(),
         backend: model.backend.name(),
-        threads: rayon::current_num_threads(),
+        threads: crate::backend::cpu::pool::global().threads(),
         pp_tokens: p,
         tg_tokens: n,
         repetitions: reps,

@@ -74,12 +74,12 @@ impl ModelArgs {
     /// Size the worker pool (`-t`, default physical cores); returns the count.
     pub fn init_threads(&self) -> usize {
         let threads = self.threads.unwrap_or_else(num_cpus::get_physical).max(1);
-        // The global pool can be built once; a second call (tests) keeps the first.
+        // The global pools can be built once; a second call (tests) keeps the first.
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()
             .ok();
-        threads
+        tandem::backend::cpu::pool::init(threads)
     }
 
     pub fn load(&self) -> Result<LoadedModel<CpuBackend>> {

@@ -97,9 +97,6 @@ impl<B: Backend + 'static> LoadedModel<B> {
     }
 
     pub fn forward(&self, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
-        // Run the whole pass on a pool worker: the many small parallel ops
-        // inside it then fork and join locally instead of each one waking
-        // the pool from outside (hundreds of times per generated token).
-        rayon::scope(|_| self.model.forward(&self.backend, batch, kv))
+        self.model.forward(&self.backend, batch, kv)
     }
 }

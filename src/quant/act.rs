@@ -44,33 +44,34 @@ impl ActFormat {
 impl QuantizedActs {
     pub fn quantize(&mut self, x: &[f32], format: ActFormat) {
         let n = x.len();
-        let block = match format {
-            ActFormat::Q8_0 => ACT_BLOCK,
-            ActFormat::Q8_K => 256,
-        };
         assert!(
-            n.is_multiple_of(block),
-            "activation length {n} not a multiple of {block}"
+            n.is_multiple_of(format.block()),
+            "activation length {n} not a multiple of {}",
+            format.block()
         );
         self.q.resize(n, 0);
         self.d.resize(n / GROUP, 0.0);
         self.sum.resize(n / GROUP, 0);
-        self.dsum.clear();
+        self.dsum.resize(n / GROUP, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA; the buffers were sized above.
+            unsafe { super::act_avx2::quantize(self, x, format) };
+            return;
+        }
+        self.quantize_portable(x, format);
+    }
+
+    /// The reference the SIMD quantizer is tested against, bit for bit.
+    pub fn quantize_portable(&mut self, x: &[f32], format: ActFormat) {
+        let block = format.block();
+        let groups = block / GROUP;
         for (b, xb) in x.chunks_exact(block).enumerate() {
             let qb = &mut self.q[b * block..(b + 1) * block];
             let (d, d_exact) = match format {
                 ActFormat::Q8_0 => quantize_block_q8_0(xb, qb),
                 ActFormat::Q8_K => quantize_block_q8_k(xb, qb),
             };
-            if format == ActFormat::Q8_0 {
-                // Q8_1's block sum, f16(d · Σq), carried on the block's first
-                // group (legacy weights share one min across the block).
-                let sum: i32 = qb.iter().map(|&v| v as i32).sum();
-                self.dsum
-                    .push(half::f16::from_f32(d_exact * sum as f32).to_f32());
-                self.dsum.push(0.0);
-            }
-            let groups = block / GROUP;
             for h in 0..groups {
                 let g = b * groups + h;
                 self.d[g] = d;
@@ -79,10 +80,36 @@ impl QuantizedActs {
                     .map(|&v| v as i16)
                     .sum();
             }
+            self.finish_block(b, format, d_exact);
         }
-        if format == ActFormat::Q8_K {
-            self.dsum
-                .extend(self.d.iter().zip(&self.sum).map(|(d, s)| d * *s as f32));
+    }
+
+    /// The weight-min terms of block `b`, once its values and sums are set.
+    #[inline(always)]
+    pub(super) fn finish_block(&mut self, b: usize, format: ActFormat, d_exact: f32) {
+        match format {
+            ActFormat::Q8_0 => {
+                // Q8_1's block sum, f16(d · Σq), carried on the block's first
+                // group (legacy weights share one min across the block).
+                let sum = self.sum[2 * b] as i32 + self.sum[2 * b + 1] as i32;
+                self.dsum[2 * b] = half::f16::from_f32(d_exact * sum as f32).to_f32();
+                self.dsum[2 * b + 1] = 0.0;
+            }
+            ActFormat::Q8_K => {
+                for g in 16 * b..16 * (b + 1) {
+                    self.dsum[g] = self.d[g] * self.sum[g] as f32;
+                }
+            }
+        }
+    }
+}
+
+impl ActFormat {
+    /// Values per scale.
+    pub fn block(self) -> usize {
+        match self {
+            ActFormat::Q8_0 => ACT_BLOCK,
+            ActFormat::Q8_K => 256,
         }
     }
 }

@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::act::QuantizedActs;
-use super::legacy_avx2::{fifth_bits, nibbles};
+use super::legacy_avx2::{bit_mask, fifth_bits, nibbles};
 use super::GgmlType;
 
 /// Activation rows one call of a kernel multiplies at once.
@@ -163,8 +163,9 @@ impl LegacyBlock for Q50 {
     const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn unpack(b: *const u8) -> __m256i {
-        let v = _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)));
-        _mm256_sub_epi8(v, _mm256_set1_epi8(16))
+        // q − 16 is the nibble with 0xf0 or-ed in where the fifth bit is clear.
+        let clear = _mm256_andnot_si256(bit_mask(b.add(2)), _mm256_set1_epi8(-16));
+        _mm256_or_si256(nibbles(b.add(6)), clear)
     }
 }
 

@@ -18,9 +18,9 @@ pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
-/// 0x10 in byte i where bit i of the little-endian u32 at `p` is set.
+/// 0xff in byte i where bit i of the little-endian u32 at `p` is set.
 #[inline(always)]
-pub(super) unsafe fn fifth_bits(p: *const u8) -> __m256i {
+pub(super) unsafe fn bit_mask(p: *const u8) -> __m256i {
     let qh = (p as *const u32).read_unaligned() as i32;
     let shuf = _mm256_setr_epi64x(
         0,
@@ -30,8 +30,13 @@ pub(super) unsafe fn fifth_bits(p: *const u8) -> __m256i {
     );
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf);
     let mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
-    let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1));
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
+}
+
+/// 0x10 in byte i where bit i of the little-endian u32 at `p` is set.
+#[inline(always)]
+pub(super) unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    _mm256_and_si256(bit_mask(p), _mm256_set1_epi8(0x10))
 }
 
 #[inline(always)]

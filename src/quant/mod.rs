@@ -10,6 +10,7 @@
 //! the portable path.
 
 pub mod act;
+mod act_avx2;
 mod fused_avx2;
 mod kquants;
 mod kquants_avx2;

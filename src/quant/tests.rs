@@ -398,3 +398,46 @@ fn fused_kernels_match_the_decoded_path_and_ignore_batch_size() {
         }
     }
 }
+
+#[test]
+fn simd_activation_quantization_is_bit_identical_to_portable() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for format in [ActFormat::Q8_0, ActFormat::Q8_K] {
+        for blocks in [1, 3, 8] {
+            let n = format.block() * blocks;
+            for case in 0..4 {
+                let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+                match case {
+                    1 => x[..format.block()].fill(0.0),
+                    2 => x[n / 2] = -250.0,
+                    // Ties: several values of the largest magnitude, both signs.
+                    3 => {
+                        x[5] = 7.0;
+                        x[9] = -7.0;
+                    }
+                    _ => {}
+                }
+                let (mut fast, mut slow) = (QuantizedActs::default(), QuantizedActs::default());
+                fast.quantize(&x, format);
+                slow.q.resize(n, 0);
+                slow.d.resize(n / GROUP, 0.0);
+                slow.sum.resize(n / GROUP, 0);
+                slow.dsum.resize(n / GROUP, 0.0);
+                slow.quantize_portable(&x, format);
+                assert_eq!(fast.q, slow.q, "{format:?} case {case}: values");
+                assert_eq!(fast.sum, slow.sum, "{format:?} case {case}: sums");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&fast.d),
+                    bits(&slow.d),
+                    "{format:?} case {case}: scales"
+                );
+                assert_eq!(
+                    bits(&fast.dsum),
+                    bits(&slow.dsum),
+                    "{format:?} case {case}: dsum"
+                );
+            }
+        }
+    }
+}

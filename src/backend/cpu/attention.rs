@@ -3,9 +3,9 @@
 //! (causal, and the sliding window where the layer has one). Grouped-query
 //! attention maps query head h to KV head h / (n_heads / n_kv_heads).
 
-use rayon::prelude::*;
+use std::cell::RefCell;
 
-use super::CpuAct;
+use super::{pool, CpuAct};
 use crate::backend::{AttnParams, AttnSeq};
 
 pub fn attention(
@@ -26,9 +26,11 @@ pub fn attention(
             row_seq[r] = (si, i);
         }
     }
-    out.par_chunks_mut(hd).enumerate().for_each_init(
-        Vec::new,
-        |scores: &mut Vec<f32>, (idx, o)| {
+    thread_local! {
+        static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    pool::global().chunks_mut(out, hd, &|idx, o| {
+        SCORES.with_borrow_mut(|scores| {
             let (row, h) = (idx / p.n_heads, idx % p.n_heads);
             let (si, i) = row_seq[row];
             let s = &seqs[si];
@@ -59,6 +61,6 @@ pub fn attention(
                 let w = w * inv;
                 o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
             }
-        },
-    );
+        })
+    });
 }

@@ -1,11 +1,13 @@
 //! The CPU backend: f32 activations in plain vectors, weights read in place
-//! from the memory-mapped file, work spread over rayon's pool. Kernels live
+//! from the memory-mapped file, work spread over our own
+//! thread pool ([`pool`]). Kernels live
 //! in [`matmul`], [`attention`] and [`ops`]; each op is tested against an
 //! f64 reference in `tests`.
 
 mod attention;
 mod matmul;
 mod ops;
+pub mod pool;
 #[cfg(test)]
 mod tests;
 
@@ -71,7 +73,7 @@ impl Backend for CpuBackend {
     type KvCache = CpuKv;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!("cpu ({} threads)", pool::global().threads())
     }
 
     fn load_weight(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<CpuWeight> {

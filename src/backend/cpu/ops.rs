@@ -5,22 +5,20 @@
 //! through f16): the models here amplify tiny differences through 8-bit
 //! activation quantization, and llama.cpp's outputs are our correctness bar.
 
-use rayon::prelude::*;
-
+use super::pool;
 use crate::backend::{Activation, Rope, RopeStyle};
 
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
-    out.par_chunks_mut(n)
-        .zip(x.par_chunks(n))
-        .for_each(|(o, x)| {
-            let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
-            let mean = (sum / n as f64) as f32;
-            let inv = 1.0 / (mean + eps).sqrt();
-            for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
-                *o = x * inv * w;
-            }
-        });
+    pool::global().chunks_mut(out, n, &|r, o| {
+        let x = &x[r * n..(r + 1) * n];
+        let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / n as f64) as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
+            *o = x * inv * w;
+        }
+    });
 }
 
 /// sin and cos of each pair's angle at `pos`; the angle is built by repeated
@@ -39,22 +37,20 @@ fn angles(rope: &Rope, pos: u32) -> (Vec<f32>, Vec<f32>) {
 
 pub fn rope(x: &mut [f32], cols: usize, head_dim: usize, positions: &[u32], rope: &Rope) {
     let half = rope.dims / 2;
-    x.par_chunks_mut(cols)
-        .zip(positions.par_iter())
-        .for_each(|(row, &pos)| {
-            let (sin, cos) = angles(rope, pos);
-            for head in row.chunks_mut(head_dim) {
-                for i in 0..half {
-                    let (a, b) = match rope.style {
-                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                        RopeStyle::Halves => (i, i + half),
-                    };
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * cos[i] - x1 * sin[i];
-                    head[b] = x0 * sin[i] + x1 * cos[i];
-                }
+    pool::global().chunks_mut(x, cols, &|r, row| {
+        let (sin, cos) = angles(rope, positions[r]);
+        for head in row.chunks_mut(head_dim) {
+            for i in 0..half {
+                let (a, b) = match rope.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Halves => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos[i] - x1 * sin[i];
+                head[b] = x0 * sin[i] + x1 * cos[i];
             }
-        });
+        }
+    });
 }
 
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -80,14 +76,14 @@ pub fn silu(x: f32) -> f32 {
 }
 
 pub fn gated_act(gate: &mut [f32], up: &[f32], act: Activation) {
-    gate.par_chunks_mut(4096)
-        .zip(up.par_chunks(4096))
-        .for_each(|(g, u)| {
-            for (g, u) in g.iter_mut().zip(u) {
-                *g = match act {
-                    Activation::Silu => silu(*g),
-                    Activation::GeluTanh => gelu_f16(*g),
-                } * u;
-            }
-        });
+    const CHUNK: usize = 16384;
+    pool::global().chunks_mut(gate, CHUNK, &|i, g| {
+        let u = &up[i * CHUNK..];
+        for (g, u) in g.iter_mut().zip(u) {
+            *g = match act {
+                Activation::Silu => silu(*g),
+                Activation::GeluTanh => gelu_f16(*g),
+            } * u;
+        }
+    });
 }
