@@ -58,28 +58,33 @@ pub unsafe fn matmul_rows(
                 }
             };
             match xs.len() {
-                1 => put(&dispatch::<1>(ty, row, xs)),
-                2 => put(&dispatch::<2>(ty, row, xs)),
-                3 => put(&dispatch::<3>(ty, row, xs)),
-                _ => put(&dispatch::<4>(ty, row, xs)),
+                1 => put(&dispatch::<1>(ty, row, xs, g == 0)),
+                2 => put(&dispatch::<2>(ty, row, xs, g == 0)),
+                3 => put(&dispatch::<3>(ty, row, xs, g == 0)),
+                _ => put(&dispatch::<4>(ty, row, xs, g == 0)),
             }
         }
     }
 }
 
 #[inline(always)]
-unsafe fn dispatch<const N: usize>(ty: GgmlType, row: &[u8], xs: &[&QuantizedActs]) -> [f32; N] {
+unsafe fn dispatch<const N: usize>(
+    ty: GgmlType,
+    row: &[u8],
+    xs: &[&QuantizedActs],
+    pf: bool,
+) -> [f32; N] {
     let xs: [&QuantizedActs; N] = std::array::from_fn(|t| xs[t]);
     use GgmlType::*;
     match ty {
-        Q4_0 => legacy::<N, Q40>(row, &xs),
-        Q4_1 => legacy::<N, Q41>(row, &xs),
-        Q5_0 => legacy::<N, Q50>(row, &xs),
-        Q5_1 => legacy::<N, Q51>(row, &xs),
-        Q8_0 => legacy::<N, Q80>(row, &xs),
-        Q4_K => q4_k::<N>(row, &xs),
-        Q5_K => q5_k::<N>(row, &xs),
-        Q6_K => q6_k::<N>(row, &xs),
+        Q4_0 => legacy::<N, Q40>(row, &xs, pf),
+        Q4_1 => legacy::<N, Q41>(row, &xs, pf),
+        Q5_0 => legacy::<N, Q50>(row, &xs, pf),
+        Q5_1 => legacy::<N, Q51>(row, &xs, pf),
+        Q8_0 => legacy::<N, Q80>(row, &xs, pf),
+        Q4_K => q4_k::<N>(row, &xs, pf),
+        Q5_K => q5_k::<N>(row, &xs, pf),
+        Q6_K => q6_k::<N>(row, &xs, pf),
         _ => unreachable!("no fused kernel for {ty:?}"),
     }
 }
@@ -102,6 +107,22 @@ unsafe fn f16(p: *const u8) -> f32 {
 unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
     (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// How far ahead of the block being multiplied its successors are fetched.
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Ask for the cache lines of the block `PREFETCH_AHEAD` bytes on, when `pf`
+/// (the first pass over a row: later token groups find it in L1). Single-token
+/// decode streams weights from DRAM and is 13% faster with it (Qwen-1.5B);
+/// a hint only, so running past the end of the weights is harmless.
+#[inline(always)]
+unsafe fn prefetch(b: *const u8, bytes: usize, pf: bool) {
+    if pf {
+        for off in (0..bytes).step_by(64) {
+            _mm_prefetch(b.wrapping_add(PREFETCH_AHEAD + off) as *const i8, _MM_HINT_T0);
+        }
+    }
 }
 
 #[inline(always)]
@@ -191,12 +212,18 @@ impl LegacyBlock for Q80 {
 /// (signed values through the `abs`/`sign` pair `maddubs` needs) scaled by
 /// both f16 scales; the min times the activations' block sum.
 #[inline(always)]
-unsafe fn legacy<const N: usize, B: LegacyBlock>(row: &[u8], xs: &[&QuantizedActs; N]) -> [f32; N] {
+unsafe fn legacy<const N: usize, B: LegacyBlock>(
+    row: &[u8],
+    xs: &[&QuantizedActs; N],
+    pf: bool,
+) -> [f32; N] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_min = [0f32; N];
     for i in 0..row.len() / B::BYTES {
         let b = row.as_ptr().add(i * B::BYTES);
+        // One hint per cache line, at the block that starts in it.
+        prefetch(b, 1, pf && (i * B::BYTES) % 64 < B::BYTES);
         let (d, m) = if B::SIGNED {
             (f16(b), 0.0)
         } else {
@@ -256,12 +283,14 @@ unsafe fn k4_family<const N: usize>(
     row: &[u8],
     bytes: usize,
     xs: &[&QuantizedActs; N],
+    pf: bool,
     values: impl Fn(*const u8, usize) -> (__m256i, __m256i),
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_min = [_mm_setzero_ps(); N];
     for i in 0..row.len() / bytes {
         let b = row.as_ptr().add(i * bytes);
+        prefetch(b, bytes, pf);
         let (d, dmin) = f16_pair(b);
         let sm = _mm256_cvtepu8_epi16(k4_scales(b.add(4)));
         let scales = _mm256_permute2x128_si256(sm, sm, 0x00);
@@ -293,9 +322,9 @@ unsafe fn k4_family<const N: usize>(
 }
 
 #[inline(always)]
-unsafe fn q4_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N]) -> [f32; N] {
+unsafe fn q4_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N], pf: bool) -> [f32; N] {
     let m4 = _mm256_set1_epi8(0x0f);
-    k4_family(row, 144, xs, |b, c| {
+    k4_family(row, 144, xs, pf, |b, c| {
         let v = load(b.add(16 + 32 * c));
         (
             _mm256_and_si256(v, m4),
@@ -305,9 +334,9 @@ unsafe fn q4_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N]) -> [f32; N]
 }
 
 #[inline(always)]
-unsafe fn q5_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N]) -> [f32; N] {
+unsafe fn q5_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N], pf: bool) -> [f32; N] {
     let (m4, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
-    k4_family(row, 176, xs, |b, c| {
+    k4_family(row, 176, xs, pf, |b, c| {
         let qh = load(b.add(16));
         // Bit s of each qh byte is the fifth bit of sub-block s.
         let bit = |s: i32| {
@@ -324,11 +353,12 @@ unsafe fn q5_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N]) -> [f32; N]
 /// Q6_K: values taken unsigned (0..63) and the offset of 32 removed through
 /// the activations' per-16 sums, once per super-block.
 #[inline(always)]
-unsafe fn q6_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N]) -> [f32; N] {
+unsafe fn q6_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N], pf: bool) -> [f32; N] {
     let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..row.len() / 210 {
         let b = row.as_ptr().add(i * 210);
+        prefetch(b, 210, pf);
         let d = f16(b.add(208));
         let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
         let sc16 = _mm256_cvtepi8_epi16(sc);
