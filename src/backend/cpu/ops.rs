@@ -59,15 +59,24 @@ pub fn gelu_tanh(x: f32) -> f32 {
 }
 
 /// GELU as ggml evaluates it: through a table indexed by the f16 input,
-/// holding f16 outputs; identity/zero beyond ±10.
+/// holding f16 outputs; identity/zero beyond ±10. The table (128 KiB, built
+/// on first use) replaces a `tanh` per element, which was 9% of Gemma's
+/// prompt processing.
 pub fn gelu_f16(x: f32) -> f32 {
     use half::f16;
+    use std::sync::OnceLock;
+    static TABLE: OnceLock<Vec<f16>> = OnceLock::new();
     if x <= -10.0 {
         0.0
     } else if x >= 10.0 {
         x
     } else {
-        f16::from_f32(gelu_tanh(f16::from_f32(x).to_f32())).to_f32()
+        let table = TABLE.get_or_init(|| {
+            (0..=u16::MAX)
+                .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())))
+                .collect()
+        });
+        table[f16::from_f32(x).to_bits() as usize].to_f32()
     }
 }
 
