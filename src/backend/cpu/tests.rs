@@ -296,12 +296,23 @@ fn embed_scales_rows() {
 
 #[test]
 fn gelu_table_follows_the_exact_function_within_f16_rounding() {
-    let exact = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+    let exact = |x: f64| {
+        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+    };
     for i in -12_000..=12_000 {
         let x = i as f32 * 1e-3;
         let got = super::ops::gelu_f16(x) as f64;
-        let want = if x >= 10.0 { x as f64 } else if x <= -10.0 { 0.0 } else { exact(x as f64) };
+        let want = if x >= 10.0 {
+            x as f64
+        } else if x <= -10.0 {
+            0.0
+        } else {
+            exact(x as f64)
+        };
         // f16 rounding of the input (slope ≤ 1.13) and of the output.
-        assert!((got - want).abs() <= 2e-3 * (1.0 + x.abs() as f64), "gelu({x}) = {got}, want {want}");
+        assert!(
+            (got - want).abs() <= 2e-3 * (1.0 + x.abs() as f64),
+            "gelu({x}) = {got}, want {want}"
+        );
     }
 }
