@@ -16,4 +16,5 @@ pub mod model;
 pub mod quant;
 pub mod sampler;
 pub mod server;
+pub mod spec;
 pub mod tokenizer;

@@ -6,9 +6,12 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
+use super::speculate::SpecArgs;
 use super::{ModelArgs, SamplingArgs};
+use tandem::engine::generate::Speculation;
 use tandem::engine::request::Request;
 use tandem::engine::Session;
+use tandem::spec::Governor;
 use tandem::tokenizer::ChatMessage;
 
 #[derive(Args)]
@@ -17,6 +20,8 @@ pub struct GenerateArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// The prompt.
     #[arg(short = 'p', long = "prompt")]
     prompt: String,
@@ -63,8 +68,21 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop: a.stop.clone(),
         ignore_eos: false,
     };
+    let draft = a.spec.load_draft()?;
+    let mut speculation = match a.spec.enabled() {
+        true => Some((
+            a.spec
+                .proposer(draft.as_ref(), &model, a.model.ctx, &sampling)?,
+            Governor::new(a.spec.governor()?),
+        )),
+        false => None,
+    };
+    let spec = speculation.as_mut().map(|(p, g)| Speculation {
+        proposer: p.as_mut(),
+        governor: g,
+    });
     let stdout = std::io::stdout();
-    let out = session.generate(&req, |t| {
+    let out = session.generate_with(&req, spec, |t| {
         if !a.json {
             let mut o = stdout.lock();
             let _ = o.write_all(t.as_bytes());
@@ -86,6 +104,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             "stop_reason": out.stop_reason,
             "seed": sampling.seed,
             "timings": out.timings,
+            "speculation": out.speculation,
         });
         println!("{obj}");
     } else {
@@ -95,6 +114,17 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             "[prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | stop: {:?} | seed {}]",
             t.prompt_n, t.prompt_per_second, t.predicted_n, t.predicted_per_second, out.stop_reason, sampling.seed
         );
+        if let Some(s) = &out.speculation {
+            eprintln!(
+                "[speculation ({}): {} rounds, {} plain steps, acceptance {:.0}%, {:.2} tokens per pass, last k {}]",
+                s.proposer,
+                s.rounds,
+                s.plain_steps,
+                100.0 * s.acceptance,
+                s.tokens_per_pass,
+                s.last_k
+            );
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod chat;
 mod generate;
 mod perplexity;
 mod serve;
+mod speculate;
 mod tokenize;
 
 use std::path::PathBuf;

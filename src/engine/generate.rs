@@ -11,7 +11,9 @@ use super::request::Request;
 use super::stop::{StopCheck, StopMatcher};
 use super::{Result, Session};
 use crate::backend::Backend;
-use crate::sampler::{Sampled, Sampler};
+use crate::sampler::{apply_penalties, Sampled, Sampler};
+use crate::spec::verify::accept_or_resample;
+use crate::spec::{Governor, Proposal, Proposer, SpecStats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,6 +47,9 @@ pub struct GenerateOutput {
     pub logprobs: Vec<Sampled>,
     pub stop_reason: StopReason,
     pub timings: Timings,
+    /// Present when the generation speculated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speculation: Option<SpecStats>,
 }
 
 fn per_second(n: usize, ms: f64) -> f64 {
@@ -55,86 +60,232 @@ fn per_second(n: usize, ms: f64) -> f64 {
     }
 }
 
+/// A proposer and the governor that decides how far to trust it.
+pub struct Speculation<'a> {
+    pub proposer: &'a mut dyn Proposer,
+    pub governor: &'a mut Governor,
+}
+
+/// Where chosen tokens go: end-of-generation and stop strings, the token
+/// budget, streamed text, and the history that penalties look at.
+struct Output<'t, F: FnMut(&str) -> bool> {
+    tok: &'t crate::tokenizer::Tokenizer,
+    stream: crate::tokenizer::StreamDecoder<'t>,
+    stops: StopMatcher,
+    history: Vec<u32>,
+    tokens: Vec<u32>,
+    logprobs: Vec<Sampled>,
+    text: String,
+    reason: Option<StopReason>,
+    max_tokens: usize,
+    ignore_eos: bool,
+    on_text: F,
+}
+
+impl<F: FnMut(&str) -> bool> Output<'_, F> {
+    /// Take one chosen token; false once generation is over.
+    fn push(&mut self, s: Sampled) -> bool {
+        let id = s.id;
+        if !self.ignore_eos && self.tok.is_eog(id) {
+            self.reason = Some(StopReason::Eog);
+            return false;
+        }
+        self.tokens.push(id);
+        self.logprobs.push(s);
+        self.history.push(id);
+        let piece = self.stream.push(id);
+        match self.stops.push(&piece) {
+            StopCheck::Emit(t) => {
+                self.text.push_str(&t);
+                if !t.is_empty() && !(self.on_text)(&t) {
+                    self.reason = Some(StopReason::Cancelled);
+                    return false;
+                }
+            }
+            StopCheck::Stopped { before, .. } => {
+                self.text.push_str(&before);
+                if !before.is_empty() {
+                    (self.on_text)(&before);
+                }
+                self.reason = Some(StopReason::StopString);
+                return false;
+            }
+        }
+        if self.tokens.len() >= self.max_tokens {
+            self.reason = Some(StopReason::Length);
+            return false;
+        }
+        true
+    }
+}
+
 impl<B: Backend + 'static> Session<'_, B> {
     /// Generate after `req.prompt`. `on_text` receives final text as it is
     /// produced and returns false to stop.
     pub fn generate(
         &mut self,
         req: &Request,
-        mut on_text: impl FnMut(&str) -> bool,
+        on_text: impl FnMut(&str) -> bool,
+    ) -> Result<GenerateOutput> {
+        self.generate_with(req, None, on_text)
+    }
+
+    /// [`Session::generate`], speculating with `spec` where its governor
+    /// says it pays. Each round scores the pending token and k guesses in one
+    /// forward pass and keeps what verification accepts; the cache is then
+    /// cut back to the kept tokens.
+    pub fn generate_with(
+        &mut self,
+        req: &Request,
+        mut spec: Option<Speculation<'_>>,
+        on_text: impl FnMut(&str) -> bool,
     ) -> Result<GenerateOutput> {
         req.sampling
             .validate()
             .map_err(super::EngineError::Invalid)?;
         let tok = &self.model.tokenizer;
+        let vocab = self.model.hparams().vocab_size;
         let t0 = Instant::now();
         let n = req.prompt.len();
         let (mut logits, cached_n) = self.feed(&req.prompt, n.saturating_sub(1))?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
 
+        let greedy = req.sampling.temperature <= 0.0;
         let mut sampler = Sampler::new(req.sampling.clone());
-        let mut stream = tok.stream();
-        let mut stops = StopMatcher::new(&req.stop);
-        let mut history = req.prompt.clone();
-        let (mut tokens, mut logprobs, mut text) = (Vec::new(), Vec::new(), String::new());
-        let mut reason = StopReason::Length;
+        let mut out = Output {
+            tok,
+            stream: tok.stream(),
+            stops: StopMatcher::new(&req.stop),
+            history: req.prompt.clone(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            text: String::new(),
+            reason: None,
+            max_tokens: req.max_tokens,
+            ignore_eos: req.ignore_eos,
+            on_text,
+        };
+        let mut stats = SpecStats::default();
         let t1 = Instant::now();
-        while tokens.len() < req.max_tokens {
-            let s = sampler.sample(&mut logits, &history);
-            let id = s.id;
-            if !req.ignore_eos && tok.is_eog(id) {
-                reason = StopReason::Eog;
+        let mut going = req.max_tokens > 0 && {
+            let first = sampler.sample(&mut logits, &out.history);
+            out.push(first)
+        };
+        while going {
+            let cached = self.tokens().len();
+            if cached + 1 > self.ctx() {
+                out.reason = Some(StopReason::Length);
                 break;
             }
-            tokens.push(id);
-            logprobs.push(s);
-            history.push(id);
-            let piece = stream.push(id);
-            match stops.push(&piece) {
-                StopCheck::Emit(t) => {
-                    text.push_str(&t);
-                    if !t.is_empty() && !on_text(&t) {
-                        reason = StopReason::Cancelled;
-                        break;
+            let pending = *out.history.last().expect("a token was chosen");
+            let room = (self.ctx() - cached - 1).min(req.max_tokens - out.tokens.len() - 1);
+            let t_draft = Instant::now();
+            let proposal = match spec.as_mut() {
+                Some(sp) => {
+                    let k = sp.governor.choose(room);
+                    if k > 0 {
+                        sp.proposer.propose(&out.history, k)?
+                    } else {
+                        Proposal::default()
                     }
                 }
-                StopCheck::Stopped { before, .. } => {
-                    text.push_str(&before);
-                    if !before.is_empty() {
-                        on_text(&before);
+                None => Proposal::default(),
+            };
+            let draft_secs = t_draft.elapsed().as_secs_f64() - proposal.setup_secs;
+            let drafts = &proposal.tokens[..proposal.tokens.len().min(room)];
+            let mut rows = Vec::with_capacity(1 + drafts.len());
+            rows.push(pending);
+            rows.extend_from_slice(drafts);
+            let t_verify = Instant::now();
+            let all = self.extend(&rows, 0)?;
+            let verify_secs = t_verify.elapsed().as_secs_f64();
+
+            let mut kept = 0;
+            for i in 0..rows.len() {
+                let mut row = all[i * vocab..(i + 1) * vocab].to_vec();
+                let (s, accepted) = match drafts.get(i) {
+                    Some(&d) if !greedy => {
+                        apply_penalties(&mut row, &out.history, &sampler.params);
+                        let p = sampler.distribution(&row);
+                        let q = proposal.dists.get(i).and_then(|q| q.as_deref());
+                        let (u, u2) = (sampler.uniform(), sampler.uniform());
+                        match accept_or_resample(&p, q, d, u, u2) {
+                            Ok(t) => (sampler.describe(&row, t), true),
+                            Err(t) => (sampler.describe(&row, t), false),
+                        }
                     }
-                    reason = StopReason::StopString;
+                    d => {
+                        let s = sampler.sample(&mut row, &out.history);
+                        let accepted = d == Some(&s.id);
+                        (s, accepted)
+                    }
+                };
+                going = out.push(s);
+                if accepted {
+                    kept += 1;
+                }
+                if !going || !accepted {
                     break;
                 }
             }
-            if tokens.len() == req.max_tokens || self.tokens().len() + 1 > self.ctx() {
-                break;
+            // Keep the pending token and the accepted guesses; the last token
+            // chosen becomes the next round's pending one.
+            self.truncate(cached + 1 + kept);
+            if let Some(sp) = spec.as_mut() {
+                sp.governor
+                    .observe(drafts.len(), kept, draft_secs, rows.len(), verify_secs);
             }
-            logits = self.extend(&[id], 0)?;
+            if drafts.is_empty() {
+                stats.plain_steps += 1;
+            } else {
+                stats.rounds += 1;
+                stats.drafted += drafts.len();
+                stats.accepted += kept;
+            }
         }
+        let reason = out.reason.unwrap_or(StopReason::Length);
         if reason != StopReason::StopString {
-            let rest = stops.flush() + &stream.finish();
+            let rest = out.stops.flush() + &out.stream.finish();
             if !rest.is_empty() {
-                text.push_str(&rest);
-                on_text(&rest);
+                out.text.push_str(&rest);
+                (out.on_text)(&rest);
             }
         }
         let predicted_ms = t1.elapsed().as_secs_f64() * 1e3;
         let computed = n - cached_n;
+        let speculation = spec.map(|sp| {
+            let passes = stats.rounds + stats.plain_steps;
+            SpecStats {
+                proposer: sp.proposer.name().to_string(),
+                acceptance: stats.accepted as f64 / stats.drafted.max(1) as f64,
+                tokens_per_pass: out.tokens.len() as f64 / passes.max(1) as f64,
+                last_k: sp.governor.last_k,
+                k_histogram: sp.governor.histogram.clone(),
+                draft_to_target_cost: sp.governor.cost_ratio().unwrap_or(0.0),
+                verify_ms_by_rows: sp
+                    .governor
+                    .verify_costs()
+                    .iter()
+                    .map(|c| c.map(|s| s * 1e3))
+                    .collect(),
+                ..stats
+            }
+        });
         Ok(GenerateOutput {
             timings: Timings {
                 prompt_n: n,
                 cached_n,
                 prompt_ms,
                 prompt_per_second: per_second(computed, prompt_ms),
-                predicted_n: tokens.len(),
+                predicted_n: out.tokens.len(),
                 predicted_ms,
-                predicted_per_second: per_second(tokens.len(), predicted_ms),
+                predicted_per_second: per_second(out.tokens.len(), predicted_ms),
             },
-            tokens,
-            text,
-            logprobs,
+            tokens: out.tokens,
+            text: out.text,
+            logprobs: out.logprobs,
             stop_reason: reason,
+            speculation,
         })
     }
 }

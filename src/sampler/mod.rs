@@ -116,7 +116,27 @@ impl Sampler {
         }
     }
 
+    /// What `sample` reports for choosing `id` from `logits` (penalties
+    /// already applied): its log-probability and the top candidates.
+    pub fn describe(&self, logits: &[f32], id: u32) -> Sampled {
+        let logprobs = log_softmax(logits);
+        Sampled {
+            id,
+            logprob: logprobs[id as usize],
+            top: top_n(&logprobs, self.params.n_probs),
+        }
+    }
+
     fn draw(&mut self, logits: &[f32]) -> u32 {
+        let dist = self.distribution(logits);
+        self.draw_from(&dist)
+    }
+
+    /// The distribution a draw at temperature > 0 samples from, after top-k,
+    /// top-p, min-p and temperature (penalties are already in `logits`):
+    /// the surviving candidates, most likely first, with probabilities summing
+    /// to 1. Speculative decoding verifies drafts against exactly this.
+    pub fn distribution(&self, logits: &[f32]) -> Vec<(u32, f32)> {
         let p = &self.params;
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
@@ -151,17 +171,30 @@ impl Sampler {
                 .max(1);
             cand.truncate(keep);
         }
-        let scaled: Vec<f32> = cand.iter().map(|c| c.1 / p.temperature).collect();
-        let probs = softmax(&scaled);
+        let temp = p.temperature.max(f32::MIN_POSITIVE);
+        let scaled: Vec<f32> = cand.iter().map(|c| c.1 / temp).collect();
+        cand.iter()
+            .zip(softmax(&scaled))
+            .map(|(c, pr)| (c.0, pr))
+            .collect()
+    }
+
+    /// One draw from `dist` with this sampler's RNG.
+    pub fn draw_from(&mut self, dist: &[(u32, f32)]) -> u32 {
         let r: f32 = self.rng.random();
         let mut cum = 0.0;
-        for (c, pr) in cand.iter().zip(&probs) {
+        for &(id, pr) in dist {
             cum += pr;
             if r < cum {
-                return c.0;
+                return id;
             }
         }
-        cand.last().expect("at least one candidate").0
+        dist.last().expect("at least one candidate").0
+    }
+
+    /// A uniform number in [0, 1) from this sampler's RNG.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.random()
     }
 }
 

@@ -1,0 +1,91 @@
+//! A draft model proposes: a smaller model of the same family, or the same
+//! model at a lower quantization. Its KV cache follows the target's: each
+//! proposal first feeds the accepted history, and [`Session::feed`] keeps the
+//! common prefix, so rejected guesses are rolled back by that same call.
+
+use super::{Proposal, Proposer};
+use crate::backend::Backend;
+use crate::engine::{EngineError, Result, Session};
+use crate::model::LoadedModel;
+use crate::sampler::{Sampler, SamplingParams};
+
+pub struct DraftProposer<'m, B: Backend> {
+    session: Session<'m, B>,
+    sampler: Sampler,
+    greedy: bool,
+}
+
+impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
+    /// A proposer running `draft` with room for `ctx` positions. Guesses are
+    /// drawn with the target's sampling settings (argmax when greedy); the
+    /// vocabularies must be the same, token for token.
+    pub fn new(
+        draft: &'m LoadedModel<B>,
+        target: &LoadedModel<B>,
+        ctx: usize,
+        sampling: &SamplingParams,
+    ) -> Result<Self> {
+        let (a, b) = (&draft.tokenizer, &target.tokenizer);
+        if a.vocab_size() != b.vocab_size() {
+            return Err(EngineError::Invalid(format!(
+                "the draft's vocabulary has {} tokens, the target's {}",
+                a.vocab_size(),
+                b.vocab_size()
+            )));
+        }
+        if let Some(id) = (0..a.vocab_size() as u32).find(|&id| a.piece(id) != b.piece(id)) {
+            return Err(EngineError::Invalid(format!(
+                "the draft's and the target's vocabularies differ at token {id}"
+            )));
+        }
+        let mut params = sampling.clone();
+        // The draft's own stream of random numbers, apart from the verifier's.
+        params.seed = params.seed.wrapping_add(0x5eed);
+        Ok(Self {
+            session: Session::new(draft, ctx),
+            greedy: sampling.temperature <= 0.0,
+            sampler: Sampler::new(params),
+        })
+    }
+}
+
+impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
+    fn propose(&mut self, history: &[u32], k: usize) -> Result<Proposal> {
+        let mut out = Proposal {
+            tokens: Vec::with_capacity(k),
+            dists: Vec::with_capacity(k),
+            setup_secs: 0.0,
+        };
+        if k == 0 || history.is_empty() || history.len() + k > self.session.ctx() {
+            return Ok(out);
+        }
+        let t = std::time::Instant::now();
+        // In step with the target, a round feeds at most two new tokens (the
+        // last guess and the target's correction or bonus token): that is the
+        // round's cost. More is catch-up after plain steps.
+        let (mut logits, reused) = self.session.feed(history, history.len() - 1)?;
+        let fed = history.len() - reused;
+        out.setup_secs = t.elapsed().as_secs_f64() * fed.saturating_sub(2) as f64 / fed as f64;
+        let mut seen = history.to_vec();
+        for i in 0..k {
+            crate::sampler::apply_penalties(&mut logits, &seen, &self.sampler.params);
+            let (id, dist) = if self.greedy {
+                (crate::sampler::argmax(&logits), None)
+            } else {
+                let d = self.sampler.distribution(&logits);
+                (self.sampler.draw_from(&d), Some(d))
+            };
+            out.tokens.push(id);
+            out.dists.push(dist);
+            seen.push(id);
+            if i + 1 < k {
+                logits = self.session.extend(&[id], 0)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn name(&self) -> &'static str {
+        "draft"
+    }
+}

@@ -1,0 +1,258 @@
+//! Choosing k, the number of guesses per round, from live measurements: the
+//! acceptance rate α (an exponential moving average per guessed token), the
+//! draft's cost per guess, and the target's cost of one forward pass by the
+//! number of rows it scores. A round with k guesses yields on average
+//! (1 − α^(k+1)) / (1 − α) tokens for k·draft + verify(k+1) seconds; the
+//! governor picks the k (0 = plain decoding) with the most tokens per second.
+//! When plain decoding wins it still tries k = 2 now and then, so that
+//! speculation comes back where the text turns predictable.
+
+/// `fixed_k`: always use this k (`--k 4`); otherwise choose up to `k_max`.
+#[derive(Debug, Clone)]
+pub struct GovernorConfig {
+    pub k_max: usize,
+    pub fixed_k: Option<usize>,
+}
+
+impl Default for GovernorConfig {
+    fn default() -> Self {
+        Self {
+            k_max: 8,
+            fixed_k: None,
+        }
+    }
+}
+
+const EMA: f64 = 0.2;
+/// With speculation off, one probing round in this many; doubled after each
+/// probe that finds it still losing (up to `PROBE_OFF_MAX`), so a useless
+/// proposer costs ever less.
+const PROBE_OFF: usize = 32;
+const PROBE_OFF_MAX: usize = 1024;
+/// With speculation on, try a neighbouring k one round in this many.
+const PROBE_ON: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Governor {
+    pub cfg: GovernorConfig,
+    alpha: f64,
+    alpha_seen: bool,
+    /// Seconds per draft token.
+    draft_cost: Option<f64>,
+    /// Seconds per target forward pass, by rows scored (index = rows).
+    verify: Vec<Option<f64>>,
+    round: usize,
+    /// Rounds between probes while speculation is off, and the next probe.
+    probe_every: usize,
+    next_probe: usize,
+    /// How often each k was chosen.
+    pub histogram: Vec<usize>,
+    pub last_k: usize,
+}
+
+fn ema(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |o| (1.0 - EMA) * o + EMA * new)
+}
+
+impl Governor {
+    pub fn new(cfg: GovernorConfig) -> Self {
+        let k_max = cfg.fixed_k.unwrap_or(cfg.k_max);
+        Self {
+            alpha: 0.5,
+            alpha_seen: false,
+            draft_cost: None,
+            verify: vec![None; k_max + 2],
+            round: 0,
+            probe_every: PROBE_OFF,
+            next_probe: PROBE_OFF,
+            histogram: vec![0; k_max + 1],
+            last_k: 0,
+            cfg: GovernorConfig { k_max, ..cfg },
+        }
+    }
+
+    pub fn acceptance(&self) -> f64 {
+        self.alpha
+    }
+
+    /// Draft cost per pass over the cost of a plain target step, once both
+    /// are known.
+    pub fn cost_ratio(&self) -> Option<f64> {
+        Some(self.draft_cost? / self.verify_cost(1)?)
+    }
+
+    /// Measured seconds per target pass, by rows scored (telemetry).
+    pub fn verify_costs(&self) -> Vec<Option<f64>> {
+        self.verify.clone()
+    }
+
+    /// The k for the next round, at most `limit` (the tokens still wanted).
+    pub fn choose(&mut self, limit: usize) -> usize {
+        self.round += 1;
+        let k = match self.cfg.fixed_k {
+            Some(k) => k,
+            None => self.pick(),
+        }
+        .min(limit)
+        .min(self.cfg.k_max);
+        self.histogram[k] += 1;
+        self.last_k = k;
+        k
+    }
+
+    fn pick(&mut self) -> usize {
+        // First measure a plain step, then a round with two guesses.
+        if self.verify_cost(1).is_none() {
+            return 0;
+        }
+        if !self.alpha_seen {
+            return 2.min(self.cfg.k_max);
+        }
+        let best = (0..=self.cfg.k_max)
+            .max_by(|&a, &b| self.rate(a).total_cmp(&self.rate(b)))
+            .unwrap_or(0);
+        if best > 0 {
+            self.probe_every = PROBE_OFF;
+        }
+        if best == 0 {
+            if self.round >= self.next_probe {
+                self.next_probe = self.round + self.probe_every;
+                self.probe_every = (self.probe_every * 2).min(PROBE_OFF_MAX);
+                2.min(self.cfg.k_max)
+            } else {
+                0
+            }
+        } else if self.round.is_multiple_of(PROBE_ON) {
+            if (self.round / PROBE_ON).is_multiple_of(2) {
+                (best + 1).min(self.cfg.k_max)
+            } else {
+                best - 1
+            }
+        } else {
+            best
+        }
+    }
+
+    /// Expected tokens per second with k guesses per round.
+    pub fn rate(&self, k: usize) -> f64 {
+        let Some(verify) = self.verify_cost(k + 1) else {
+            return 0.0;
+        };
+        let a = self.alpha.clamp(0.0, 0.999);
+        let tokens = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
+        // A draft runs about k + 1 passes per round: k − 1 guesses after the
+        // first, and one pass over the tokens the last round settled.
+        let draft = if k == 0 {
+            0.0
+        } else {
+            (k + 1) as f64 * self.draft_cost.unwrap_or(0.0)
+        };
+        tokens / (draft + verify)
+    }
+
+    /// Measured or estimated cost of a forward pass over `rows` rows:
+    /// measured where known, linear between measured neighbours, and beyond
+    /// them half a step per extra row (pessimistic: a guess must earn its
+    /// place before the measurements say it is cheaper).
+    fn verify_cost(&self, rows: usize) -> Option<f64> {
+        if let Some(Some(c)) = self.verify.get(rows) {
+            return Some(*c);
+        }
+        let known: Vec<(usize, f64)> = self
+            .verify
+            .iter()
+            .enumerate()
+            .filter_map(|(n, c)| c.map(|c| (n, c)))
+            .collect();
+        let below = known.iter().rev().find(|(n, _)| *n < rows);
+        let above = known.iter().find(|(n, _)| *n > rows);
+        match (below, above) {
+            (Some(&(n0, c0)), Some(&(n1, c1))) => {
+                Some(c0 + (c1 - c0) * (rows - n0) as f64 / (n1 - n0) as f64)
+            }
+            (Some(&(n0, c0)), None) => Some(c0 * (1.0 + rows as f64) / (1.0 + n0 as f64)),
+            (None, Some(&(n1, c1))) => Some(c1 * (1.0 + rows as f64) / (1.0 + n1 as f64)),
+            (None, None) => None,
+        }
+    }
+
+    /// Record a round: `drafted` guesses (0 for a plain step), `accepted` of
+    /// them kept, the draft's time and the target's forward pass over `rows`.
+    pub fn observe(
+        &mut self,
+        drafted: usize,
+        accepted: usize,
+        draft_secs: f64,
+        rows: usize,
+        verify_secs: f64,
+    ) {
+        if rows < self.verify.len() {
+            self.verify[rows] = Some(ema(self.verify[rows], verify_secs));
+        }
+        if drafted > 0 {
+            let rate = accepted as f64 / drafted as f64;
+            self.alpha = if self.alpha_seen {
+                (1.0 - EMA) * self.alpha + EMA * rate
+            } else {
+                rate
+            };
+            self.alpha_seen = true;
+            self.draft_cost = Some(ema(self.draft_cost, draft_secs / (drafted + 1) as f64));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Simulate rounds with a given acceptance, plain step cost 1, each extra
+    /// row `row_cost`, each draft token `draft_cost`; return the k used last
+    /// and the achieved tokens per unit time.
+    fn simulate(alpha: f64, row_cost: f64, draft_cost: f64) -> (usize, f64) {
+        let mut g = Governor::new(GovernorConfig::default());
+        let (mut tokens, mut time) = (0.0, 0.0);
+        for round in 0..400 {
+            let k = g.choose(100);
+            // Deterministic acceptance: the first round(alpha·k) guesses kept.
+            let accepted = ((alpha * k as f64) + 0.5 * ((round % 2) as f64))
+                .floor()
+                .min(k as f64) as usize;
+            let verify = 1.0 + row_cost * k as f64;
+            g.observe(k, accepted, draft_cost * k as f64, k + 1, verify);
+            if round >= 200 {
+                tokens += (accepted + 1) as f64;
+                time += verify + draft_cost * k as f64;
+            }
+        }
+        (g.last_k, tokens / time)
+    }
+
+    #[test]
+    fn turns_speculation_off_when_guesses_fail() {
+        let (k, rate) = simulate(0.0, 0.3, 0.2);
+        assert_eq!(k, 0);
+        // Probing costs a little: at least 97% of plain decoding (rate 1).
+        assert!(rate >= 0.97, "{rate}");
+    }
+
+    #[test]
+    fn speculates_deeply_when_guesses_are_cheap_and_right() {
+        let (k, rate) = simulate(0.9, 0.1, 0.0);
+        assert!(k >= 4, "chose {k}");
+        assert!(rate > 2.0, "{rate}");
+    }
+
+    #[test]
+    fn a_fixed_k_is_kept() {
+        let mut g = Governor::new(GovernorConfig {
+            k_max: 8,
+            fixed_k: Some(3),
+        });
+        for _ in 0..10 {
+            assert_eq!(g.choose(100), 3);
+            g.observe(3, 0, 0.1, 4, 1.0);
+        }
+        assert_eq!(g.choose(2), 2);
+    }
+}

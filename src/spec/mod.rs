@@ -1,0 +1,68 @@
+//! Speculative decoding: a proposer guesses the next k tokens cheaply, the
+//! target model scores the pending token and the k guesses in one forward
+//! pass, and verification keeps the longest prefix the target agrees with
+//! (greedy) or accepts each guess with probability min(1, p/q) and resamples
+//! from the residual (sampling), so the output is the target's own, token for
+//! token or in distribution. The [`Governor`] measures what a round costs and
+//! how often guesses are accepted, and picks k (0 = plain decoding) so that
+//! speculation is used only where it pays.
+//!
+//! Proposers: [`NgramProposer`] (continuations found earlier in the text, no
+//! model) and [`DraftProposer`] (a smaller model with the same vocabulary, or
+//! the same model at a lower quantization).
+
+mod draft;
+mod governor;
+mod ngram;
+pub mod verify;
+
+pub use draft::DraftProposer;
+pub use governor::{Governor, GovernorConfig};
+pub use ngram::NgramProposer;
+
+use serde::Serialize;
+
+/// Up to `k` guessed continuations of `history`, with the distribution each
+/// was drawn from (`None`: a deterministic guess, q = 1 on the token).
+#[derive(Debug, Default)]
+pub struct Proposal {
+    pub tokens: Vec<u32>,
+    pub dists: Vec<Option<Vec<(u32, f32)>>>,
+    /// Seconds spent catching up with the history before guessing (a draft
+    /// model reading the tokens accepted since its last proposal). Not part
+    /// of the per-guess cost the governor weighs.
+    pub setup_secs: f64,
+}
+
+pub trait Proposer {
+    /// Guess up to `k` tokens that follow `history` (prompt and output so far).
+    /// May return fewer, or none.
+    fn propose(&mut self, history: &[u32], k: usize) -> crate::engine::Result<Proposal>;
+
+    /// A short name for telemetry ("ngram", "draft").
+    fn name(&self) -> &'static str;
+}
+
+/// What speculation did during one generation.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SpecStats {
+    pub proposer: String,
+    /// Verification rounds (forward passes of the target with drafts).
+    pub rounds: usize,
+    /// Plain single-token steps (k = 0 chosen, or nothing proposed).
+    pub plain_steps: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// accepted / drafted.
+    pub acceptance: f64,
+    /// Output tokens per target forward pass.
+    pub tokens_per_pass: f64,
+    /// The k the governor chose last, and how often each k was chosen.
+    pub last_k: usize,
+    pub k_histogram: Vec<usize>,
+    /// Measured cost of one draft token over one plain target step.
+    pub draft_to_target_cost: f64,
+    /// The target's measured milliseconds per forward pass, by rows scored
+    /// (index = rows; null where never measured).
+    pub verify_ms_by_rows: Vec<Option<f64>>,
+}
