@@ -4,6 +4,7 @@ pub mod compare;
 pub mod model;
 pub mod roofline;
 pub mod serve;
+pub mod spec;
 mod stats;
 mod svg;
 

@@ -40,6 +40,36 @@ pub struct BenchArgs {
 enum BenchCmd {
     /// Load an OpenAI-compatible server at several concurrency levels.
     Serve(ServeBenchArgs),
+    /// Speculative decoding against plain decoding, per prompt class and k.
+    Spec(SpecBenchArgs),
+}
+
+#[derive(Args)]
+struct SpecBenchArgs {
+    #[command(flatten)]
+    model: super::ModelArgs,
+    /// Speculate with a proposer that needs no model: `ngram`.
+    #[arg(long = "spec")]
+    spec: Option<String>,
+    /// Speculate with this draft model (a path or catalog name).
+    #[arg(long = "draft")]
+    draft: Option<String>,
+    /// Comma-separated k values; `auto` is the governor, 0 plain decoding.
+    #[arg(long = "k", default_value = "0,2,4,8,auto")]
+    k: String,
+    /// Largest k the governor may choose.
+    #[arg(long = "k-max", default_value_t = 8)]
+    k_max: usize,
+    /// Comma-separated prompt classes (`code`, `prose`) or a file of prompts
+    /// separated by blank lines.
+    #[arg(long, default_value = "code,prose")]
+    prompts: String,
+    /// Tokens generated per prompt.
+    #[arg(short = 'n', default_value_t = 128)]
+    n: usize,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -75,6 +105,7 @@ struct ServeBenchArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.cmd {
         Some(BenchCmd::Serve(s)) => serve(s),
+        Some(BenchCmd::Spec(s)) => spec(s),
         None if a.roofline => roofline(&a),
         None => match &a.compare {
             Some(files) => compare(&files[0], &files[1]),
@@ -211,6 +242,66 @@ fn serve(a: ServeBenchArgs) -> Result<()> {
     }
     if results.iter().any(|r| r.failed > 0) {
         bail!("some requests failed (run with TANDEM_LOG=warn for details)");
+    }
+    Ok(())
+}
+
+fn spec(a: SpecBenchArgs) -> Result<()> {
+    use tandem::bench::spec::{builtin_prompts, run, table, ProposerKind};
+    let ks =
+        a.k.split(',')
+            .map(|k| match k.trim() {
+                "auto" => Ok(None),
+                n => n
+                    .parse()
+                    .map(Some)
+                    .with_context(|| format!("--k: {n:?} is not a number or `auto`")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+    let mut classes = Vec::new();
+    for c in a.prompts.split(',') {
+        let c = c.trim();
+        match builtin_prompts(c) {
+            Some(p) => classes.push((c.to_string(), p)),
+            None => {
+                let text = std::fs::read_to_string(c).with_context(|| {
+                    format!("--prompts {c:?}: not `code`, `prose` or a readable file")
+                })?;
+                let p: Vec<String> = text
+                    .split("\n\n")
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                if p.is_empty() {
+                    bail!("{c}: no prompts (separate them by blank lines)");
+                }
+                classes.push((c.to_string(), p));
+            }
+        }
+    }
+    let target = a.model.load()?;
+    let draft = match &a.draft {
+        Some(d) => Some(
+            tandem::model::LoadedModel::load(
+                &tandem::catalog::resolve(d)?,
+                tandem::backend::cpu::CpuBackend,
+            )
+            .with_context(|| format!("loading the draft {d}"))?,
+        ),
+        None => None,
+    };
+    let kind = match (a.spec.as_deref(), draft.as_ref()) {
+        (Some("ngram"), None) => ProposerKind::Ngram,
+        (None, Some(d)) => ProposerKind::Draft(d),
+        (Some(s), None) => bail!("unknown --spec {s:?} (known: ngram)"),
+        _ => bail!("give exactly one of --spec ngram or --draft MODEL"),
+    };
+    let rows = run(&target, &kind, &ks, a.k_max, &classes, a.n, a.model.ctx)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&rows));
     }
     Ok(())
 }

@@ -166,6 +166,9 @@ impl<B: Backend + 'static> Session<'_, B> {
             on_text,
         };
         let mut stats = SpecStats::default();
+        if let Some(sp) = spec.as_mut() {
+            sp.governor.set_draft_prior(sp.proposer.cost_hint());
+        }
         let t1 = Instant::now();
         let mut going = req.max_tokens > 0 && {
             let first = sampler.sample(&mut logits, &out.history);
@@ -232,8 +235,14 @@ impl<B: Backend + 'static> Session<'_, B> {
             // chosen becomes the next round's pending one.
             self.truncate(cached + 1 + kept);
             if let Some(sp) = spec.as_mut() {
-                sp.governor
-                    .observe(drafts.len(), kept, draft_secs, rows.len(), verify_secs);
+                sp.governor.observe(
+                    drafts.len(),
+                    kept,
+                    draft_secs,
+                    proposal.setup_secs,
+                    rows.len(),
+                    verify_secs,
+                );
             }
             if drafts.is_empty() {
                 stats.plain_steps += 1;

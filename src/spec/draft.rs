@@ -13,6 +13,8 @@ pub struct DraftProposer<'m, B: Backend> {
     session: Session<'m, B>,
     sampler: Sampler,
     greedy: bool,
+    /// Weight bytes per token of the draft over the target's.
+    cost_hint: f64,
 }
 
 impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
@@ -41,7 +43,10 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
         let mut params = sampling.clone();
         // The draft's own stream of random numbers, apart from the verifier's.
         params.seed = params.seed.wrapping_add(0x5eed);
+        let bytes =
+            |m: &LoadedModel<B>| crate::bench::model::bytes_per_token(&m.file).max(1) as f64;
         Ok(Self {
+            cost_hint: bytes(draft) / bytes(target),
             session: Session::new(draft, ctx),
             greedy: sampling.temperature <= 0.0,
             sampler: Sampler::new(params),
@@ -87,5 +92,11 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
 
     fn name(&self) -> &'static str {
         "draft"
+    }
+
+    /// Decoding is bound by reading weights, so their ratio predicts the
+    /// cost ratio (measured on Qwen2.5-Coder 0.5B/1.5B: 0.40 predicted, 0.34–0.43 measured).
+    fn cost_hint(&self) -> f64 {
+        self.cost_hint
     }
 }

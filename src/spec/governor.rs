@@ -24,6 +24,8 @@ impl Default for GovernorConfig {
 }
 
 const EMA: f64 = 0.2;
+/// The acceptance rate a proposer is assumed capable of before it is tried.
+const OPTIMISTIC: f64 = 0.9;
 /// With speculation off, one probing round in this many; doubled after each
 /// probe that finds it still losing (up to `PROBE_OFF_MAX`), so a useless
 /// proposer costs ever less.
@@ -37,8 +39,13 @@ pub struct Governor {
     pub cfg: GovernorConfig,
     alpha: f64,
     alpha_seen: bool,
-    /// Seconds per draft token.
+    /// Seconds per draft pass (measured), and the prior in plain steps.
     draft_cost: Option<f64>,
+    draft_prior: f64,
+    /// Extra seconds a probe costs over plain steps (a draft catching up
+    /// with the text, the longer pass), and plain seconds since the last one.
+    probe_cost: Option<f64>,
+    plain_since_probe: f64,
     /// Seconds per target forward pass, by rows scored (index = rows).
     verify: Vec<Option<f64>>,
     round: usize,
@@ -61,6 +68,9 @@ impl Governor {
             alpha: 0.5,
             alpha_seen: false,
             draft_cost: None,
+            draft_prior: 0.0,
+            probe_cost: None,
+            plain_since_probe: 0.0,
             verify: vec![None; k_max + 2],
             round: 0,
             probe_every: PROBE_OFF,
@@ -69,6 +79,12 @@ impl Governor {
             last_k: 0,
             cfg: GovernorConfig { k_max, ..cfg },
         }
+    }
+
+    /// The proposer's expected cost per pass in plain target steps, used
+    /// until its cost is measured ([`super::Proposer::cost_hint`]).
+    pub fn set_draft_prior(&mut self, steps: f64) {
+        self.draft_prior = steps;
     }
 
     pub fn acceptance(&self) -> f64 {
@@ -105,6 +121,14 @@ impl Governor {
         if self.verify_cost(1).is_none() {
             return 0;
         }
+        // Explore only if some k would win at a high acceptance (the 90% the
+        // studies saw for code with a same-family draft): a draft too slow
+        // for that is never tried, and costs nothing.
+        let best_case =
+            (1..=self.cfg.k_max).any(|k| self.rate_at(k, OPTIMISTIC) > self.rate_at(0, OPTIMISTIC));
+        if !best_case {
+            return 0;
+        }
         if !self.alpha_seen {
             return 2.min(self.cfg.k_max);
         }
@@ -115,7 +139,11 @@ impl Governor {
             self.probe_every = PROBE_OFF;
         }
         if best == 0 {
-            if self.round >= self.next_probe {
+            // Probes may cost at most 2% of the time spent decoding plainly.
+            if self.round >= self.next_probe
+                && self.plain_since_probe >= 50.0 * self.probe_cost.unwrap_or(0.0)
+            {
+                self.plain_since_probe = 0.0;
                 self.next_probe = self.round + self.probe_every;
                 self.probe_every = (self.probe_every * 2).min(PROBE_OFF_MAX);
                 2.min(self.cfg.k_max)
@@ -135,17 +163,22 @@ impl Governor {
 
     /// Expected tokens per second with k guesses per round.
     pub fn rate(&self, k: usize) -> f64 {
+        self.rate_at(k, self.alpha)
+    }
+
+    fn rate_at(&self, k: usize, alpha: f64) -> f64 {
         let Some(verify) = self.verify_cost(k + 1) else {
             return 0.0;
         };
-        let a = self.alpha.clamp(0.0, 0.999);
+        let a = alpha.clamp(0.0, 0.999);
         let tokens = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
         // A draft runs about k + 1 passes per round: k − 1 guesses after the
         // first, and one pass over the tokens the last round settled.
         let draft = if k == 0 {
             0.0
         } else {
-            (k + 1) as f64 * self.draft_cost.unwrap_or(0.0)
+            let prior = || self.draft_prior * self.verify_cost(1).unwrap_or(0.0);
+            (k + 1) as f64 * self.draft_cost.unwrap_or_else(prior)
         };
         tokens / (draft + verify)
     }
@@ -177,15 +210,23 @@ impl Governor {
     }
 
     /// Record a round: `drafted` guesses (0 for a plain step), `accepted` of
-    /// them kept, the draft's time and the target's forward pass over `rows`.
+    /// them kept, the draft's time (and `setup_secs` it spent catching up
+    /// first) and the target's forward pass over `rows`.
     pub fn observe(
         &mut self,
         drafted: usize,
         accepted: usize,
         draft_secs: f64,
+        setup_secs: f64,
         rows: usize,
         verify_secs: f64,
     ) {
+        if drafted == 0 {
+            self.plain_since_probe += verify_secs;
+        } else if let Some(plain) = self.verify_cost(1) {
+            let extra = setup_secs + draft_secs + verify_secs - plain * (accepted + 1) as f64;
+            self.probe_cost = Some(ema(self.probe_cost, extra.max(0.0)));
+        }
         if rows < self.verify.len() {
             self.verify[rows] = Some(ema(self.verify[rows], verify_secs));
         }
@@ -219,7 +260,7 @@ mod tests {
                 .floor()
                 .min(k as f64) as usize;
             let verify = 1.0 + row_cost * k as f64;
-            g.observe(k, accepted, draft_cost * k as f64, k + 1, verify);
+            g.observe(k, accepted, draft_cost * k as f64, 0.0, k + 1, verify);
             if round >= 200 {
                 tokens += (accepted + 1) as f64;
                 time += verify + draft_cost * k as f64;
@@ -251,7 +292,7 @@ mod tests {
         });
         for _ in 0..10 {
             assert_eq!(g.choose(100), 3);
-            g.observe(3, 0, 0.1, 4, 1.0);
+            g.observe(3, 0, 0.1, 0.0, 4, 1.0);
         }
         assert_eq!(g.choose(2), 2);
     }

@@ -41,6 +41,12 @@ pub trait Proposer {
 
     /// A short name for telemetry ("ngram", "draft").
     fn name(&self) -> &'static str;
+
+    /// Expected cost of one proposing pass over one plain step of the target,
+    /// before anything is measured (the governor's prior).
+    fn cost_hint(&self) -> f64 {
+        0.0
+    }
 }
 
 /// What speculation did during one generation.

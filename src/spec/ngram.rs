@@ -12,7 +12,7 @@ pub struct NgramProposer {
 
 impl Default for NgramProposer {
     fn default() -> Self {
-        Self { max_n: 4, min_n: 1 }
+        Self { max_n: 4, min_n: 2 }
     }
 }
 

@@ -1,0 +1,181 @@
+//! `tandem bench spec`: speculative decoding against plain decoding, per
+//! prompt class and k (the table the studies of speculative decoding print),
+//! plus the governor's row. Greedy, so every k must produce the same tokens;
+//! the bench checks that too.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::engine::generate::Speculation;
+use crate::engine::request::Request;
+use crate::engine::{Result, Session};
+use crate::model::LoadedModel;
+use crate::sampler::SamplingParams;
+use crate::spec::{DraftProposer, Governor, GovernorConfig, NgramProposer, Proposer};
+
+/// Built-in prompts. Code prompts ask for text that repeats its context
+/// (where guesses pay); prose prompts do not.
+pub fn builtin_prompts(class: &str) -> Option<Vec<String>> {
+    let v: &[&str] = match class {
+        "code" => &[
+            "def quicksort(arr):\n    if len(arr) <= 1:\n        return arr\n    pivot = arr[len(arr) // 2]\n    left = [x for x in arr if x < pivot]\n    middle = [x for x in arr if x == pivot]\n    right = [x for x in arr if x > pivot]\n    return quicksort(left) + middle + quicksort(right)\n\n# The same function with type hints and a docstring:\n",
+            "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n\n    def __repr__(self):\n        return f\"Point({self.x}, {self.y})\"\n\n\nclass Point3D:\n    def __init__(self, x, y, z):\n",
+            "import unittest\n\n\nclass TestAdd(unittest.TestCase):\n    def test_small(self):\n        self.assertEqual(add(1, 2), 3)\n\n    def test_zero(self):\n        self.assertEqual(add(0, 0), 0)\n\n    def test_negative(self):\n",
+        ],
+        "prose" => &[
+            "Once upon a time, in a small village at the edge of a great forest,",
+            "The history of the printing press begins in",
+            "Write a short letter to a friend about your summer holiday.\n\nDear",
+        ],
+        _ => return None,
+    };
+    Some(v.iter().map(|s| s.to_string()).collect())
+}
+
+/// Which proposer to build for each prompt.
+pub enum ProposerKind<'m, B: Backend> {
+    Ngram,
+    Draft(&'m LoadedModel<B>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpecRow {
+    pub class: String,
+    /// "0" (plain decoding), a fixed k, or "auto".
+    pub k: String,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tok_s: f64,
+    /// tok/s over plain decoding's, same prompts.
+    pub vs_plain: f64,
+    pub drafted: usize,
+    pub accepted: usize,
+    pub acceptance: f64,
+    pub tokens_per_pass: f64,
+    /// Draft cost per pass over a plain target step (0 for n-gram).
+    pub draft_to_target_cost: f64,
+    /// Every prompt produced the same tokens as plain decoding.
+    pub identical: bool,
+}
+
+/// Run every k (None = the governor) on every prompt of every class.
+pub fn run<B: Backend + 'static>(
+    target: &LoadedModel<B>,
+    kind: &ProposerKind<'_, B>,
+    ks: &[Option<usize>],
+    k_max: usize,
+    classes: &[(String, Vec<String>)],
+    n: usize,
+    ctx: usize,
+) -> Result<Vec<SpecRow>> {
+    let sampling = SamplingParams::greedy();
+    let mut rows = Vec::new();
+    for (class, prompts) in classes {
+        let reqs: Vec<Request> = prompts
+            .iter()
+            .map(|p| -> Result<Request> {
+                Ok(Request {
+                    prompt: target
+                        .tokenizer
+                        .encode(p, true)
+                        .map_err(|e| crate::engine::EngineError::Invalid(e.to_string()))?,
+                    max_tokens: n,
+                    sampling: sampling.clone(),
+                    stop: vec![],
+                    ignore_eos: true,
+                })
+            })
+            .collect::<Result<_>>()?;
+        // Warm-up, and the reference tokens.
+        let plain_tokens: Vec<Vec<u32>> = reqs
+            .iter()
+            .map(|r| Ok(Session::new(target, ctx).generate(r, |_| true)?.tokens))
+            .collect::<Result<_>>()?;
+        let mut plain_rate = 0.0;
+        for &k in std::iter::once(&Some(0)).chain(ks.iter().filter(|k| **k != Some(0))) {
+            let mut row = SpecRow {
+                class: class.clone(),
+                k: k.map_or("auto".to_string(), |k| k.to_string()),
+                tokens: 0,
+                seconds: 0.0,
+                tok_s: 0.0,
+                vs_plain: 0.0,
+                drafted: 0,
+                accepted: 0,
+                acceptance: 0.0,
+                tokens_per_pass: 0.0,
+                draft_to_target_cost: 0.0,
+                identical: true,
+            };
+            let mut passes = 0;
+            // One governor per row, as an engine keeps one across requests:
+            // what it learned on one prompt carries to the next.
+            let mut gov = Governor::new(GovernorConfig { k_max, fixed_k: k });
+            for (req, want) in reqs.iter().zip(&plain_tokens) {
+                let mut session = Session::new(target, ctx);
+                let t = Instant::now();
+                let out = if k == Some(0) {
+                    session.generate(req, |_| true)?
+                } else {
+                    let mut proposer: Box<dyn Proposer> = match kind {
+                        ProposerKind::Ngram => Box::new(NgramProposer::default()),
+                        ProposerKind::Draft(d) => {
+                            Box::new(DraftProposer::new(d, target, ctx, &sampling)?)
+                        }
+                    };
+                    let spec = Speculation {
+                        proposer: proposer.as_mut(),
+                        governor: &mut gov,
+                    };
+                    session.generate_with(req, Some(spec), |_| true)?
+                };
+                // Generation time only: the prompt is read the same way in every row.
+                let secs = t.elapsed().as_secs_f64() - out.timings.prompt_ms / 1e3;
+                row.identical &= &out.tokens == want;
+                row.tokens += out.tokens.len();
+                row.seconds += secs;
+                match &out.speculation {
+                    Some(s) => {
+                        row.drafted += s.drafted;
+                        row.accepted += s.accepted;
+                        passes += s.rounds + s.plain_steps;
+                        row.draft_to_target_cost = s.draft_to_target_cost;
+                    }
+                    None => passes += out.tokens.len().saturating_sub(1),
+                }
+            }
+            row.tok_s = row.tokens as f64 / row.seconds;
+            if k == Some(0) {
+                plain_rate = row.tok_s;
+            }
+            row.vs_plain = row.tok_s / plain_rate;
+            row.acceptance = row.accepted as f64 / row.drafted.max(1) as f64;
+            row.tokens_per_pass = row.tokens as f64 / (passes.max(1)) as f64;
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// The rows as a Markdown table.
+pub fn table(rows: &[SpecRow]) -> String {
+    let mut s = String::from(
+        "| prompts | k | tok/s | vs k=0 | acceptance | tokens/pass | draft/target cost | same tokens |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {:.2} | {:.2}× | {:.0}% | {:.2} | {:.2} | {} |\n",
+            r.class,
+            r.k,
+            r.tok_s,
+            r.vs_plain,
+            100.0 * r.acceptance,
+            r.tokens_per_pass,
+            r.draft_to_target_cost,
+            if r.identical { "yes" } else { "NO" }
+        );
+    }
+    s
+}
