@@ -99,6 +99,19 @@ pub trait Backend: Send + Sync {
         bias: Option<&Self::Vector>,
         out: &mut Self::Act,
     );
+    /// Several projections of the same input (Q, K and V; gate and up):
+    /// `outs[i] = x · ws[i]ᵀ (+ bias)`. A backend may share work between
+    /// them (the CPU quantizes `x` once and runs all rows as one job).
+    fn linear_many(
+        &self,
+        x: &Self::Act,
+        ws: &[(&Self::Weight, Option<&Self::Vector>)],
+        outs: &mut [&mut Self::Act],
+    ) {
+        for ((w, b), out) in ws.iter().zip(outs.iter_mut()) {
+            self.linear(x, w, *b, out);
+        }
+    }
     /// Rotate each `head_dim` chunk of every row, row r at `positions[r]`.
     fn rope(&self, x: &mut Self::Act, head_dim: usize, positions: &[u32], rope: &Rope);
     /// Write rows of k and v into the cache of `layer` at `slots`.

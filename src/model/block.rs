@@ -158,9 +158,15 @@ impl<B: Backend> Block<B> {
         be.rms_norm(x, &self.attn_norm, spec.eps, &mut h);
         let (mut q, mut k, mut v) = (be.act(0, 0), be.act(0, 0), be.act(0, 0));
         let b = self.bias.as_ref();
-        be.linear(&h, &self.wq, b.map(|b| &b[0]), &mut q);
-        be.linear(&h, &self.wk, b.map(|b| &b[1]), &mut k);
-        be.linear(&h, &self.wv, b.map(|b| &b[2]), &mut v);
+        be.linear_many(
+            &h,
+            &[
+                (&self.wq, b.map(|b| &b[0])),
+                (&self.wk, b.map(|b| &b[1])),
+                (&self.wv, b.map(|b| &b[2])),
+            ],
+            &mut [&mut q, &mut k, &mut v],
+        );
         if let Some([qn, kn]) = &self.qk_norm {
             let mut t = be.act(0, 0);
             be.rms_norm(&q, qn, spec.eps, &mut t);
@@ -179,8 +185,11 @@ impl<B: Backend> Block<B> {
 
         be.rms_norm(x, &self.ffn_norm, spec.eps, &mut h);
         let (mut g, mut u) = (be.act(0, 0), be.act(0, 0));
-        be.linear(&h, &self.gate, None, &mut g);
-        be.linear(&h, &self.up, None, &mut u);
+        be.linear_many(
+            &h,
+            &[(&self.gate, None), (&self.up, None)],
+            &mut [&mut g, &mut u],
+        );
         be.gated_act(&mut g, &u, spec.act);
         let mut dn = be.act(0, 0);
         be.linear(&g, &self.down, None, &mut dn);

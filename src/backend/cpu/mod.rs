@@ -163,6 +163,32 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn linear_many(
+        &self,
+        x: &CpuAct,
+        ws: &[(&CpuWeight, Option<&Vec<f32>>)],
+        outs: &mut [&mut CpuAct],
+    ) {
+        for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
+            assert_eq!(
+                x.cols, w.cols,
+                "linear: input width {} vs weight width {}",
+                x.cols, w.cols
+            );
+            reshape(out, x.rows, w.rows);
+        }
+        let weights: Vec<&CpuWeight> = ws.iter().map(|(w, _)| *w).collect();
+        let mut datas: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.data.as_mut_slice()).collect();
+        matmul::matmul_many(x, &weights, &mut datas);
+        for ((w, b), out) in ws.iter().zip(outs.iter_mut()) {
+            if let Some(b) = b {
+                for row in out.data.chunks_mut(w.rows) {
+                    row.iter_mut().zip(b.iter()).for_each(|(o, b)| *o += b);
+                }
+            }
+        }
+    }
+
     fn rope(&self, x: &mut CpuAct, head_dim: usize, positions: &[u32], rope: &Rope) {
         ops::rope(&mut x.data, x.cols, head_dim, positions, rope);
     }

@@ -145,6 +145,12 @@ fn weight_file(ty: GgmlType, rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> 
                 b[2..4].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
             }
         }
+        GgmlType::Q6_K => {
+            for b in bytes.chunks_mut(210) {
+                rng.fill(&mut b[..208]);
+                b[208..210].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
+            }
+        }
         _ => unimplemented!("test helper"),
     }
     let mut w = GgufWriter::new();
@@ -314,5 +320,44 @@ fn gelu_table_follows_the_exact_function_within_f16_rounding() {
             (got - want).abs() <= 2e-3 * (1.0 + x.abs() as f64),
             "gelu({x}) = {got}, want {want}"
         );
+    }
+}
+
+#[test]
+fn linear_many_equals_separate_linears_bit_for_bit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let be = CpuBackend;
+    let cols = 512;
+    // A float, a legacy and two k-quant weights: three activation formats.
+    let files: Vec<_> = [
+        (GgmlType::F32, 20),
+        (GgmlType::Q8_0, 37),
+        (GgmlType::Q4_K, 64),
+        (GgmlType::Q6_K, 16),
+    ]
+    .into_iter()
+    .map(|(ty, rows)| weight_file(ty, rows, cols, &mut rng))
+    .collect();
+    let ws: Vec<CpuWeight> = files
+        .iter()
+        .map(|f| be.load_weight(&f.tensor("w").unwrap(), f).unwrap())
+        .collect();
+    let biases: Vec<Vec<f32>> = ws.iter().map(|w| rand_vec(&mut rng, w.rows)).collect();
+    let x = be.act_from_host(6, cols, rand_vec(&mut rng, 6 * cols));
+    let pairs: Vec<(&CpuWeight, Option<&Vec<f32>>)> = ws
+        .iter()
+        .zip(&biases)
+        .enumerate()
+        .map(|(i, (w, b))| (w, (i % 2 == 1).then_some(b)))
+        .collect();
+    let mut many: Vec<CpuAct> = (0..ws.len()).map(|_| be.act(0, 0)).collect();
+    let mut refs: Vec<&mut CpuAct> = many.iter_mut().collect();
+    be.linear_many(&x, &pairs, &mut refs);
+    for ((w, b), got) in pairs.iter().zip(&many) {
+        let mut one = be.act(0, 0);
+        be.linear(&x, w, *b, &mut one);
+        assert_eq!((got.rows, got.cols), (one.rows, one.cols));
+        let bits = |a: &CpuAct| a.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(got), bits(&one), "{:?}", w.ty);
     }
 }
