@@ -204,7 +204,7 @@ unsafe fn decode_row_avx2(
     }
 }
 
-/// Whether this CPU has a fused kernel for `ty` ([`fused_dot_rows`]);
+/// Whether this CPU has a fused kernel for `ty` ([`fused_matmul`]);
 /// the other types go through [`DecodedRow`] and [`act::dot_decoded`].
 pub fn has_fused_kernel(ty: GgmlType) -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -18,12 +18,8 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, DecodedRow, Vec<f32>)> = RefCell::default();
 }
 
-/// out[t, r] = Σ_k x[t, k] · w[r, k], out laid out [x.rows, w.rows].
-pub fn matmul(x: &CpuAct, w: &CpuWeight, out: &mut [f32]) {
-    matmul_many(x, &[w], &mut [out]);
-}
-
-/// [`matmul`] for several weights applied to the same input.
+/// outs[i][t, r] = Σ_k x[t, k] · ws[i][r, k], each out laid out
+/// [x.rows, ws[i].rows]: several weights applied to the same input.
 pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
     assert_eq!(ws.len(), outs.len());
     let n_tok = x.rows;

@@ -149,18 +149,7 @@ impl Backend for CpuBackend {
     }
 
     fn linear(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&Vec<f32>>, out: &mut CpuAct) {
-        assert_eq!(
-            x.cols, w.cols,
-            "linear: input width {} vs weight width {}",
-            x.cols, w.cols
-        );
-        reshape(out, x.rows, w.rows);
-        matmul::matmul(x, w, &mut out.data);
-        if let Some(b) = bias {
-            for row in out.data.chunks_mut(w.rows) {
-                row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
-            }
-        }
+        self.linear_many(x, &[(w, bias)], &mut [out]);
     }
 
     fn linear_many(
