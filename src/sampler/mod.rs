@@ -102,18 +102,12 @@ impl Sampler {
     /// tokens generated or read so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Sampled {
         apply_penalties(logits, history, &self.params);
-        let logprobs = log_softmax(logits);
-        let top = top_n(&logprobs, self.params.n_probs);
         let id = if self.params.temperature <= 0.0 {
             argmax(logits)
         } else {
             self.draw(logits)
         };
-        Sampled {
-            id,
-            logprob: logprobs[id as usize],
-            top,
-        }
+        self.describe(logits, id)
     }
 
     /// What `sample` reports for choosing `id` from `logits` (penalties
@@ -181,21 +175,27 @@ impl Sampler {
 
     /// One draw from `dist` with this sampler's RNG.
     pub fn draw_from(&mut self, dist: &[(u32, f32)]) -> u32 {
-        let r: f32 = self.rng.random();
-        let mut cum = 0.0;
-        for &(id, pr) in dist {
-            cum += pr;
-            if r < cum {
-                return id;
-            }
-        }
-        dist.last().expect("at least one candidate").0
+        pick(dist, self.rng.random())
     }
 
     /// A uniform number in [0, 1) from this sampler's RNG.
     pub fn uniform(&mut self) -> f32 {
         self.rng.random()
     }
+}
+
+/// The candidate at `r` along the cumulative weights of `dist`; `r` in
+/// [0, Σ weights) (weights need not be normalised). Rounding that leaves `r`
+/// past the last sum picks the last candidate.
+pub fn pick(dist: &[(u32, f32)], r: f32) -> u32 {
+    let mut cum = 0.0;
+    for &(id, w) in dist {
+        cum += w;
+        if r < cum {
+            return id;
+        }
+    }
+    dist.last().expect("at least one candidate").0
 }
 
 pub fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams) {

@@ -51,15 +51,7 @@ pub fn accept_or_resample(
     } else {
         (p.to_vec(), p.iter().map(|(_, x)| x).sum())
     };
-    let target = u2 * total;
-    let mut cum = 0.0;
-    for &(t, r) in &dist {
-        cum += r;
-        if target < cum {
-            return Err(t);
-        }
-    }
-    Err(dist.last().expect("a non-empty distribution").0)
+    Err(crate::sampler::pick(&dist, u2 * total))
 }
 
 #[cfg(test)]
@@ -84,15 +76,7 @@ mod tests {
     }
 
     fn draw(dist: &[(u32, f32)], rng: &mut ChaCha8Rng) -> u32 {
-        let r: f32 = rng.random();
-        let mut cum = 0.0;
-        for &(t, x) in dist {
-            cum += x;
-            if r < cum {
-                return t;
-            }
-        }
-        dist.last().unwrap().0
+        crate::sampler::pick(dist, rng.random())
     }
 
     /// Output distribution of draw-from-q-then-verify, over `n` trials.
