@@ -37,8 +37,8 @@ const PROBE_ON: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Governor {
     pub cfg: GovernorConfig,
-    alpha: f64,
-    alpha_seen: bool,
+    /// Acceptance per guess, once a round has guessed.
+    alpha: Option<f64>,
     /// Seconds per draft pass (measured), and the prior in plain steps.
     draft_cost: Option<f64>,
     draft_prior: f64,
@@ -65,8 +65,7 @@ impl Governor {
     pub fn new(cfg: GovernorConfig) -> Self {
         let k_max = cfg.fixed_k.unwrap_or(cfg.k_max);
         Self {
-            alpha: 0.5,
-            alpha_seen: false,
+            alpha: None,
             draft_cost: None,
             draft_prior: 0.0,
             probe_cost: None,
@@ -87,8 +86,9 @@ impl Governor {
         self.draft_prior = steps;
     }
 
+    /// The measured acceptance rate; an even chance before any guess.
     pub fn acceptance(&self) -> f64 {
-        self.alpha
+        self.alpha.unwrap_or(0.5)
     }
 
     /// Draft cost per pass over the cost of a plain target step, once both
@@ -129,7 +129,7 @@ impl Governor {
         if !best_case {
             return 0;
         }
-        if !self.alpha_seen {
+        if self.alpha.is_none() {
             return 2.min(self.cfg.k_max);
         }
         let best = (0..=self.cfg.k_max)
@@ -163,7 +163,7 @@ impl Governor {
 
     /// Expected tokens per second with k guesses per round.
     pub fn rate(&self, k: usize) -> f64 {
-        self.rate_at(k, self.alpha)
+        self.rate_at(k, self.acceptance())
     }
 
     fn rate_at(&self, k: usize, alpha: f64) -> f64 {
@@ -231,13 +231,7 @@ impl Governor {
             self.verify[rows] = Some(ema(self.verify[rows], verify_secs));
         }
         if drafted > 0 {
-            let rate = accepted as f64 / drafted as f64;
-            self.alpha = if self.alpha_seen {
-                (1.0 - EMA) * self.alpha + EMA * rate
-            } else {
-                rate
-            };
-            self.alpha_seen = true;
+            self.alpha = Some(ema(self.alpha, accepted as f64 / drafted as f64));
             self.draft_cost = Some(ema(self.draft_cost, draft_secs / (drafted + 1) as f64));
         }
     }
