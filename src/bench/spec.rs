@@ -13,7 +13,7 @@ use crate::engine::request::Request;
 use crate::engine::{Result, Session};
 use crate::model::LoadedModel;
 use crate::sampler::SamplingParams;
-use crate::spec::{DraftProposer, Governor, GovernorConfig, NgramProposer, Proposer};
+use crate::spec::{Governor, GovernorConfig, ProposerKind};
 
 /// Built-in prompts. Code prompts ask for text that repeats its context
 /// (where guesses pay); prose prompts do not.
@@ -32,12 +32,6 @@ pub fn builtin_prompts(class: &str) -> Option<Vec<String>> {
         _ => return None,
     };
     Some(v.iter().map(|s| s.to_string()).collect())
-}
-
-/// Which proposer to build for each prompt.
-pub enum ProposerKind<'m, B: Backend> {
-    Ngram,
-    Draft(&'m LoadedModel<B>),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,12 +113,7 @@ pub fn run<B: Backend + 'static>(
                 let out = if k == Some(0) {
                     session.generate(req, |_| true)?
                 } else {
-                    let mut proposer: Box<dyn Proposer> = match kind {
-                        ProposerKind::Ngram => Box::new(NgramProposer::default()),
-                        ProposerKind::Draft(d) => {
-                            Box::new(DraftProposer::new(d, target, ctx, &sampling)?)
-                        }
-                    };
+                    let mut proposer = kind.build(target, ctx, &sampling)?;
                     let spec = Speculation {
                         proposer: proposer.as_mut(),
                         governor: &mut gov,

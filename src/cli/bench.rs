@@ -48,12 +48,8 @@ enum BenchCmd {
 struct SpecBenchArgs {
     #[command(flatten)]
     model: super::ModelArgs,
-    /// Speculate with a proposer that needs no model: `ngram`.
-    #[arg(long = "spec")]
-    spec: Option<String>,
-    /// Speculate with this draft model (a path or catalog name).
-    #[arg(long = "draft")]
-    draft: Option<String>,
+    #[command(flatten)]
+    proposer: super::speculate::ProposerArgs,
     /// Comma-separated k values; `auto` is the governor, 0 plain decoding.
     #[arg(long = "k", default_value = "0,2,4,8,auto")]
     k: String,
@@ -247,7 +243,7 @@ fn serve(a: ServeBenchArgs) -> Result<()> {
 }
 
 fn spec(a: SpecBenchArgs) -> Result<()> {
-    use tandem::bench::spec::{builtin_prompts, run, table, ProposerKind};
+    use tandem::bench::spec::{builtin_prompts, run, table};
     let ks =
         a.k.split(',')
             .map(|k| match k.trim() {
@@ -281,22 +277,8 @@ fn spec(a: SpecBenchArgs) -> Result<()> {
         }
     }
     let target = a.model.load()?;
-    let draft = match &a.draft {
-        Some(d) => Some(
-            tandem::model::LoadedModel::load(
-                &tandem::catalog::resolve(d)?,
-                tandem::backend::cpu::CpuBackend,
-            )
-            .with_context(|| format!("loading the draft {d}"))?,
-        ),
-        None => None,
-    };
-    let kind = match (a.spec.as_deref(), draft.as_ref()) {
-        (Some("ngram"), None) => ProposerKind::Ngram,
-        (None, Some(d)) => ProposerKind::Draft(d),
-        (Some(s), None) => bail!("unknown --spec {s:?} (known: ngram)"),
-        _ => bail!("give exactly one of --spec ngram or --draft MODEL"),
-    };
+    let draft = a.proposer.load_draft()?;
+    let kind = a.proposer.kind(draft.as_ref())?;
     let rows = run(&target, &kind, &ks, a.k_max, &classes, a.n, a.model.ctx)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

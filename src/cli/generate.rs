@@ -68,11 +68,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop: a.stop.clone(),
         ignore_eos: false,
     };
-    let draft = a.spec.load_draft()?;
-    let mut speculation = match a.spec.enabled() {
+    let draft = a.spec.proposer.load_draft()?;
+    let mut speculation = match a.spec.proposer.enabled() {
         true => Some((
             a.spec
-                .proposer(draft.as_ref(), &model, a.model.ctx, &sampling)?,
+                .proposer
+                .kind(draft.as_ref())?
+                .build(&model, a.model.ctx, &sampling)?,
             Governor::new(a.spec.governor()?),
         )),
         false => None,

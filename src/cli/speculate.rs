@@ -1,48 +1,27 @@
-//! Speculative-decoding flags shared by `generate` and `bench spec`: which
-//! proposer (`--spec ngram`, `--draft MODEL`) and how many guesses per round
-//! (`--k 4`, or `--k auto` for the governor).
+//! Speculative-decoding flags: which proposer (`--spec ngram`, `--draft
+//! MODEL`, shared by `generate` and `bench spec`) and, for `generate`, how
+//! many guesses per round (`--k 4`, or `--k auto` for the governor).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use tandem::backend::cpu::CpuBackend;
 use tandem::model::LoadedModel;
-use tandem::sampler::SamplingParams;
-use tandem::spec::{DraftProposer, GovernorConfig, NgramProposer, Proposer};
+use tandem::spec::{GovernorConfig, ProposerKind};
 
 #[derive(Args, Clone, Default)]
-pub struct SpecArgs {
+pub struct ProposerArgs {
     /// Speculate with a proposer that needs no model: `ngram` (prompt lookup).
     #[arg(long = "spec")]
     pub spec: Option<String>,
     /// Speculate with this draft model (a path or catalog name; same vocabulary).
     #[arg(long = "draft")]
     pub draft: Option<String>,
-    /// Guesses per round: a number, or `auto` to let the governor choose.
-    #[arg(long = "k", default_value = "auto")]
-    pub k: String,
-    /// Largest k the governor may choose.
-    #[arg(long = "k-max", default_value_t = 8)]
-    pub k_max: usize,
 }
 
-impl SpecArgs {
+impl ProposerArgs {
     pub fn enabled(&self) -> bool {
         self.spec.is_some() || self.draft.is_some()
-    }
-
-    pub fn governor(&self) -> Result<GovernorConfig> {
-        let fixed_k = match self.k.as_str() {
-            "auto" => None,
-            n => Some(
-                n.parse()
-                    .with_context(|| format!("--k {n}: a number or `auto`"))?,
-            ),
-        };
-        Ok(GovernorConfig {
-            k_max: self.k_max,
-            fixed_k,
-        })
     }
 
     /// The draft model, when `--draft` names one.
@@ -56,20 +35,46 @@ impl SpecArgs {
         Ok(Some(m))
     }
 
-    /// The proposer these flags ask for.
-    pub fn proposer<'m>(
+    /// The proposer these flags ask for; `draft` is what [`Self::load_draft`]
+    /// returned.
+    pub fn kind<'m>(
         &self,
         draft: Option<&'m LoadedModel<CpuBackend>>,
-        target: &LoadedModel<CpuBackend>,
-        ctx: usize,
-        sampling: &SamplingParams,
-    ) -> Result<Box<dyn Proposer + 'm>> {
+    ) -> Result<ProposerKind<'m, CpuBackend>> {
         match (self.spec.as_deref(), draft) {
             (Some(_), Some(_)) => bail!("use either --spec or --draft, not both"),
-            (Some("ngram"), None) => Ok(Box::new(NgramProposer::default())),
+            (Some("ngram"), None) => Ok(ProposerKind::Ngram),
             (Some(other), None) => bail!("unknown --spec {other:?} (known: ngram)"),
-            (None, Some(d)) => Ok(Box::new(DraftProposer::new(d, target, ctx, sampling)?)),
+            (None, Some(d)) => Ok(ProposerKind::Draft(d)),
             (None, None) => bail!("speculation needs --spec ngram or --draft MODEL"),
         }
+    }
+}
+
+#[derive(Args, Clone, Default)]
+pub struct SpecArgs {
+    #[command(flatten)]
+    pub proposer: ProposerArgs,
+    /// Guesses per round: a number, or `auto` to let the governor choose.
+    #[arg(long = "k", default_value = "auto")]
+    pub k: String,
+    /// Largest k the governor may choose.
+    #[arg(long = "k-max", default_value_t = 8)]
+    pub k_max: usize,
+}
+
+impl SpecArgs {
+    pub fn governor(&self) -> Result<GovernorConfig> {
+        let fixed_k = match self.k.as_str() {
+            "auto" => None,
+            n => Some(
+                n.parse()
+                    .with_context(|| format!("--k {n}: a number or `auto`"))?,
+            ),
+        };
+        Ok(GovernorConfig {
+            k_max: self.k_max,
+            fixed_k,
+        })
     }
 }

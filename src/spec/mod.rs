@@ -22,6 +22,10 @@ pub use ngram::NgramProposer;
 
 use serde::Serialize;
 
+use crate::backend::Backend;
+use crate::model::LoadedModel;
+use crate::sampler::SamplingParams;
+
 /// Up to `k` guessed continuations of `history`, with the distribution each
 /// was drawn from (`None`: a deterministic guess, q = 1 on the token).
 #[derive(Debug, Default)]
@@ -46,6 +50,29 @@ pub trait Proposer {
     /// before anything is measured (the governor's prior).
     fn cost_hint(&self) -> f64 {
         0.0
+    }
+}
+
+/// Which proposer to use: built afresh per request, since a draft keeps a
+/// KV cache of its own.
+pub enum ProposerKind<'m, B: Backend> {
+    Ngram,
+    Draft(&'m LoadedModel<B>),
+}
+
+impl<'m, B: Backend + 'static> ProposerKind<'m, B> {
+    /// A proposer for `target`, with room for `ctx` positions, guessing with
+    /// `sampling`'s settings.
+    pub fn build(
+        &self,
+        target: &LoadedModel<B>,
+        ctx: usize,
+        sampling: &SamplingParams,
+    ) -> crate::engine::Result<Box<dyn Proposer + 'm>> {
+        Ok(match self {
+            ProposerKind::Ngram => Box::new(NgramProposer::default()),
+            ProposerKind::Draft(d) => Box::new(DraftProposer::new(d, target, ctx, sampling)?),
+        })
     }
 }
 
