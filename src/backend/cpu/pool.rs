@@ -138,11 +138,7 @@ impl Pool {
         let mine = catch_unwind(AssertUnwindSafe(|| take_tasks(s, f)));
         let mut spins = 0u32;
         while s.running.load(Acquire) != 0 {
-            std::hint::spin_loop();
-            spins = spins.saturating_add(1);
-            if spins > YIELD_AFTER {
-                std::thread::yield_now();
-            }
+            relax(&mut spins);
         }
         // SAFETY: as above; all workers are done with it.
         unsafe { *s.job.get() = None };
@@ -170,6 +166,17 @@ impl Drop for Pool {
     }
 }
 
+/// One turn of a wait loop: spin, and past the first few microseconds give
+/// the core away between checks (on a machine with more runnable threads
+/// than cores a pure spinner would starve the thread it is waiting for).
+fn relax(spins: &mut u32) {
+    std::hint::spin_loop();
+    *spins = spins.wrapping_add(1);
+    if *spins > YIELD_AFTER {
+        std::thread::yield_now();
+    }
+}
+
 fn take_tasks(s: &Shared, f: &(dyn Fn(usize) + Sync + '_)) {
     let tasks = s.tasks.load(Relaxed);
     loop {
@@ -189,14 +196,7 @@ fn worker(s: &Shared) {
         let start = Instant::now();
         let mut spins = 0u32;
         while s.epoch.load(Acquire) == seen {
-            std::hint::spin_loop();
-            spins = spins.wrapping_add(1);
-            // Past the first few microseconds, give the core away between
-            // checks: on a machine with more runnable threads than cores a
-            // pure spinner would starve the thread it is waiting for.
-            if spins > YIELD_AFTER {
-                std::thread::yield_now();
-            }
+            relax(&mut spins);
             if spins.is_multiple_of(256) && start.elapsed() > SPIN {
                 let mut g = s.park.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleeping.fetch_add(1, SeqCst);
