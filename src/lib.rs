@@ -17,4 +17,5 @@ pub mod quant;
 pub mod sampler;
 pub mod server;
 pub mod spec;
+pub mod synth;
 pub mod tokenizer;

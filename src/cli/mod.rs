@@ -7,6 +7,7 @@ mod generate;
 mod perplexity;
 mod serve;
 mod speculate;
+mod synth;
 mod tokenize;
 
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// OpenAI-compatible HTTP server with continuous batching.
     Serve(serve::ServeArgs),
+    /// Write a random-weight model in a real model's shape (for benchmarks).
+    Synth(synth::SynthArgs),
     /// Print a model file's metadata and tensor summary.
     Info {
         #[command(flatten)]
@@ -213,6 +216,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Synth(a) => synth::run(a),
         Command::Info { model } => info(&model),
     }
 }

@@ -15,7 +15,7 @@ use memmap2::Mmap;
 
 pub use reader::parse;
 pub use value::MetaValue;
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorDesc};
 
 use crate::quant::GgmlType;
 

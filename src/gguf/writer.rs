@@ -81,11 +81,55 @@ impl GgufWriter {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
+        let descs: Vec<TensorDesc> = self
+            .tensors
+            .iter()
+            .map(|(name, dims, ty, bytes)| TensorDesc {
+                name: name.clone(),
+                dims: dims.clone(),
+                ty: *ty,
+                n_bytes: bytes.len() as u64,
+            })
+            .collect();
+        let (mut out, offsets) = self.header(&descs);
+        let data_start = out.len() as u64;
+        for ((_, _, _, bytes), off) in self.tensors.iter().zip(offsets) {
+            out.resize((data_start + off) as usize, 0);
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// Write a file whose tensors are produced one at a time by `data(i)`
+    /// (which must return exactly `descs[i].n_bytes` bytes), so a model larger
+    /// than memory can be written. `self.tensors` is ignored.
+    pub fn write_streaming(
+        &self,
+        out: &mut impl std::io::Write,
+        descs: &[TensorDesc],
+        mut data: impl FnMut(usize) -> Vec<u8>,
+    ) -> std::io::Result<()> {
+        let (header, offsets) = self.header(descs);
+        out.write_all(&header)?;
+        let mut written = 0u64;
+        for (i, (d, off)) in descs.iter().zip(offsets).enumerate() {
+            out.write_all(&vec![0u8; (off - written) as usize])?;
+            let bytes = data(i);
+            assert_eq!(bytes.len() as u64, d.n_bytes, "tensor {} size", d.name);
+            out.write_all(&bytes)?;
+            written = off + d.n_bytes;
+        }
+        Ok(())
+    }
+
+    /// Header bytes (padded to the alignment) and each tensor's offset from
+    /// the start of the data section.
+    fn header(&self, tensors: &[TensorDesc]) -> (Vec<u8>, Vec<u64>) {
         let a = self.alignment.max(1);
         let mut out = Vec::new();
         out.extend_from_slice(b"GGUF");
         out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
             put_str(&mut out, k);
@@ -94,23 +138,29 @@ impl GgufWriter {
         }
         let mut offset = 0u64;
         let mut offsets = Vec::new();
-        for (name, dims, ty, bytes) in &self.tensors {
-            put_str(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
+        for t in tensors {
+            put_str(&mut out, &t.name);
+            out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
-            out.extend_from_slice(&ty.id().to_le_bytes());
+            out.extend_from_slice(&t.ty.id().to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
             offsets.push(offset);
-            offset = (offset + bytes.len() as u64).div_ceil(a) * a;
+            offset = (offset + t.n_bytes).div_ceil(a) * a;
         }
         let data_start = (out.len() as u64).div_ceil(a) * a;
         out.resize(data_start as usize, 0);
-        for ((_, _, _, bytes), off) in self.tensors.iter().zip(offsets) {
-            out.resize((data_start + off) as usize, 0);
-            out.extend_from_slice(bytes);
-        }
-        out
+        (out, offsets)
     }
+}
+
+/// A tensor's entry in the header: name, dims (dims[0] innermost), type and
+/// size of its data.
+#[derive(Debug, Clone)]
+pub struct TensorDesc {
+    pub name: String,
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+    pub n_bytes: u64,
 }

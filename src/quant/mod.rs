@@ -16,6 +16,7 @@ mod kquants;
 mod kquants_avx2;
 mod legacy;
 mod legacy_avx2;
+pub mod quantize;
 
 use half::{bf16, f16};
 
