@@ -107,7 +107,7 @@ impl Mixture {
                 }
             }
         };
-        if cols % 256 == 0 {
+        if cols.is_multiple_of(256) {
             ty
         } else if ty == GgmlType::Q6_K {
             GgmlType::Q8_0
