@@ -3,6 +3,9 @@
 //! CUDA later. Nothing outside a backend knows how its tensors are stored.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 
 use crate::gguf::Tensor;
 
@@ -61,6 +64,17 @@ pub struct AttnSeq<'a> {
     pub slots: &'a [u32],
     /// Position of each query row (len == rows.len()).
     pub positions: &'a [u32],
+}
+
+/// The layout of one forward pass, announced before its ops: a backend may
+/// upload it once for all layers, or replay a step it recorded earlier. The
+/// ops that follow receive these same slices.
+pub struct StepLayout<'a> {
+    pub tokens: &'a [u32],
+    pub positions: &'a [u32],
+    pub write_slots: &'a [u32],
+    pub seqs: &'a [AttnSeq<'a>],
+    pub logit_rows: &'a [usize],
 }
 
 pub trait Backend: Send + Sync {
@@ -139,4 +153,9 @@ pub trait Backend: Send + Sync {
     fn add(&self, x: &mut Self::Act, y: &Self::Act);
     /// out = the given rows of x.
     fn gather_rows(&self, x: &Self::Act, rows: &[usize], out: &mut Self::Act);
+
+    /// A forward pass over `step` begins; its last op is `to_host` of the
+    /// logits, then [`Backend::end_forward`].
+    fn begin_forward(&self, _step: &StepLayout<'_>, _kv: &Self::KvCache) {}
+    fn end_forward(&self) {}
 }

@@ -277,7 +277,7 @@ fn spec(a: SpecBenchArgs) -> Result<()> {
         }
     }
     let target = a.model.load()?;
-    let draft = a.proposer.load_draft()?;
+    let draft = a.proposer.load_draft(a.model.device)?;
     let kind = a.proposer.kind(draft.as_ref())?;
     let rows = run(&target, &kind, &ks, a.k_max, &classes, a.n, a.model.ctx)?;
     if a.json {

@@ -68,7 +68,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop: a.stop.clone(),
         ignore_eos: false,
     };
-    let draft = a.spec.proposer.load_draft()?;
+    let draft = a.spec.proposer.load_draft(a.model.device)?;
     let mut speculation = match a.spec.proposer.enabled() {
         true => Some((
             a.spec

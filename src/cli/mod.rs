@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod check_device;
 mod generate;
 mod perplexity;
 mod serve;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use tandem::backend::cpu::CpuBackend;
+use tandem::backend::device::{AnyBackend, Device};
 use tandem::catalog;
 use tandem::model::LoadedModel;
 use tandem::sampler::SamplingParams;
@@ -47,6 +48,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// OpenAI-compatible HTTP server with continuous batching.
     Serve(serve::ServeArgs),
+    /// Compare a device's logits and greedy tokens with the CPU's.
+    CheckDevice(check_device::CheckDeviceArgs),
     /// Write a random-weight model in a real model's shape (for benchmarks).
     Synth(synth::SynthArgs),
     /// Print a model file's metadata and tensor summary.
@@ -68,6 +71,9 @@ pub struct ModelArgs {
     /// Context length in tokens (capped at the model's).
     #[arg(short = 'c', long = "ctx", default_value_t = 4096)]
     pub ctx: usize,
+    /// Where to run: cpu, cuda or cuda:N.
+    #[arg(long = "device", default_value = "cpu")]
+    pub device: Device,
 }
 
 impl ModelArgs {
@@ -86,10 +92,11 @@ impl ModelArgs {
         tandem::backend::cpu::pool::init(threads)
     }
 
-    pub fn load(&self) -> Result<LoadedModel<CpuBackend>> {
+    pub fn load(&self) -> Result<LoadedModel<AnyBackend>> {
         self.init_threads();
         let path = self.path()?;
-        let model = LoadedModel::load(&path, CpuBackend)
+        let backend = AnyBackend::open(self.device).map_err(anyhow::Error::msg)?;
+        let model = LoadedModel::load(&path, backend)
             .with_context(|| format!("loading {}", path.display()))?;
         let h = model.hparams();
         tracing::info!(
@@ -217,6 +224,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::CheckDevice(a) => check_device::run(a),
         Command::Info { model } => info(&model),
     }
 }

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use tandem::backend::cpu::CpuBackend;
+use tandem::backend::device::{AnyBackend, Device};
 use tandem::model::LoadedModel;
 use tandem::spec::{GovernorConfig, ProposerKind};
 
@@ -25,12 +25,13 @@ impl ProposerArgs {
     }
 
     /// The draft model, when `--draft` names one.
-    pub fn load_draft(&self) -> Result<Option<LoadedModel<CpuBackend>>> {
+    pub fn load_draft(&self, device: Device) -> Result<Option<LoadedModel<AnyBackend>>> {
         let Some(name) = &self.draft else {
             return Ok(None);
         };
         let path = tandem::catalog::resolve(name)?;
-        let m = LoadedModel::load(&path, CpuBackend)
+        let backend = AnyBackend::open(device).map_err(anyhow::Error::msg)?;
+        let m = LoadedModel::load(&path, backend)
             .with_context(|| format!("loading the draft {}", path.display()))?;
         Ok(Some(m))
     }
@@ -39,8 +40,8 @@ impl ProposerArgs {
     /// returned.
     pub fn kind<'m>(
         &self,
-        draft: Option<&'m LoadedModel<CpuBackend>>,
-    ) -> Result<ProposerKind<'m, CpuBackend>> {
+        draft: Option<&'m LoadedModel<AnyBackend>>,
+    ) -> Result<ProposerKind<'m, AnyBackend>> {
         match (self.spec.as_deref(), draft) {
             (Some(_), Some(_)) => bail!("use either --spec or --draft, not both"),
             (Some("ngram"), None) => Ok(ProposerKind::Ngram),

@@ -144,6 +144,7 @@ impl<B: Backend> Block<B> {
     }
 
     /// x ← x + attn(norm(x)); x ← x + mlp(norm(x)).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         be: &B,
@@ -151,6 +152,7 @@ impl<B: Backend> Block<B> {
         layer: usize,
         spec: &LayerSpec,
         ctx: &super::batch::FlatBatch,
+        seqs: &[crate::backend::AttnSeq<'_>],
         kv: &mut B::KvCache,
     ) {
         let _span = tracing::trace_span!("block", layer).entered();
@@ -178,7 +180,7 @@ impl<B: Backend> Block<B> {
         be.rope(&mut k, spec.attn.head_dim, &ctx.positions, &spec.rope);
         be.kv_store(kv, layer, &k, &v, &ctx.write_slots);
         let mut a = be.act(0, 0);
-        be.attention(&q, kv, layer, &ctx.attn_seqs(), &spec.attn, &mut a);
+        be.attention(&q, kv, layer, seqs, &spec.attn, &mut a);
         let mut o = be.act(0, 0);
         be.linear(&a, &self.wo, None, &mut o);
         self.residual(be, x, o, self.post_attn_norm.as_ref(), spec.eps);
@@ -272,10 +274,21 @@ impl<B: Backend> Decoder<B> {
         if flat.tokens.is_empty() {
             return Ok(Vec::new());
         }
+        let seqs = flat.attn_seqs();
+        be.begin_forward(
+            &crate::backend::StepLayout {
+                tokens: &flat.tokens,
+                positions: &flat.positions,
+                write_slots: &flat.write_slots,
+                seqs: &seqs,
+                logit_rows: &flat.logit_rows,
+            },
+            kv,
+        );
         let mut x = be.act(0, 0);
         be.embed(&self.embd, &flat.tokens, embd_scale, &mut x);
         for (i, b) in self.blocks.iter().enumerate() {
-            b.forward(be, &mut x, i, &spec(i), &flat, kv);
+            b.forward(be, &mut x, i, &spec(i), &flat, &seqs, kv);
         }
         let mut last = be.act(0, 0);
         be.gather_rows(&x, &flat.logit_rows, &mut last);
@@ -283,6 +296,8 @@ impl<B: Backend> Decoder<B> {
         be.rms_norm(&last, &self.out_norm, h.rms_eps, &mut normed);
         let mut logits = be.act(0, 0);
         be.linear(&normed, &self.output, None, &mut logits);
-        Ok(be.to_host(&logits))
+        let out = be.to_host(&logits);
+        be.end_forward();
+        Ok(out)
     }
 }

@@ -25,7 +25,7 @@ use serde_json::json;
 pub use error::ApiError;
 use metrics::ServerMetrics;
 
-use crate::backend::cpu::CpuBackend;
+use crate::backend::device::AnyBackend;
 use crate::engine::batched::BatchEngine;
 use crate::model::LoadedModel;
 
@@ -40,7 +40,7 @@ pub struct ServerConfig {
 
 pub struct AppState {
     pub engine: BatchEngine,
-    pub model: Arc<LoadedModel<CpuBackend>>,
+    pub model: Arc<LoadedModel<AnyBackend>>,
     pub cfg: ServerConfig,
     pub metrics: ServerMetrics,
 }

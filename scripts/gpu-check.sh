@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# GPU correctness check, run on the GPU machine with a tandem built with
+# `--features cuda` (see ../shared/CUDA.md and docs/cuda.md).
+#
+#   TANDEM=path/to/tandem TOKENIZER=qwen-tok.gguf [SMOLLM2=smollm2.gguf] scripts/gpu-check.sh
+#
+# 1. A random model in Qwen2.5-0.5B's shape and Q4_K_M mixture (Q4_K, Q5_0,
+#    Q6_K, Q8_0 weights): GPU logits against the CPU's, prefill and decode,
+#    relative L2 error ≤ 3e-2 per logits row.
+# 2. The same shape in Q8_0 and F16.
+# 3. SmolLM2-135M (Q4_1, run through the f16 fallback) when given: logits
+#    within tolerance and free-running greedy tokens identical to the CPU's.
+set -euo pipefail
+TANDEM=${TANDEM:-./tandem}
+TOKENIZER=${TOKENIZER:?TOKENIZER=a GGUF with the Qwen2.5 tokenizer (tandem synth --tokenizer-only)}
+WORK=${WORK:-/tmp/tandem-gpu-check}
+mkdir -p "$WORK"
+status=0
+for ty in q4_k_m q8_0 f16; do
+  m="$WORK/qwen05-$ty.gguf"
+  [ -f "$m" ] || "$TANDEM" synth --like qwen2.5-0.5b --type "$ty" --tokenizer "$TOKENIZER" -o "$m"
+  echo "== qwen2.5-0.5b shape, $ty"
+  "$TANDEM" check-device -m "$m" --device cuda -n 16 --tol 0.03 || status=1
+done
+if [ -n "${SMOLLM2:-}" ]; then
+  echo "== SmolLM2-135M Q4_1"
+  "$TANDEM" check-device -m "$SMOLLM2" --device cuda -n 32 --tol 0.03 --same-tokens \
+    -p "Name the capital city of France." || status=1
+fi
+exit $status

@@ -1,0 +1,385 @@
+//! The device: context, one stream, the kernels compiled from our CUDA C at
+//! start-up with NVRTC, cuBLAS, and a caching pool of device memory for
+//! activations. Everything CUDA is loaded at run time (cudarc's dynamic
+//! loading), so a build without a GPU or driver runs and reports one clear
+//! error when `--device cuda` is asked for.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{result, sys, CudaContext, CudaModule, CudaStream};
+
+/// The kernel sources, compiled as one program.
+const SOURCES: [&str; 4] = [
+    include_str!("kernels/common.cuh"),
+    include_str!("kernels/ops.cu"),
+    include_str!("kernels/matvec.cu"),
+    include_str!("kernels/attention.cu"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("CUDA is not available: {0}")]
+    Unavailable(String),
+    #[error("CUDA device {ordinal} does not exist ({count} found)")]
+    NoSuchDevice { ordinal: usize, count: i32 },
+    #[error("compiling the CUDA kernels failed: {0}")]
+    Compile(String),
+    #[error("CUDA call failed: {0}")]
+    Driver(String),
+}
+
+pub type GpuResult<T> = std::result::Result<T, GpuError>;
+
+fn drv(e: impl std::fmt::Debug) -> GpuError {
+    GpuError::Driver(format!("{e:?}"))
+}
+
+/// A raw function handle; the module that owns it lives as long as [`Gpu`].
+#[derive(Clone, Copy)]
+struct Func(sys::CUfunction);
+// SAFETY: CUfunction handles are plain driver handles, valid from any thread
+// once the module is loaded; the module outlives them inside `Gpu`.
+unsafe impl Send for Func {}
+unsafe impl Sync for Func {}
+
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    funcs: HashMap<String, Func>,
+    pub blas: CudaBlas,
+    pool: Arc<Pool>,
+    pub name: String,
+    pub compile_secs: f64,
+}
+
+// SAFETY: the context and stream are driver handles usable from any thread
+// after `bind`; all launches go through one stream in program order.
+unsafe impl Send for Gpu {}
+unsafe impl Sync for Gpu {}
+
+impl Gpu {
+    /// Open device `ordinal` and compile the kernels.
+    pub fn open(ordinal: usize) -> GpuResult<Arc<Gpu>> {
+        let count = std::panic::catch_unwind(CudaContext::device_count)
+            .map_err(|_| {
+                GpuError::Unavailable("the CUDA driver library (libcuda.so) was not found".into())
+            })?
+            .map_err(|e| GpuError::Unavailable(format!("{e:?}")))?;
+        if ordinal as i32 >= count {
+            return Err(GpuError::NoSuchDevice { ordinal, count });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| GpuError::Unavailable(format!("{e:?}")))?;
+        // Buffers here are raw pointers used on one stream; cudarc's per-slice
+        // event tracking would add events to every launch (and to graphs).
+        // SAFETY: no CudaSlice is shared between streams in this backend.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(drv)?;
+        let (major, minor) = ctx.compute_capability().map_err(drv)?;
+        let name = ctx.name().map_err(drv)?;
+        let t0 = std::time::Instant::now();
+        let src = SOURCES.concat();
+        let opts = cudarc::nvrtc::CompileOptions {
+            arch: Some(arch_name(major, minor)),
+            options: vec!["-default-device".into(), "--std=c++17".into()],
+            ..Default::default()
+        };
+        let ptx = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(&src, opts))
+            .map_err(|_| {
+                GpuError::Unavailable("the NVRTC library (libnvrtc.so) was not found".into())
+            })?
+            .map_err(|e| GpuError::Compile(format!("{e:?}")))?;
+        let module = ctx.load_module(ptx).map_err(drv)?;
+        let compile_secs = t0.elapsed().as_secs_f64();
+        let mut funcs = HashMap::new();
+        for name in kernel_names(&src) {
+            let f = module.load_function(&name).map_err(drv)?;
+            funcs.insert(name, Func(f.cu_function()));
+        }
+        let blas = std::panic::catch_unwind(|| CudaBlas::new(stream.clone()))
+            .map_err(|_| {
+                GpuError::Unavailable("the cuBLAS library (libcublas.so) was not found".into())
+            })?
+            .map_err(drv)?;
+        Ok(Arc::new(Gpu {
+            pool: Arc::new(Pool::default()),
+            ctx,
+            stream,
+            _module: module,
+            funcs,
+            blas,
+            name: format!("{name} (sm_{major}{minor})"),
+            compile_secs,
+        }))
+    }
+
+    pub fn bind(&self) {
+        self.ctx.bind_to_thread().expect("binding the CUDA context");
+    }
+
+    pub fn cu_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    /// Launch kernel `name` on the stream.
+    pub fn launch(&self, name: &str, grid: (u32, u32, u32), block: u32, args: &KArgs) {
+        let f = self
+            .funcs
+            .get(name)
+            .unwrap_or_else(|| panic!("no CUDA kernel named {name}"));
+        let mut ptrs: Vec<*mut c_void> = args
+            .vals
+            .iter()
+            .map(|v| v as *const u64 as *mut c_void)
+            .collect();
+        // SAFETY: the argument list matches the kernel's signature (each value
+        // in its own 8-byte slot, little-endian, so 4-byte parameters read the
+        // low half); pointers are live device allocations.
+        unsafe {
+            result::launch_kernel(f.0, grid, (block, 1, 1), 0, self.cu_stream(), &mut ptrs)
+                .unwrap_or_else(|e| panic!("launching {name}: {e:?}"));
+        }
+    }
+
+    /// Device memory for activations, returned to the pool when dropped.
+    pub fn alloc(&self, bytes: usize) -> DevBuf {
+        self.pool.take(bytes.max(1))
+    }
+
+    /// Device memory owned by its holder (weights, KV cache).
+    pub fn alloc_owned(&self, bytes: usize) -> GpuResult<OwnedBuf> {
+        self.bind();
+        // SAFETY: plain device allocation; freed in OwnedBuf's Drop.
+        let ptr = unsafe { result::malloc_sync(bytes.max(1)) }.map_err(drv)?;
+        Ok(OwnedBuf { ptr, bytes })
+    }
+
+    pub fn upload<T: Copy>(&self, dst: u64, src: &[T]) {
+        if src.is_empty() {
+            return;
+        }
+        // SAFETY: dst holds at least size_of_val(src) bytes. The copy is
+        // asynchronous from pageable memory: the driver stages it before
+        // returning, so `src` may be dropped afterwards.
+        unsafe {
+            result::memcpy_htod_async(dst, src, self.cu_stream()).expect("host-to-device copy");
+        }
+    }
+
+    pub fn download(&self, src: u64, dst: &mut [f32]) {
+        if dst.is_empty() {
+            return;
+        }
+        // SAFETY: src holds at least dst.len() floats; the stream is
+        // synchronized before dst is read.
+        unsafe {
+            result::memcpy_dtoh_async(dst, src, self.cu_stream()).expect("device-to-host copy");
+        }
+        self.sync();
+    }
+
+    pub fn zero(&self, dst: u64, bytes: usize) {
+        // SAFETY: dst holds `bytes` bytes.
+        unsafe {
+            result::memset_d8_async(dst, 0, bytes, self.cu_stream()).expect("memset");
+        }
+    }
+
+    pub fn sync(&self) {
+        self.stream.synchronize().expect("CUDA stream synchronize");
+    }
+}
+
+fn arch_name(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (9, _) => "compute_90",
+        (8, 9) => "compute_89",
+        (8, 6) => "compute_86",
+        (8, _) => "compute_80",
+        (7, 5) => "compute_75",
+        (m, _) if m >= 10 => "compute_90",
+        _ => "compute_70",
+    }
+}
+
+/// Names of the `extern "C" __global__` functions in the source.
+fn kernel_names(src: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let expanded = expand_macros(src);
+    for part in expanded.split("extern \"C\" __global__ void").skip(1) {
+        let head = part.trim_start();
+        let head = head
+            .strip_prefix("__launch_bounds__(128)")
+            .unwrap_or(head)
+            .trim_start();
+        if let Some(end) = head.find('(') {
+            let name = head[..end].trim();
+            if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The kernels made by the instantiation macros in matvec.cu.
+fn expand_macros(src: &str) -> String {
+    let mut s = src.to_string();
+    for line in src.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("MV_ALL(") {
+            let name = rest.trim_end_matches(')');
+            for t in 1..=8 {
+                s.push_str(&format!("\nextern \"C\" __global__ void {name}_t{t}("));
+            }
+        } else if let Some(rest) = line.strip_prefix("DEQ_KERNELS(") {
+            let name = rest.trim_end_matches(')');
+            s.push_str(&format!(
+                "\nextern \"C\" __global__ void dequant_{name}(\nextern \"C\" __global__ void embed_{name}("
+            ));
+        }
+    }
+    s
+}
+
+/// Kernel arguments, each in its own 8-byte slot.
+#[derive(Default)]
+pub struct KArgs {
+    vals: Vec<u64>,
+}
+
+impl KArgs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn ptr(mut self, p: u64) -> Self {
+        self.vals.push(p);
+        self
+    }
+    pub fn i32(mut self, v: usize) -> Self {
+        self.vals
+            .push(i32::try_from(v).expect("kernel size argument fits in i32") as u32 as u64);
+        self
+    }
+    pub fn u64(mut self, v: usize) -> Self {
+        self.vals.push(v as u64);
+        self
+    }
+    pub fn f32(mut self, v: f32) -> Self {
+        self.vals.push(v.to_bits() as u64);
+        self
+    }
+}
+
+/// Device memory freed on drop.
+pub struct OwnedBuf {
+    pub ptr: u64,
+    pub bytes: usize,
+}
+
+impl Drop for OwnedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc_sync, freed once.
+        unsafe {
+            let _ = result::free_sync(self.ptr);
+        }
+    }
+}
+
+/// A caching pool: buffers are kept by size class and handed out again, never
+/// freed, so addresses recorded in a CUDA graph stay valid.
+#[derive(Default)]
+pub struct Pool {
+    free: Mutex<HashMap<usize, Vec<u64>>>,
+}
+
+/// Size classes: powers of two split in quarters (at most 25% slack).
+fn size_class(bytes: usize) -> usize {
+    let bytes = bytes.max(256);
+    let top = usize::BITS - 1 - bytes.leading_zeros();
+    let step = 1usize << top.saturating_sub(2);
+    bytes.div_ceil(step) * step
+}
+
+impl Pool {
+    fn take(self: &Arc<Self>, bytes: usize) -> DevBuf {
+        let class = size_class(bytes);
+        let reused = self
+            .free
+            .lock()
+            .expect("pool lock")
+            .get_mut(&class)
+            .and_then(|v| v.pop());
+        let ptr = match reused {
+            Some(p) => p,
+            // SAFETY: plain device allocation, kept for the life of the process.
+            None => unsafe { result::malloc_sync(class) }
+                .unwrap_or_else(|e| panic!("out of GPU memory allocating {class} bytes: {e:?}")),
+        };
+        DevBuf {
+            ptr,
+            class,
+            pool: self.clone(),
+        }
+    }
+}
+
+/// Pool memory, returned on drop.
+pub struct DevBuf {
+    pub ptr: u64,
+    class: usize,
+    pool: Arc<Pool>,
+}
+
+impl Drop for DevBuf {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.pool.free.lock() {
+            free.entry(self.class).or_default().push(self.ptr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes_cover_the_request_with_at_most_a_quarter_spare() {
+        for bytes in [
+            1,
+            255,
+            256,
+            257,
+            1000,
+            4096,
+            5000,
+            1 << 20,
+            (1 << 20) + 1,
+            38_797_312,
+        ] {
+            let c = size_class(bytes);
+            assert!(c >= bytes, "{bytes} → {c}");
+            assert!(c <= bytes.max(256) * 5 / 4 + 64, "{bytes} → {c}");
+        }
+    }
+
+    #[test]
+    fn every_kernel_instantiation_is_found() {
+        let names = kernel_names(&SOURCES.concat());
+        for n in [
+            "mv_q4_k_t1",
+            "mv_f16_t8",
+            "dequant_q6_k",
+            "embed_q8_0",
+            "attn_split",
+            "rms_norm",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+// Decode-time products: out[t][r] = W[r] · x[t] (+ bias[r]) for T ≤ 8 input
+// rows, one warp per output row, weights unpacked in registers (never
+// dequantized to memory). Quantized weights meet the input quantized to
+// int8 blocks of 32 (`quantize_q8`: xq int8, xd = (scale, scale·Σq)) through
+// dp4a; F16 weights meet the f32 input directly.
+//
+// Device layouts (`weights.rs` repacks the file's blocks into these at load,
+// the same bytes in planes so every lane's load is 16 bytes and aligned):
+//   Q4_K: the file's 144-byte blocks (already 16-byte aligned).
+//   Q6_K: planes ql[nblk][128] | qh[nblk][64] | scales[nblk][16] | d[nblk] (f16).
+//   Q5_0: planes qs[nblk][16] | qh[nblk] (u32) | d[nblk] (f16).
+//   Q8_0: planes qs[nblk][32] | d[nblk] (f16).
+//   F16:  row-major halves.
+// nblk = rows · blocks per row, blocks in row-major order.
+
+#define MV_ARGS const u8* __restrict__ w, const i8* __restrict__ xq, const float2* __restrict__ xd, \
+    const float* __restrict__ xf, const float* __restrict__ bias, float* __restrict__ out, int rows, int cols
+
+template <int T>
+__device__ __forceinline__ void mv_finish(float* acc, const float* bias, float* out, int row, int rows) {
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+    if (threadIdx.x % WARP == 0) {
+        float b = bias ? bias[row] : 0.0f;
+#pragma unroll
+        for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = acc[t] + b;
+    }
+}
+
+__device__ __forceinline__ void scale_min_k4(int j, const u8* q, float& d, float& m) {
+    if (j < 4) {
+        d = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// The same from the 12 scale bytes held as three words (no local array).
+__device__ __forceinline__ void scale_min_k4_regs(int j, u32 s0, u32 s1, u32 s2, float& d, float& m) {
+    int i = j % 4;
+    u32 a = (s0 >> (8 * i)) & 0xFF, b = (s1 >> (8 * i)) & 0xFF, c = (s2 >> (8 * i)) & 0xFF;
+    if (j < 4) {
+        d = a & 63;
+        m = b & 63;
+    } else {
+        d = (c & 0xF) | ((a >> 6) << 4);
+        m = (c >> 4) | ((b >> 6) << 4);
+    }
+}
+
+// Q4_K: eight lanes per block, each owning 16 bytes of qs = 16 weights of
+// sub-block 2j (low nibbles) and 16 of sub-block 2j+1 (high nibbles).
+template <int T>
+__device__ void mv_q4_k(MV_ARGS) {
+    int row = blockIdx.x * 4 + threadIdx.x / WARP;
+    if (row >= rows) return;
+    int lane = threadIdx.x % WARP, sub = lane % 8, j = sub / 2, half = sub % 2;
+    int nb = cols / 256, nx = cols / 32;
+    const u8* wr = w + (size_t)row * nb * 144;
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int b = lane / 8; b < nb; b += 4) {
+        const u8* blk = wr + b * 144;
+        int4 q = *(const int4*)(blk + 16 + sub * 16);
+        u32 dd = *(const u32*)blk;
+        float d = h2f(dd & 0xffff), dmin = h2f(dd >> 16);
+        u32 w0 = *(const u32*)(blk + 4), w1 = *(const u32*)(blk + 8), w2 = *(const u32*)(blk + 12);
+        float s0, m0, s1, m1;
+        scale_min_k4_regs(2 * j, w0, w1, w2, s0, m0);
+        scale_min_k4_regs(2 * j + 1, w0, w1, w2, s1, m1);
+        const int* qi = (const int*)&q;
+        int lo[4], hi[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            lo[i] = qi[i] & 0x0F0F0F0F;
+            hi[i] = (qi[i] >> 4) & 0x0F0F0F0F;
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            const i8* xr = xq + (size_t)t * cols + b * 256 + 64 * j + half * 16;
+            int4 xl = *(const int4*)xr, xh = *(const int4*)(xr + 32);
+            const int* xli = (const int*)&xl;
+            const int* xhi = (const int*)&xh;
+            int sl = 0, sh = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                sl = dp4a(lo[i], xli[i], sl);
+                sh = dp4a(hi[i], xhi[i], sh);
+            }
+            const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * j;
+            float2 a = xs[0], c = xs[1];
+            float v = d * (s0 * a.x * (float)sl + s1 * c.x * (float)sh);
+            if (half == 0) v -= dmin * (m0 * a.y + m1 * c.y);
+            acc[t] += v;
+        }
+    }
+    mv_finish<T>(acc, bias, out, row, rows);
+}
+
+// Q6_K: four lanes per block, lane (n, l16) owning ql[64n+l16..+16],
+// ql[64n+32+l16..+16] and qh[32n+l16..+16]: 64 weights at y = 128n + 32k +
+// l16 + i, k = 0..3.
+template <int T>
+__device__ void mv_q6_k(MV_ARGS) {
+    int row = blockIdx.x * 4 + threadIdx.x / WARP;
+    if (row >= rows) return;
+    int lane = threadIdx.x % WARP, q4 = lane % 4, n = q4 / 2, l16 = (q4 % 2) * 16;
+    int nb = cols / 256, nx = cols / 32;
+    size_t nblk = (size_t)rows * nb;
+    const u8* ql = w;
+    const u8* qh = w + nblk * 128;
+    const i8* scp = (const i8*)(w + nblk * 192);
+    const u16* dp = (const u16*)(w + nblk * 208);
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int b = lane / 4; b < nb; b += 8) {
+        size_t bi = (size_t)row * nb + b;
+        int4 A = *(const int4*)(ql + bi * 128 + 64 * n + l16);
+        int4 B = *(const int4*)(ql + bi * 128 + 64 * n + 32 + l16);
+        int4 C = *(const int4*)(qh + bi * 64 + 32 * n + l16);
+        float d = h2f(dp[bi]);
+        const i8* s = scp + bi * 16 + 8 * n + l16 / 16;
+        float sk[4] = {d * s[0], d * s[2], d * s[4], d * s[6]};
+        const int* a = (const int*)&A;
+        const int* bb = (const int*)&B;
+        const int* c = (const int*)&C;
+        int v[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            v[0][i] = __vsub4((a[i] & 0x0F0F0F0F) | ((c[i] & 0x03030303) << 4), 0x20202020);
+            v[1][i] = __vsub4((bb[i] & 0x0F0F0F0F) | (((c[i] >> 2) & 0x03030303) << 4), 0x20202020);
+            v[2][i] = __vsub4(((a[i] >> 4) & 0x0F0F0F0F) | (((c[i] >> 4) & 0x03030303) << 4), 0x20202020);
+            v[3][i] = __vsub4(((bb[i] >> 4) & 0x0F0F0F0F) | (((c[i] >> 6) & 0x03030303) << 4), 0x20202020);
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            const i8* xr = xq + (size_t)t * cols + b * 256 + 128 * n + l16;
+            const float2* xs = xd + (size_t)t * nx + b * 8 + 4 * n;
+            float sum = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                int4 x = *(const int4*)(xr + 32 * k);
+                const int* xi = (const int*)&x;
+                int s = 0;
+#pragma unroll
+                for (int i = 0; i < 4; i++) s = dp4a(v[k][i], xi[i], s);
+                sum += sk[k] * xs[k].x * (float)s;
+            }
+            acc[t] += sum;
+        }
+    }
+    mv_finish<T>(acc, bias, out, row, rows);
+}
+
+// The fifth bits of four weights (bits 0..3 of h) moved to bit 4 of each byte.
+__device__ __forceinline__ int spread4(u32 h) {
+    return ((h & 1) << 4) | ((h & 2) << 11) | ((h & 4) << 18) | ((h & 8) << 25);
+}
+
+// Q5_0: one lane per 32-weight block.
+template <int T>
+__device__ void mv_q5_0(MV_ARGS) {
+    int row = blockIdx.x * 4 + threadIdx.x / WARP;
+    if (row >= rows) return;
+    int lane = threadIdx.x % WARP, nb = cols / 32;
+    size_t nblk = (size_t)rows * nb;
+    const u8* qs = w;
+    const u32* qh = (const u32*)(w + nblk * 16);
+    const u16* dp = (const u16*)(w + nblk * 20);
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int b = lane; b < nb; b += WARP) {
+        size_t bi = (size_t)row * nb + b;
+        int4 q = *(const int4*)(qs + bi * 16);
+        u32 h = qh[bi];
+        float d = h2f(dp[bi]);
+        const int* qi = (const int*)&q;
+        int lo[4], hi[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            lo[i] = (qi[i] & 0x0F0F0F0F) | spread4(h >> (4 * i));
+            hi[i] = ((qi[i] >> 4) & 0x0F0F0F0F) | spread4(h >> (16 + 4 * i));
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            const i8* xr = xq + (size_t)t * cols + b * 32;
+            int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 16);
+            const int* a = (const int*)&x0;
+            const int* c = (const int*)&x1;
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                s = dp4a(lo[i], a[i], s);
+                s = dp4a(hi[i], c[i], s);
+            }
+            float2 xs = xd[(size_t)t * nb + b];
+            acc[t] += d * (xs.x * (float)s - 16.0f * xs.y);
+        }
+    }
+    mv_finish<T>(acc, bias, out, row, rows);
+}
+
+// Q8_0: one lane per 32-weight block.
+template <int T>
+__device__ void mv_q8_0(MV_ARGS) {
+    int row = blockIdx.x * 4 + threadIdx.x / WARP;
+    if (row >= rows) return;
+    int lane = threadIdx.x % WARP, nb = cols / 32;
+    size_t nblk = (size_t)rows * nb;
+    const u16* dp = (const u16*)(w + nblk * 32);
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    for (int b = lane; b < nb; b += WARP) {
+        size_t bi = (size_t)row * nb + b;
+        const int4* wq = (const int4*)(w + bi * 32);
+        int4 w0 = wq[0], w1 = wq[1];
+        float d = h2f(dp[bi]);
+        const int* p = (const int*)&w0;
+        const int* r = (const int*)&w1;
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            const i8* xr = xq + (size_t)t * cols + b * 32;
+            int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 16);
+            const int* a = (const int*)&x0;
+            const int* c = (const int*)&x1;
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                s = dp4a(p[i], a[i], s);
+                s = dp4a(r[i], c[i], s);
+            }
+            acc[t] += d * xd[(size_t)t * nb + b].x * (float)s;
+        }
+    }
+    mv_finish<T>(acc, bias, out, row, rows);
+}
+
+// F16: eight halves per lane per step, input in f32.
+template <int T>
+__device__ void mv_f16(MV_ARGS) {
+    int row = blockIdx.x * 4 + threadIdx.x / WARP;
+    if (row >= rows) return;
+    int lane = threadIdx.x % WARP;
+    const u16* wr = (const u16*)w + (size_t)row * cols;
+    float acc[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+#pragma unroll 2
+    for (int c = lane * 8; c < cols; c += 256) {
+        int4 wv = *(const int4*)(wr + c);
+        const u32* wp = (const u32*)&wv;
+        float wf[8];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            wf[2 * i] = h2f(wp[i] & 0xffff);
+            wf[2 * i + 1] = h2f(wp[i] >> 16);
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            const float4* xr = (const float4*)(xf + (size_t)t * cols + c);
+            float4 x0 = xr[0], x1 = xr[1];
+            acc[t] += wf[0] * x0.x + wf[1] * x0.y + wf[2] * x0.z + wf[3] * x0.w
+                    + wf[4] * x1.x + wf[5] * x1.y + wf[6] * x1.z + wf[7] * x1.w;
+        }
+    }
+    mv_finish<T>(acc, bias, out, row, rows);
+}
+
+#define MV_PASS w, xq, xd, xf, bias, out, rows, cols
+#define MV_ONE(NAME, T) \
+    extern "C" __global__ void __launch_bounds__(128) NAME##_t##T(MV_ARGS) { NAME<T>(MV_PASS); }
+#define MV_ALL(NAME) \
+    MV_ONE(NAME, 1) MV_ONE(NAME, 2) MV_ONE(NAME, 3) MV_ONE(NAME, 4) \
+    MV_ONE(NAME, 5) MV_ONE(NAME, 6) MV_ONE(NAME, 7) MV_ONE(NAME, 8)
+
+MV_ALL(mv_q4_k)
+MV_ALL(mv_q6_k)
+MV_ALL(mv_q5_0)
+MV_ALL(mv_q8_0)
+MV_ALL(mv_f16)
+
+// ---- Dequantization of 32-weight groups: for prefill (to f16, then a tensor-
+// core GEMM) and for embedding lookups (to f32).
+
+__device__ __forceinline__ void deq32_q4_k(const u8* w, int rows, int cols, int row, int g, float* o) {
+    int nb = cols / 256, b = g / 8, sb = g % 8;
+    const u8* blk = w + ((size_t)row * nb + b) * 144;
+    u32 dd = *(const u32*)blk;
+    float d = h2f(dd & 0xffff), dmin = h2f(dd >> 16), s, m;
+    scale_min_k4(sb, blk + 4, s, m);
+    const u8* qs = blk + 16 + 32 * (sb / 2);
+    int shift = (sb % 2) * 4;
+    for (int i = 0; i < 32; i++) o[i] = d * s * (float)((qs[i] >> shift) & 0xF) - dmin * m;
+}
+
+__device__ __forceinline__ void deq32_q6_k(const u8* w, int rows, int cols, int row, int g, float* o) {
+    int nb = cols / 256, b = g / 8, sb = g % 8, n = sb / 4, k = sb % 4;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+    const u8* ql = w + bi * 128 + 64 * n + (k % 2) * 32;
+    const u8* qh = w + nblk * 128 + bi * 64 + 32 * n;
+    const i8* sc = (const i8*)(w + nblk * 192) + bi * 16 + 8 * n + 2 * k;
+    float d = h2f(((const u16*)(w + nblk * 208))[bi]);
+    int shift = (k / 2) * 4;
+    for (int i = 0; i < 32; i++) {
+        int q = ((ql[i] >> shift) & 0xF) | (((qh[i] >> (2 * k)) & 3) << 4);
+        o[i] = d * (float)sc[i / 16] * (float)(q - 32);
+    }
+}
+
+__device__ __forceinline__ void deq32_q5_0(const u8* w, int rows, int cols, int row, int g, float* o) {
+    int nb = cols / 32;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + g;
+    const u8* qs = w + bi * 16;
+    u32 h = ((const u32*)(w + nblk * 16))[bi];
+    float d = h2f(((const u16*)(w + nblk * 20))[bi]);
+    for (int i = 0; i < 32; i++) {
+        int q = ((qs[i % 16] >> (i / 16 * 4)) & 0xF) | (((h >> i) & 1) << 4);
+        o[i] = d * (float)(q - 16);
+    }
+}
+
+__device__ __forceinline__ void deq32_q8_0(const u8* w, int rows, int cols, int row, int g, float* o) {
+    int nb = cols / 32;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + g;
+    const i8* qs = (const i8*)w + bi * 32;
+    float d = h2f(((const u16*)(w + nblk * 32))[bi]);
+    for (int i = 0; i < 32; i++) o[i] = d * (float)qs[i];
+}
+
+__device__ __forceinline__ void deq32_f16(const u8* w, int rows, int cols, int row, int g, float* o) {
+    const u16* p = (const u16*)w + (size_t)row * cols + g * 32;
+    for (int i = 0; i < 32; i++) o[i] = h2f(p[i]);
+}
+
+#define DEQ_KERNELS(NAME) \
+extern "C" __global__ void dequant_##NAME(const u8* w, u16* out, int rows, int cols) { \
+    size_t g = (size_t)blockIdx.x * blockDim.x + threadIdx.x; \
+    int gpr = cols / 32; \
+    if (g >= (size_t)rows * gpr) return; \
+    int row = g / gpr, gc = g % gpr; \
+    float o[32]; \
+    deq32_##NAME(w, rows, cols, row, gc, o); \
+    u32* dst = (u32*)(out + (size_t)row * cols + gc * 32); \
+    for (int i = 0; i < 16; i++) dst[i] = f2h(o[2 * i]) | ((u32)f2h(o[2 * i + 1]) << 16); \
+} \
+extern "C" __global__ void embed_##NAME(const u8* w, const u32* ids, float* out, int rows, int cols, float scale) { \
+    int r = blockIdx.y, gc = blockIdx.x * blockDim.x + threadIdx.x; \
+    if (gc >= cols / 32) return; \
+    float o[32]; \
+    deq32_##NAME(w, rows, cols, ids[r], gc, o); \
+    float* dst = out + (size_t)r * cols + gc * 32; \
+    for (int i = 0; i < 32; i++) dst[i] = o[i] * scale; \
+}
+
+DEQ_KERNELS(q4_k)
+DEQ_KERNELS(q6_k)
+DEQ_KERNELS(q5_0)
+DEQ_KERNELS(q8_0)
+DEQ_KERNELS(f16)

@@ -1,0 +1,132 @@
+// Element-wise and per-row ops, and the activation quantizer the decode
+// products read.
+
+// x [n_blocks·32] → int8 blocks with (scale, scale·Σq); one warp per block.
+extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restrict__ xq,
+                                       float2* __restrict__ xd, int n_blocks) {
+    int blk = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    if (blk >= n_blocks) return;
+    int lane = threadIdx.x % WARP;
+    float v = x[(size_t)blk * 32 + lane];
+    float amax = warp_max(fabsf(v));
+    float d = amax / 127.0f;
+    int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    xq[(size_t)blk * 32 + lane] = (i8)q;
+    float sum = warp_sum((float)q);
+    if (lane == 0) xd[blk] = make_float2(d, d * sum);
+}
+
+extern "C" __global__ void f32_to_f16(const float* __restrict__ x, u16* __restrict__ out, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = f2h(x[i]);
+}
+
+// One block per row of n elements.
+extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
+                                    float* __restrict__ out, int n, float eps) {
+    __shared__ float scratch[32];
+    const float* xr = x + (size_t)blockIdx.x * n;
+    float* o = out + (size_t)blockIdx.x * n;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss, scratch);
+    float inv = rsqrtf(ss / n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = xr[i] * inv * w[i];
+}
+
+// One block per row; thread i rotates pair (i mod dims/2) of head (i / (dims/2)).
+// The angle is built by repeated f32 multiplication, as the CPU backend and
+// ggml do, so both backends see the same angle.
+extern "C" __global__ void rope(float* __restrict__ x, const u32* __restrict__ positions, int cols,
+                                int head_dim, int dims, float step, float freq_scale, int halves) {
+    int half = dims / 2, n_heads = cols / head_dim;
+    float* row = x + (size_t)blockIdx.x * cols;
+    float pos = (float)positions[blockIdx.x];
+    for (int t = threadIdx.x; t < n_heads * half; t += blockDim.x) {
+        int h = t / half, i = t % half;
+        float theta = pos;
+        for (int k = 0; k < i; k++) theta *= step;
+        float s, c;
+        sincosf(freq_scale * theta, &s, &c);
+        float* head = row + h * head_dim;
+        int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
+        float x0 = head[a], x1 = head[b];
+        head[a] = x0 * c - x1 * s;
+        head[b] = x0 * s + x1 * c;
+    }
+}
+
+// Rows of k and v (f32) into the f16 cache at their slots; one block per row.
+extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __restrict__ v,
+                                    const u32* __restrict__ slots, u16* __restrict__ kc,
+                                    u16* __restrict__ vc, int kv_dim) {
+    size_t s = slots[blockIdx.x];
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kc[s * kv_dim + i] = f2h(k[(size_t)blockIdx.x * kv_dim + i]);
+        vc[s * kv_dim + i] = f2h(v[(size_t)blockIdx.x * kv_dim + i]);
+    }
+}
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+    const float k = 0.7978845608f;
+    return 0.5f * x * (1.0f + tanhf(k * x * (1.0f + 0.044715f * x * x)));
+}
+
+// gate = act(gate) * up; act 0 = SiLU, 1 = GELU (tanh).
+extern "C" __global__ void gated_act(float* __restrict__ g, const float* __restrict__ u, size_t n, int act) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float x = g[i];
+    float a = act == 0 ? x / (1.0f + __expf(-x)) : gelu_tanh(x);
+    g[i] = a * u[i];
+}
+
+extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ y, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+// out[r] = x[rows[r]]; one block per output row.
+extern "C" __global__ void gather_rows(const float* __restrict__ x, const u32* __restrict__ rows,
+                                       float* __restrict__ out, int cols) {
+    const float* src = x + (size_t)rows[blockIdx.x] * cols;
+    float* dst = out + (size_t)blockIdx.x * cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
+}
+
+// out[r][c] += bias[c] for a [rows, cols] matrix.
+extern "C" __global__ void add_bias(float* __restrict__ out, const float* __restrict__ bias, int cols, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] += bias[i % cols];
+}
+
+// Greedy pick per row: out[r] = argmax of logits[r] (lowest index on ties).
+extern "C" __global__ void argmax_rows(const float* __restrict__ logits, u32* __restrict__ out, int cols) {
+    __shared__ float bv[32];
+    __shared__ int bi[32];
+    const float* x = logits + (size_t)blockIdx.x * cols;
+    float best = -3.402823466e38f;
+    int idx = 0;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
+        if (x[i] > best) { best = x[i]; idx = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(FULL_MASK, best, o);
+        int oi = __shfl_xor_sync(FULL_MASK, idx, o);
+        if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
+    }
+    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    if (lane == 0) { bv[w] = best; bi[w] = idx; }
+    __syncthreads();
+    if (w == 0) {
+        int nw = blockDim.x / WARP;
+        best = lane < nw ? bv[lane] : -3.402823466e38f;
+        idx = lane < nw ? bi[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(FULL_MASK, best, o);
+            int oi = __shfl_xor_sync(FULL_MASK, idx, o);
+            if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
+        }
+        if (lane == 0) out[blockIdx.x] = idx;
+    }
+}

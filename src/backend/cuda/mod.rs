@@ -1,0 +1,627 @@
+//! The CUDA backend: f32 activations in device memory, weights repacked for
+//! our kernels ([`weights`]), an f16 paged KV cache, kernels compiled at
+//! start-up ([`gpu`]). Decode steps (up to 8 rows) are recorded once per
+//! layout as a CUDA graph and replayed ([`step`]); prefill runs eagerly, with
+//! weights dequantized to f16 tiles and multiplied by cuBLAS.
+
+pub mod gpu;
+mod step;
+mod weights;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::sys as blas;
+
+use super::{
+    Activation, AttnParams, AttnSeq, Backend, BackendError, Result, Rope, RopeStyle, StepLayout,
+};
+use crate::gguf::{GgufFile, Tensor};
+use gpu::{DevBuf, Gpu, GpuResult, KArgs, OwnedBuf};
+use step::{Mode, StepState};
+use weights::DevType;
+
+/// Rows up to which a linear layer runs as matrix-vector kernels (and a
+/// forward pass may be captured as a graph).
+pub const MAX_DECODE_ROWS: usize = 8;
+
+pub struct CudaAct {
+    pub rows: usize,
+    pub cols: usize,
+    /// None while a recorded step is replayed (ops only track shapes then).
+    buf: Option<DevBuf>,
+}
+
+impl CudaAct {
+    fn ptr(&self) -> u64 {
+        self.buf
+            .as_ref()
+            .map(|b| b.ptr)
+            .expect("activation has no device memory")
+    }
+    fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+pub struct CudaWeight {
+    ty: DevType,
+    rows: usize,
+    cols: usize,
+    buf: OwnedBuf,
+}
+
+pub struct CudaVector {
+    len: usize,
+    buf: OwnedBuf,
+}
+
+pub struct CudaKv {
+    id: u64,
+    kv_dim: usize,
+    n_slots: usize,
+    k: Vec<OwnedBuf>,
+    v: Vec<OwnedBuf>,
+}
+
+pub struct CudaBackend {
+    gpu: Arc<Gpu>,
+    state: Mutex<StepState>,
+}
+
+impl CudaBackend {
+    /// Open `cuda:N`. Graph capture is on unless TANDEM_CUDA_GRAPHS=0.
+    pub fn new(ordinal: usize) -> GpuResult<Self> {
+        let gpu = Gpu::open(ordinal)?;
+        let graphs = std::env::var("TANDEM_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        Ok(Self {
+            state: Mutex::new(StepState::new(graphs)),
+            gpu,
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, StepState> {
+        self.state.lock().expect("CUDA backend state lock")
+    }
+
+    fn replaying(&self) -> bool {
+        matches!(self.state().mode, Mode::Replay(_))
+    }
+
+    /// An output activation of the given shape (uninitialised device memory,
+    /// or none while replaying).
+    fn out(&self, a: &mut CudaAct, rows: usize, cols: usize) {
+        let bytes = rows * cols * 4;
+        let fits = a.buf.is_some() && a.rows * a.cols == rows * cols;
+        a.rows = rows;
+        a.cols = cols;
+        if self.replaying() {
+            a.buf = None;
+        } else if !fits {
+            a.buf = Some(self.gpu.alloc(bytes));
+        }
+    }
+
+    /// Device copy of a u32 array: the step's upload when `data` is one of
+    /// its slices, else a fresh upload held in `keep`.
+    fn u32s(&self, data: &[u32], keep: &mut Vec<DevBuf>) -> u64 {
+        let found = self.state().device_copy(data);
+        if let Some(p) = found {
+            return p;
+        }
+        self.assert_not_capturing("an array outside the step layout");
+        let b = self.gpu.alloc(data.len() * 4);
+        self.gpu.upload(b.ptr, data);
+        let p = b.ptr;
+        keep.push(b);
+        p
+    }
+
+    fn assert_not_capturing(&self, what: &str) {
+        assert!(
+            !matches!(self.state().mode, Mode::Capture(_)),
+            "a recorded CUDA step cannot upload {what}"
+        );
+    }
+
+    fn elementwise(&self, name: &str, n: usize, args: KArgs) {
+        let blocks = n.div_ceil(256) as u32;
+        self.gpu.launch(name, (blocks.max(1), 1, 1), 256, &args);
+    }
+
+    /// x · wᵀ for up to MAX_DECODE_ROWS rows: matrix-vector kernels.
+    fn matvec(
+        &self,
+        x: &CudaAct,
+        ws: &[(&CudaWeight, Option<&CudaVector>)],
+        outs: &mut [&mut CudaAct],
+    ) {
+        let t = x.rows;
+        let q8 = ws.iter().any(|(w, _)| w.ty.wants_q8_input());
+        let (xq, xd) = if q8 {
+            let nb = x.len() / 32;
+            let xq = self.gpu.alloc(x.len());
+            let xd = self.gpu.alloc(nb * 8);
+            self.gpu.launch(
+                "quantize_q8",
+                ((nb.div_ceil(4)) as u32, 1, 1),
+                128,
+                &KArgs::new().ptr(x.ptr()).ptr(xq.ptr).ptr(xd.ptr).i32(nb),
+            );
+            (Some(xq), Some(xd))
+        } else {
+            (None, None)
+        };
+        for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
+            let name = format!("mv_{}_t{t}", w.ty.stem());
+            let args = KArgs::new()
+                .ptr(w.buf.ptr)
+                .ptr(xq.as_ref().map_or(0, |b| b.ptr))
+                .ptr(xd.as_ref().map_or(0, |b| b.ptr))
+                .ptr(x.ptr())
+                .ptr(bias.map_or(0, |b| b.buf.ptr))
+                .ptr(out.ptr())
+                .i32(w.rows)
+                .i32(w.cols);
+            self.gpu
+                .launch(&name, (w.rows.div_ceil(4) as u32, 1, 1), 128, &args);
+        }
+    }
+
+    /// x · wᵀ for many rows: dequantize each weight to f16 and use cuBLAS.
+    fn gemm(
+        &self,
+        x: &CudaAct,
+        ws: &[(&CudaWeight, Option<&CudaVector>)],
+        outs: &mut [&mut CudaAct],
+    ) {
+        let n = x.len();
+        let x16 = self.gpu.alloc(n * 2);
+        self.elementwise(
+            "f32_to_f16",
+            n,
+            KArgs::new().ptr(x.ptr()).ptr(x16.ptr).u64(n),
+        );
+        for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
+            let w16 = self.gpu.alloc(w.rows * w.cols * 2);
+            let groups = w.rows * w.cols / 32;
+            self.gpu.launch(
+                &format!("dequant_{}", w.ty.stem()),
+                (groups.div_ceil(128) as u32, 1, 1),
+                128,
+                &KArgs::new()
+                    .ptr(w.buf.ptr)
+                    .ptr(w16.ptr)
+                    .i32(w.rows)
+                    .i32(w.cols),
+            );
+            let (alpha, beta) = (1.0f32, 0.0f32);
+            // Row-major out[n, rows] = x[n, cols] · W[rows, cols]ᵀ is, in
+            // cuBLAS's column-major terms, out' = W'ᵀ · x' with W' = [cols, rows].
+            // SAFETY: all pointers are live device buffers of the sizes given.
+            unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *self.gpu.blas.handle(),
+                    blas::cublasOperation_t::CUBLAS_OP_T,
+                    blas::cublasOperation_t::CUBLAS_OP_N,
+                    w.rows as i32,
+                    x.rows as i32,
+                    w.cols as i32,
+                    &alpha as *const f32 as *const _,
+                    w16.ptr as *const _,
+                    blas::cudaDataType_t::CUDA_R_16F,
+                    w.cols as i32,
+                    x16.ptr as *const _,
+                    blas::cudaDataType_t::CUDA_R_16F,
+                    w.cols as i32,
+                    &beta as *const f32 as *const _,
+                    out.ptr() as *mut _,
+                    blas::cudaDataType_t::CUDA_R_32F,
+                    w.rows as i32,
+                    blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    blas::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                )
+                .expect("cuBLAS GEMM");
+            }
+            if let Some(b) = bias {
+                let total = x.rows * w.rows;
+                self.elementwise(
+                    "add_bias",
+                    total,
+                    KArgs::new()
+                        .ptr(out.ptr())
+                        .ptr(b.buf.ptr)
+                        .i32(w.rows)
+                        .u64(total),
+                );
+            }
+        }
+    }
+
+    fn upload_owned(&self, bytes: &[u8]) -> Result<OwnedBuf> {
+        let buf = self
+            .gpu
+            .alloc_owned(bytes.len())
+            .map_err(|e| BackendError::BadWeight {
+                name: String::new(),
+                problem: e.to_string(),
+            })?;
+        self.gpu.upload(buf.ptr, bytes);
+        Ok(buf)
+    }
+}
+
+static KV_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl Backend for CudaBackend {
+    type Act = CudaAct;
+    type Weight = CudaWeight;
+    type Vector = CudaVector;
+    type KvCache = CudaKv;
+
+    fn name(&self) -> String {
+        format!("cuda ({})", self.gpu.name)
+    }
+
+    fn load_weight(&self, t: &Tensor<'_>, _file: &Arc<GgufFile>) -> Result<CudaWeight> {
+        self.gpu.bind();
+        let info = t.info;
+        let bad = |problem: String| BackendError::BadWeight {
+            name: info.name.clone(),
+            problem,
+        };
+        if info.dims.len() > 2 {
+            return Err(bad(format!("expected a matrix, got dims {:?}", info.dims)));
+        }
+        let (rows, cols) = (info.n_rows(), info.row_len());
+        if !cols.is_multiple_of(32) {
+            return Err(bad(format!("row length {cols} is not a multiple of 32")));
+        }
+        let (ty, bytes) = weights::repack(info.ty, rows, cols, t.data);
+        let buf = self.upload_owned(&bytes).map_err(|e| bad(e.to_string()))?;
+        Ok(CudaWeight {
+            ty,
+            rows,
+            cols,
+            buf,
+        })
+    }
+
+    fn load_vector(&self, t: &Tensor<'_>) -> Result<CudaVector> {
+        self.gpu.bind();
+        let v = t.to_f32();
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Ok(CudaVector {
+            len: v.len(),
+            buf: self.upload_owned(&bytes)?,
+        })
+    }
+
+    fn weight_shape(&self, w: &CudaWeight) -> (usize, usize) {
+        (w.rows, w.cols)
+    }
+
+    fn alloc_kv(&self, n_layers: usize, n_slots: usize, kv_dim: usize) -> CudaKv {
+        self.gpu.bind();
+        let bytes = n_slots * kv_dim * 2;
+        let alloc = || {
+            let b = self
+                .gpu
+                .alloc_owned(bytes)
+                .unwrap_or_else(|e| panic!("allocating the KV cache: {e}"));
+            self.gpu.zero(b.ptr, bytes);
+            b
+        };
+        let k = (0..n_layers).map(|_| alloc()).collect();
+        let v = (0..n_layers).map(|_| alloc()).collect();
+        CudaKv {
+            id: KV_IDS.fetch_add(1, Ordering::Relaxed),
+            kv_dim,
+            n_slots,
+            k,
+            v,
+        }
+    }
+
+    fn act(&self, rows: usize, cols: usize) -> CudaAct {
+        self.gpu.bind();
+        let mut a = CudaAct {
+            rows: 0,
+            cols: 0,
+            buf: None,
+        };
+        if rows * cols > 0 {
+            self.out(&mut a, rows, cols);
+            if let Some(b) = &a.buf {
+                self.gpu.zero(b.ptr, rows * cols * 4);
+            }
+        }
+        a
+    }
+
+    fn act_from_host(&self, rows: usize, cols: usize, data: Vec<f32>) -> CudaAct {
+        assert_eq!(data.len(), rows * cols);
+        self.assert_not_capturing("host activations");
+        self.gpu.bind();
+        let b = self.gpu.alloc(data.len() * 4);
+        self.gpu.upload(b.ptr, &data);
+        CudaAct {
+            rows,
+            cols,
+            buf: Some(b),
+        }
+    }
+
+    fn to_host(&self, x: &CudaAct) -> Vec<f32> {
+        self.gpu.bind();
+        let mut out = vec![0f32; x.len()];
+        let ptr = x.buf.as_ref().map(|b| b.ptr);
+        let src = self.state().finish_step(&self.gpu, ptr);
+        self.gpu.download(src, &mut out);
+        out
+    }
+
+    fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaAct) {
+        self.gpu.bind();
+        self.out(out, ids.len(), table.cols);
+        if self.replaying() || ids.is_empty() {
+            return;
+        }
+        let mut keep = Vec::new();
+        let ids_dev = self.u32s(ids, &mut keep);
+        let groups = table.cols / 32;
+        self.gpu.launch(
+            &format!("embed_{}", table.ty.stem()),
+            (groups.div_ceil(64) as u32, ids.len() as u32, 1),
+            64,
+            &KArgs::new()
+                .ptr(table.buf.ptr)
+                .ptr(ids_dev)
+                .ptr(out.ptr())
+                .i32(table.rows)
+                .i32(table.cols)
+                .f32(scale),
+        );
+    }
+
+    fn rms_norm(&self, x: &CudaAct, w: &CudaVector, eps: f32, out: &mut CudaAct) {
+        self.gpu.bind();
+        self.out(out, x.rows, x.cols);
+        if self.replaying() {
+            return;
+        }
+        let n = w.len;
+        assert_eq!(
+            x.len() % n,
+            0,
+            "rms_norm: width {n} does not divide the activation"
+        );
+        let rows = x.len() / n;
+        let threads = n.next_multiple_of(32).min(1024) as u32;
+        self.gpu.launch(
+            "rms_norm",
+            (rows as u32, 1, 1),
+            threads,
+            &KArgs::new()
+                .ptr(x.ptr())
+                .ptr(w.buf.ptr)
+                .ptr(out.ptr())
+                .i32(n)
+                .f32(eps),
+        );
+    }
+
+    fn linear(&self, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaVector>, out: &mut CudaAct) {
+        self.linear_many(x, &[(w, bias)], &mut [out]);
+    }
+
+    fn linear_many(
+        &self,
+        x: &CudaAct,
+        ws: &[(&CudaWeight, Option<&CudaVector>)],
+        outs: &mut [&mut CudaAct],
+    ) {
+        self.gpu.bind();
+        for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
+            assert_eq!(
+                x.cols, w.cols,
+                "linear: input width {} vs weight width {}",
+                x.cols, w.cols
+            );
+            self.out(out, x.rows, w.rows);
+        }
+        if self.replaying() || x.rows == 0 {
+            return;
+        }
+        if x.rows <= MAX_DECODE_ROWS {
+            self.matvec(x, ws, outs);
+        } else {
+            self.gemm(x, ws, outs);
+        }
+    }
+
+    fn rope(&self, x: &mut CudaAct, head_dim: usize, positions: &[u32], rope: &Rope) {
+        self.gpu.bind();
+        if self.replaying() || x.rows == 0 {
+            return;
+        }
+        let mut keep = Vec::new();
+        let pos = self.u32s(positions, &mut keep);
+        let step = rope.base.powf(-2.0 / rope.dims as f32);
+        let pairs = (x.cols / head_dim) * (rope.dims / 2);
+        self.gpu.launch(
+            "rope",
+            (x.rows as u32, 1, 1),
+            pairs.next_multiple_of(32).min(512) as u32,
+            &KArgs::new()
+                .ptr(x.ptr())
+                .ptr(pos)
+                .i32(x.cols)
+                .i32(head_dim)
+                .i32(rope.dims)
+                .f32(step)
+                .f32(rope.freq_scale)
+                .i32((rope.style == RopeStyle::Halves) as usize),
+        );
+    }
+
+    fn kv_store(&self, kv: &mut CudaKv, layer: usize, k: &CudaAct, v: &CudaAct, slots: &[u32]) {
+        self.gpu.bind();
+        if self.replaying() || slots.is_empty() {
+            return;
+        }
+        assert_eq!(k.cols, kv.kv_dim);
+        assert!(
+            slots.iter().all(|&s| (s as usize) < kv.n_slots),
+            "slot outside the cache"
+        );
+        let mut keep = Vec::new();
+        let s = self.u32s(slots, &mut keep);
+        self.gpu.launch(
+            "kv_store",
+            (slots.len() as u32, 1, 1),
+            128,
+            &KArgs::new()
+                .ptr(k.ptr())
+                .ptr(v.ptr())
+                .ptr(s)
+                .ptr(kv.k[layer].ptr)
+                .ptr(kv.v[layer].ptr)
+                .i32(kv.kv_dim),
+        );
+    }
+
+    fn attention(
+        &self,
+        q: &CudaAct,
+        kv: &CudaKv,
+        layer: usize,
+        seqs: &[AttnSeq<'_>],
+        p: &AttnParams,
+        out: &mut CudaAct,
+    ) {
+        self.gpu.bind();
+        self.out(out, q.rows, p.n_heads * p.head_dim);
+        if self.replaying() || q.rows == 0 {
+            return;
+        }
+        assert!(
+            p.head_dim <= 256 && p.head_dim.is_multiple_of(8),
+            "head_dim {}",
+            p.head_dim
+        );
+        let mut keep = Vec::new();
+        let found = self.state().attention_meta(seqs);
+        let (meta, n_splits) = match found {
+            Some(m) => m,
+            None => {
+                self.assert_not_capturing("attention metadata");
+                step::upload_attention_meta(&self.gpu, seqs, &mut keep)
+            }
+        };
+        let part = self
+            .gpu
+            .alloc(q.rows * p.n_heads * n_splits * (p.head_dim + 2) * 4);
+        self.gpu.launch(
+            "attn_split",
+            (p.n_heads as u32, q.rows as u32, n_splits as u32),
+            128,
+            &KArgs::new()
+                .ptr(q.ptr())
+                .ptr(kv.k[layer].ptr)
+                .ptr(kv.v[layer].ptr)
+                .ptr(part.ptr)
+                .ptr(meta.row_seq)
+                .ptr(meta.positions)
+                .ptr(meta.seq_off)
+                .ptr(meta.slots)
+                .i32(p.n_heads)
+                .i32(p.n_kv_heads)
+                .i32(p.head_dim)
+                .i32(kv.kv_dim)
+                .f32(p.scale)
+                .i32(p.window.unwrap_or(0))
+                .i32(n_splits),
+        );
+        self.gpu.launch(
+            "attn_merge",
+            (p.n_heads as u32, q.rows as u32, 1),
+            p.head_dim.next_multiple_of(32).min(256) as u32,
+            &KArgs::new()
+                .ptr(part.ptr)
+                .ptr(out.ptr())
+                .ptr(meta.positions)
+                .i32(p.n_heads)
+                .i32(p.head_dim)
+                .i32(n_splits),
+        );
+    }
+
+    fn gated_act(&self, gate: &mut CudaAct, up: &CudaAct, act: Activation) {
+        self.gpu.bind();
+        if self.replaying() {
+            return;
+        }
+        let n = gate.len();
+        assert_eq!(n, up.len());
+        let a = match act {
+            Activation::Silu => 0,
+            Activation::GeluTanh => 1,
+        };
+        self.elementwise(
+            "gated_act",
+            n,
+            KArgs::new().ptr(gate.ptr()).ptr(up.ptr()).u64(n).i32(a),
+        );
+    }
+
+    fn add(&self, x: &mut CudaAct, y: &CudaAct) {
+        self.gpu.bind();
+        if self.replaying() {
+            return;
+        }
+        let n = x.len();
+        assert_eq!(n, y.len());
+        self.elementwise("add", n, KArgs::new().ptr(x.ptr()).ptr(y.ptr()).u64(n));
+    }
+
+    fn gather_rows(&self, x: &CudaAct, rows: &[usize], out: &mut CudaAct) {
+        self.gpu.bind();
+        self.out(out, rows.len(), x.cols);
+        if self.replaying() || rows.is_empty() {
+            return;
+        }
+        let mut keep = Vec::new();
+        let found = self.state().logit_rows_copy(rows);
+        let dev = match found {
+            Some(p) => p,
+            None => {
+                let r32: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+                self.u32s(&r32, &mut keep)
+            }
+        };
+        self.gpu.launch(
+            "gather_rows",
+            (rows.len() as u32, 1, 1),
+            256,
+            &KArgs::new()
+                .ptr(x.ptr())
+                .ptr(dev)
+                .ptr(out.ptr())
+                .i32(x.cols),
+        );
+    }
+
+    fn begin_forward(&self, step: &StepLayout<'_>, kv: &CudaKv) {
+        self.gpu.bind();
+        self.state().begin(&self.gpu, step, kv.id);
+    }
+
+    fn end_forward(&self) {
+        self.state().end(&self.gpu);
+    }
+}

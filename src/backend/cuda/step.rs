@@ -1,0 +1,341 @@
+//! One forward pass on the device: its layout (tokens, positions, KV slots,
+//! attention slot lists, logit rows) uploaded once into a fixed buffer, and
+//! CUDA graphs. A decode layout seen before is recorded as a graph on its
+//! next occurrence and replayed from then on: the ops of a replayed pass only
+//! track shapes, and `to_host` of the logits launches the graph. Everything a
+//! graph reads that changes between steps lives in the fixed buffer (kernels
+//! read context lengths from it), so one graph serves every step of a
+//! context-length bucket.
+
+use std::collections::HashMap;
+
+use cudarc::driver::{sys, CudaGraph};
+
+use super::gpu::{DevBuf, Gpu, OwnedBuf};
+use super::MAX_DECODE_ROWS;
+use crate::backend::{AttnSeq, StepLayout};
+
+/// Keys per attention split (kernels/attention.cu's SPLIT).
+pub const ATTN_SPLIT: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GraphKey {
+    kv: u64,
+    rows_per_seq: Vec<usize>,
+    logit_rows: Vec<usize>,
+    /// Context bucket (a power of two): attention is launched for this many keys.
+    bucket: usize,
+}
+
+pub enum Mode {
+    Eager,
+    Capture(GraphKey),
+    Replay(GraphKey),
+}
+
+/// Device pointers of the attention metadata.
+#[derive(Clone, Copy)]
+pub struct AttnMeta {
+    pub row_seq: u64,
+    pub positions: u64,
+    pub seq_off: u64,
+    pub slots: u64,
+}
+
+struct Graph {
+    exec: CudaGraph,
+    /// Where the recorded pass leaves the logits.
+    out: u64,
+}
+
+/// Host identity of the current step's slices, to recognise them when ops
+/// receive them.
+struct Current {
+    tokens: (usize, usize),
+    positions: (usize, usize),
+    write_slots: (usize, usize),
+    logit_rows: (usize, usize),
+    seqs: Vec<SeqId>,
+    n_splits: usize,
+}
+
+#[derive(PartialEq, Eq)]
+struct SeqId {
+    rows: std::ops::Range<usize>,
+    slots: (usize, usize),
+    positions: (usize, usize),
+}
+
+fn id<T>(s: &[T]) -> (usize, usize) {
+    (s.as_ptr() as usize, s.len())
+}
+
+fn seq_id(s: &AttnSeq<'_>) -> SeqId {
+    SeqId {
+        rows: s.rows.clone(),
+        slots: id(s.slots),
+        positions: id(s.positions),
+    }
+}
+
+/// Capacities (in u32s) of the fixed step buffer's regions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Caps {
+    rows: usize,
+    seqs: usize,
+    slots: usize,
+}
+
+impl Caps {
+    fn offsets(&self) -> [usize; 7] {
+        let r = self.rows;
+        // tokens, positions, write_slots, row_seq, logit_rows, seq_off, slots
+        [0, r, 2 * r, 3 * r, 4 * r, 5 * r, 5 * r + self.seqs]
+    }
+    fn total(&self) -> usize {
+        5 * self.rows + self.seqs + self.slots
+    }
+}
+
+pub struct StepState {
+    pub mode: Mode,
+    graphs_enabled: bool,
+    graphs: HashMap<GraphKey, Graph>,
+    seen: HashMap<GraphKey, u32>,
+    buf: Option<(OwnedBuf, Caps)>,
+    staging: Vec<u32>,
+    current: Option<Current>,
+}
+
+// SAFETY: CudaGraph holds driver handles used only under the backend's lock,
+// on its one stream.
+unsafe impl Send for StepState {}
+
+impl StepState {
+    pub fn new(graphs_enabled: bool) -> Self {
+        Self {
+            mode: Mode::Eager,
+            graphs_enabled,
+            graphs: HashMap::new(),
+            seen: HashMap::new(),
+            buf: None,
+            staging: Vec::new(),
+            current: None,
+        }
+    }
+
+    fn ptr(&self, region: usize) -> u64 {
+        let (b, caps) = self.buf.as_ref().expect("step buffer");
+        b.ptr + 4 * caps.offsets()[region] as u64
+    }
+
+    pub fn begin(&mut self, gpu: &Gpu, step: &StepLayout<'_>, kv: u64) {
+        let n_rows = step.tokens.len();
+        let n_slots: usize = step.seqs.iter().map(|s| s.slots.len()).sum();
+        let need = Caps {
+            rows: n_rows.max(step.logit_rows.len()),
+            seqs: step.seqs.len(),
+            slots: n_slots,
+        };
+        let grow = match &self.buf {
+            Some((_, c)) => need.rows > c.rows || need.seqs > c.seqs || need.slots > c.slots,
+            None => true,
+        };
+        if grow {
+            let old = self.buf.as_ref().map(|(_, c)| *c);
+            let caps = Caps {
+                rows: need
+                    .rows
+                    .max(old.map_or(0, |c| c.rows))
+                    .next_power_of_two()
+                    .max(64),
+                seqs: need
+                    .seqs
+                    .max(old.map_or(0, |c| c.seqs))
+                    .next_power_of_two()
+                    .max(16),
+                slots: need
+                    .slots
+                    .max(old.map_or(0, |c| c.slots))
+                    .next_power_of_two()
+                    .max(4096),
+            };
+            let b = gpu
+                .alloc_owned(caps.total() * 4)
+                .unwrap_or_else(|e| panic!("allocating the step buffer: {e}"));
+            // Recorded graphs read the old buffer.
+            self.graphs.clear();
+            self.seen.clear();
+            self.buf = Some((b, caps));
+        }
+        let caps = self.buf.as_ref().expect("step buffer").1;
+        let off = caps.offsets();
+        let used = off[6] + n_slots;
+        self.staging.clear();
+        self.staging.resize(used, 0);
+        let st = &mut self.staging;
+        st[off[0]..off[0] + n_rows].copy_from_slice(step.tokens);
+        st[off[1]..off[1] + n_rows].copy_from_slice(step.positions);
+        st[off[2]..off[2] + step.write_slots.len()].copy_from_slice(step.write_slots);
+        for (i, &r) in step.logit_rows.iter().enumerate() {
+            st[off[4] + i] = r as u32;
+        }
+        let mut slot_at = 0;
+        for (si, s) in step.seqs.iter().enumerate() {
+            for r in s.rows.clone() {
+                st[off[3] + r] = si as u32;
+            }
+            st[off[5] + si] = slot_at as u32;
+            st[off[6] + slot_at..off[6] + slot_at + s.slots.len()].copy_from_slice(s.slots);
+            slot_at += s.slots.len();
+        }
+        gpu.upload(self.ptr(0), &self.staging);
+
+        let max_pos = step.positions.iter().copied().max().unwrap_or(0) as usize;
+        let bucket = (max_pos + 1).next_power_of_two().max(4 * ATTN_SPLIT);
+        let key = GraphKey {
+            kv,
+            rows_per_seq: step.seqs.iter().map(|s| s.rows.len()).collect(),
+            logit_rows: step.logit_rows.to_vec(),
+            bucket,
+        };
+        let graphable = self.graphs_enabled
+            && n_rows > 0
+            && n_rows <= MAX_DECODE_ROWS
+            && !step.logit_rows.is_empty();
+        self.mode = if !graphable {
+            Mode::Eager
+        } else if self.graphs.contains_key(&key) {
+            Mode::Replay(key)
+        } else if self.seen.get(&key).copied().unwrap_or(0) >= 1 {
+            gpu.stream
+                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+                .expect("beginning CUDA graph capture");
+            Mode::Capture(key)
+        } else {
+            *self.seen.entry(key).or_default() += 1;
+            Mode::Eager
+        };
+        let n_splits = match self.mode {
+            Mode::Eager => (max_pos + 1).div_ceil(ATTN_SPLIT),
+            _ => bucket / ATTN_SPLIT,
+        };
+        self.current = Some(Current {
+            tokens: id(step.tokens),
+            positions: id(step.positions),
+            write_slots: id(step.write_slots),
+            logit_rows: id(step.logit_rows),
+            seqs: step.seqs.iter().map(seq_id).collect(),
+            n_splits,
+        });
+    }
+
+    /// The step's device copy of `data` if it is one of the step's arrays.
+    pub fn device_copy(&self, data: &[u32]) -> Option<u64> {
+        let c = self.current.as_ref()?;
+        let d = id(data);
+        if d == c.tokens {
+            Some(self.ptr(0))
+        } else if d == c.positions {
+            Some(self.ptr(1))
+        } else if d == c.write_slots {
+            Some(self.ptr(2))
+        } else {
+            None
+        }
+    }
+
+    pub fn logit_rows_copy(&self, rows: &[usize]) -> Option<u64> {
+        let c = self.current.as_ref()?;
+        (id(rows) == c.logit_rows).then(|| self.ptr(4))
+    }
+
+    pub fn attention_meta(&self, seqs: &[AttnSeq<'_>]) -> Option<(AttnMeta, usize)> {
+        let c = self.current.as_ref()?;
+        let same =
+            c.seqs.len() == seqs.len() && c.seqs.iter().zip(seqs).all(|(a, b)| *a == seq_id(b));
+        same.then(|| {
+            (
+                AttnMeta {
+                    row_seq: self.ptr(3),
+                    positions: self.ptr(1),
+                    seq_off: self.ptr(5),
+                    slots: self.ptr(6),
+                },
+                c.n_splits,
+            )
+        })
+    }
+
+    /// Called by `to_host`: ends a recording (and runs it) or runs the
+    /// replayed graph; returns where the result to download lives.
+    pub fn finish_step(&mut self, gpu: &Gpu, ptr: Option<u64>) -> u64 {
+        match std::mem::replace(&mut self.mode, Mode::Eager) {
+            Mode::Eager => ptr.expect("activation has no device memory"),
+            Mode::Capture(key) => {
+                let out = ptr.expect("recorded output has device memory");
+                let exec = gpu
+                    .stream
+                    .end_capture(sys::CUgraphInstantiate_flags(0))
+                    .expect("ending CUDA graph capture")
+                    .expect("captured graph is not empty");
+                exec.launch().expect("launching CUDA graph");
+                self.graphs.insert(key, Graph { exec, out });
+                out
+            }
+            Mode::Replay(key) => {
+                let g = &self.graphs[&key];
+                g.exec.launch().expect("launching CUDA graph");
+                g.out
+            }
+        }
+    }
+
+    pub fn end(&mut self, gpu: &Gpu) {
+        if matches!(self.mode, Mode::Capture(_)) {
+            // A pass that never reached to_host: abandon the recording.
+            let _ = gpu.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        }
+        self.mode = Mode::Eager;
+        self.current = None;
+    }
+}
+
+/// Attention metadata for seqs outside a step layout (op tests), uploaded
+/// into buffers held by `keep`. Returns it with the split count.
+pub fn upload_attention_meta(
+    gpu: &Gpu,
+    seqs: &[AttnSeq<'_>],
+    keep: &mut Vec<DevBuf>,
+) -> (AttnMeta, usize) {
+    let rows: usize = seqs.iter().map(|s| s.rows.end).max().unwrap_or(0);
+    let mut row_seq = vec![0u32; rows];
+    let mut positions = vec![0u32; rows];
+    let mut seq_off = Vec::new();
+    let mut slots = Vec::new();
+    for (si, s) in seqs.iter().enumerate() {
+        for (i, r) in s.rows.clone().enumerate() {
+            row_seq[r] = si as u32;
+            positions[r] = s.positions[i];
+        }
+        seq_off.push(slots.len() as u32);
+        slots.extend_from_slice(s.slots);
+    }
+    let mut up = |v: &[u32]| {
+        let b = gpu.alloc(v.len().max(1) * 4);
+        gpu.upload(b.ptr, v);
+        let p = b.ptr;
+        keep.push(b);
+        p
+    };
+    let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
+    (
+        AttnMeta {
+            row_seq: up(&row_seq),
+            positions: up(&positions),
+            seq_off: up(&seq_off),
+            slots: up(&slots),
+        },
+        (max_pos + 1).div_ceil(ATTN_SPLIT),
+    )
+}
