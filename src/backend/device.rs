@@ -65,6 +65,17 @@ impl AnyBackend {
     }
 }
 
+impl AnyBackend {
+    /// Per-kernel device time when the backend profiles (TANDEM_CUDA_PROFILE=1).
+    pub fn profile_report(&self) -> Vec<(String, usize, f64)> {
+        match self {
+            #[cfg(feature = "cuda")]
+            AnyBackend::Cuda(b) => b.gpu().profile_report(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 pub enum AnyAct {
     Cpu(CpuAct),
     #[cfg(feature = "cuda")]
@@ -278,6 +289,56 @@ impl Backend for AnyBackend {
             inner!(x, V::Act),
             rows,
             inner!(out, V::Act)
+        ))
+    }
+
+    fn linear_add(&self, x: &AnyAct, w: &AnyWeight, acc: &mut AnyAct) {
+        dispatch!(self, |b, V| b.linear_add(
+            inner!(x, V::Act),
+            inner!(w, V::Weight),
+            inner!(acc, V::Act)
+        ))
+    }
+
+    fn gated_ffn(
+        &self,
+        x: &AnyAct,
+        gate: &AnyWeight,
+        up: &AnyWeight,
+        act: Activation,
+        out: &mut AnyAct,
+    ) {
+        dispatch!(self, |b, V| b.gated_ffn(
+            inner!(x, V::Act),
+            inner!(gate, V::Weight),
+            inner!(up, V::Weight),
+            act,
+            inner!(out, V::Act)
+        ))
+    }
+
+    fn rope_store(
+        &self,
+        q: &mut AnyAct,
+        k: &mut AnyAct,
+        v: &AnyAct,
+        kv: &mut AnyKv,
+        layer: usize,
+        head_dim: usize,
+        positions: &[u32],
+        slots: &[u32],
+        rope: &Rope,
+    ) {
+        dispatch!(self, |b, V| b.rope_store(
+            inner!(q, V::Act),
+            inner!(k, V::Act),
+            inner!(v, V::Act),
+            inner!(kv, V::Kv),
+            layer,
+            head_dim,
+            positions,
+            slots,
+            rope
         ))
     }
 

@@ -154,6 +154,45 @@ pub trait Backend: Send + Sync {
     /// out = the given rows of x.
     fn gather_rows(&self, x: &Self::Act, rows: &[usize], out: &mut Self::Act);
 
+    /// acc += x · wᵀ: a projection straight into the residual stream (a
+    /// backend may add in the product's epilogue).
+    fn linear_add(&self, x: &Self::Act, w: &Self::Weight, acc: &mut Self::Act) {
+        let mut o = self.act(0, 0);
+        self.linear(x, w, None, &mut o);
+        self.add(acc, &o);
+    }
+    /// out = act(x · gateᵀ) * (x · upᵀ): a gated MLP's first half.
+    fn gated_ffn(
+        &self,
+        x: &Self::Act,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+        act: Activation,
+        out: &mut Self::Act,
+    ) {
+        let mut u = self.act(0, 0);
+        self.linear_many(x, &[(gate, None), (up, None)], &mut [out, &mut u]);
+        self.gated_act(out, &u, act);
+    }
+    /// RoPE on q and k, then k and v into the cache at `slots`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_store(
+        &self,
+        q: &mut Self::Act,
+        k: &mut Self::Act,
+        v: &Self::Act,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        head_dim: usize,
+        positions: &[u32],
+        slots: &[u32],
+        rope: &Rope,
+    ) {
+        self.rope(q, head_dim, positions, rope);
+        self.rope(k, head_dim, positions, rope);
+        self.kv_store(kv, layer, k, v, slots);
+    }
+
     /// A forward pass over `step` begins; its last op is `to_host` of the
     /// logits, then [`Backend::end_forward`].
     fn begin_forward(&self, _step: &StepLayout<'_>, _kv: &Self::KvCache) {}

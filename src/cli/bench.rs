@@ -160,6 +160,17 @@ fn model(a: &BenchArgs) -> Result<()> {
             .map_or("unknown".into(), |b| format!("{:.2} GiB", gib(b))),
         gib(r.model_file_bytes)
     );
+    let profile = m.backend.profile_report();
+    if !profile.is_empty() {
+        println!("| kernel | launches | device ms | µs per launch |");
+        println!("|---|---|---|---|");
+        for (name, n, ms) in profile.iter().take(24) {
+            println!(
+                "| {name} | {n} | {ms:.2} | {:.2} |",
+                ms * 1000.0 / *n as f64
+            );
+        }
+    }
     Ok(())
 }
 

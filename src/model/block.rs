@@ -176,36 +176,45 @@ impl<B: Backend> Block<B> {
             be.rms_norm(&k, kn, spec.eps, &mut t);
             std::mem::swap(&mut k, &mut t);
         }
-        be.rope(&mut q, spec.attn.head_dim, &ctx.positions, &spec.rope);
-        be.rope(&mut k, spec.attn.head_dim, &ctx.positions, &spec.rope);
-        be.kv_store(kv, layer, &k, &v, &ctx.write_slots);
+        be.rope_store(
+            &mut q,
+            &mut k,
+            &v,
+            kv,
+            layer,
+            spec.attn.head_dim,
+            &ctx.positions,
+            &ctx.write_slots,
+            &spec.rope,
+        );
         let mut a = be.act(0, 0);
         be.attention(&q, kv, layer, seqs, &spec.attn, &mut a);
-        let mut o = be.act(0, 0);
-        be.linear(&a, &self.wo, None, &mut o);
-        self.residual(be, x, o, self.post_attn_norm.as_ref(), spec.eps);
+        self.residual(be, x, &a, &self.wo, self.post_attn_norm.as_ref(), spec.eps);
 
         be.rms_norm(x, &self.ffn_norm, spec.eps, &mut h);
-        let (mut g, mut u) = (be.act(0, 0), be.act(0, 0));
-        be.linear_many(
-            &h,
-            &[(&self.gate, None), (&self.up, None)],
-            &mut [&mut g, &mut u],
-        );
-        be.gated_act(&mut g, &u, spec.act);
-        let mut dn = be.act(0, 0);
-        be.linear(&g, &self.down, None, &mut dn);
-        self.residual(be, x, dn, self.post_ffn_norm.as_ref(), spec.eps);
+        let mut g = be.act(0, 0);
+        be.gated_ffn(&h, &self.gate, &self.up, spec.act, &mut g);
+        self.residual(be, x, &g, &self.down, self.post_ffn_norm.as_ref(), spec.eps);
     }
 
-    fn residual(&self, be: &B, x: &mut B::Act, y: B::Act, post_norm: Option<&B::Vector>, eps: f32) {
+    /// x += (post_norm of) y · wᵀ.
+    fn residual(
+        &self,
+        be: &B,
+        x: &mut B::Act,
+        y: &B::Act,
+        w: &B::Weight,
+        post_norm: Option<&B::Vector>,
+        eps: f32,
+    ) {
         match post_norm {
-            Some(w) => {
-                let mut t = be.act(0, 0);
-                be.rms_norm(&y, w, eps, &mut t);
+            Some(n) => {
+                let (mut o, mut t) = (be.act(0, 0), be.act(0, 0));
+                be.linear(y, w, None, &mut o);
+                be.rms_norm(&o, n, eps, &mut t);
                 be.add(x, &t);
             }
-            None => be.add(x, &y),
+            None => be.linear_add(y, w, x),
         }
     }
 }

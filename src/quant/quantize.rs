@@ -37,8 +37,11 @@ fn put_f16(out: &mut Vec<u8>, v: f32) {
     out.extend_from_slice(&f16::from_f32(v).to_le_bytes());
 }
 
+/// ggml's rounding (half to even, through the float adder): the same
+/// levels as ggml's quantizers, and no libm call (|v| < 2^22).
 fn nearest_int(v: f32) -> i32 {
-    v.round() as i32
+    let f = v + 12_582_912.0;
+    (f.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
 fn q8_0_block(x: &[f32], out: &mut Vec<u8>) {
@@ -107,7 +110,9 @@ fn make_qkx2_quants(x: &[f32], w: &[f32], nmax: i32, l: &mut [u8]) -> (f32, f32)
         *li = quant(v, min, iscale) as u8;
     }
     let mut best = err(scale, min, l);
-    let mut laux = vec![0u8; x.len()];
+    let sum_x2: f32 = w.iter().zip(x).map(|(w, x)| w * x * x).sum();
+    let mut aux = [0u8; 256];
+    let laux = &mut aux[..x.len()];
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
@@ -126,9 +131,13 @@ fn make_qkx2_quants(x: &[f32], w: &[f32], nmax: i32, l: &mut [u8]) -> (f32, f32)
                 this_min = 0.0;
                 this_scale = sum_xl / sum_l2;
             }
-            let e = err(this_scale, this_min, &laux);
+            // Σw(s·l + m − x)² expanded over the sums above: O(1) per step.
+            let (s_, m_) = (this_scale, this_min);
+            let e = s_ * s_ * sum_l2 + 2.0 * s_ * m_ * sum_l - 2.0 * s_ * sum_xl + m_ * m_ * sum_w
+                - 2.0 * m_ * sum_x
+                + sum_x2;
             if e < best {
-                l.copy_from_slice(&laux);
+                l.copy_from_slice(laux);
                 best = e;
                 scale = this_scale;
                 min = this_min;
@@ -146,7 +155,10 @@ fn q4_k_block(x: &[f32], out: &mut Vec<u8>) {
         let xs = &x[32 * j..32 * (j + 1)];
         let sum_x2: f32 = xs.iter().map(|v| v * v).sum();
         let av_x = (sum_x2 / 32.0).sqrt();
-        let w: Vec<f32> = xs.iter().map(|v| av_x + v.abs()).collect();
+        let mut w = [0f32; 32];
+        for (wi, v) in w.iter_mut().zip(xs) {
+            *wi = av_x + v.abs();
+        }
         (scales[j], mins[j]) = make_qkx2_quants(xs, &w, 15, &mut l[32 * j..32 * (j + 1)]);
     }
     let max_scale = scales.iter().cloned().fold(0f32, f32::max);
@@ -217,15 +229,16 @@ fn make_qx_quants(x: &[f32], nmax: i32, l: &mut [u8]) -> f32 {
     let (mut sumlx, mut suml2) = fit(-(nmax as f32) / max, l);
     let mut scale = if suml2 > 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
-    let mut laux = vec![0u8; x.len()];
+    let mut aux = [0u8; 256];
+    let laux = &mut aux[..x.len()];
     for is in -9..=9 {
         if is == 0 {
             continue;
         }
         let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        let (sx, s2) = fit(iscale, &mut laux);
+        let (sx, s2) = fit(iscale, laux);
         if s2 > 0.0 && sx * sx > best * s2 {
-            l.copy_from_slice(&laux);
+            l.copy_from_slice(laux);
             (sumlx, suml2) = (sx, s2);
             scale = sumlx / suml2;
             best = scale * sumlx;

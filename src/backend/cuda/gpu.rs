@@ -54,6 +54,15 @@ pub struct Gpu {
     pool: Arc<Pool>,
     pub name: String,
     pub compile_secs: f64,
+    /// TANDEM_CUDA_PROFILE=1: device time per kernel, from events around
+    /// every launch (graphs are off then).
+    profile: Option<Mutex<Profile>>,
+}
+
+#[derive(Default)]
+struct Profile {
+    pending: Vec<(String, sys::CUevent, sys::CUevent)>,
+    totals: HashMap<String, (usize, f64)>,
 }
 
 // SAFETY: the context and stream are driver handles usable from any thread
@@ -113,6 +122,9 @@ impl Gpu {
             blas,
             name: format!("{name} (sm_{major}{minor})"),
             compile_secs,
+            profile: std::env::var("TANDEM_CUDA_PROFILE")
+                .is_ok_and(|v| v == "1")
+                .then(|| Mutex::new(Profile::default())),
         }))
     }
 
@@ -133,8 +145,18 @@ impl Gpu {
         let mut ptrs: Vec<*mut c_void> = args
             .vals
             .iter()
-            .map(|v| v as *const u64 as *mut c_void)
+            .map(|v| v.as_ptr() as *mut c_void)
             .collect();
+        let events = self.profile.as_ref().map(|_| {
+            let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
+            let (a, b) = (
+                result::event::create(flags).expect("event"),
+                result::event::create(flags).expect("event"),
+            );
+            // SAFETY: fresh events recorded on our stream.
+            unsafe { result::event::record(a, self.cu_stream()).expect("event record") };
+            (a, b)
+        });
         // SAFETY: the argument list matches the kernel's signature (each value
         // in its own 8-byte slot, little-endian, so 4-byte parameters read the
         // low half); pointers are live device allocations.
@@ -142,6 +164,45 @@ impl Gpu {
             result::launch_kernel(f.0, grid, (block, 1, 1), 0, self.cu_stream(), &mut ptrs)
                 .unwrap_or_else(|e| panic!("launching {name}: {e:?}"));
         }
+        if let (Some(p), Some((a, b))) = (&self.profile, events) {
+            // SAFETY: as above.
+            unsafe { result::event::record(b, self.cu_stream()).expect("event record") };
+            p.lock()
+                .expect("profile lock")
+                .pending
+                .push((name.to_string(), a, b));
+        }
+    }
+
+    pub fn profiling(&self) -> bool {
+        self.profile.is_some()
+    }
+
+    /// Device time per kernel so far, slowest first: (name, launches, ms).
+    pub fn profile_report(&self) -> Vec<(String, usize, f64)> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        self.sync();
+        let mut p = p.lock().expect("profile lock");
+        for (name, a, b) in std::mem::take(&mut p.pending) {
+            // SAFETY: both events were recorded and the stream is synchronized.
+            let ms = unsafe { result::event::elapsed(a, b) }.unwrap_or(0.0) as f64;
+            unsafe {
+                let _ = result::event::destroy(a);
+                let _ = result::event::destroy(b);
+            }
+            let e = p.totals.entry(name).or_default();
+            e.0 += 1;
+            e.1 += ms;
+        }
+        let mut rows: Vec<_> = p
+            .totals
+            .iter()
+            .map(|(n, (c, ms))| (n.clone(), *c, *ms))
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        rows
     }
 
     /// Device memory for activations, returned to the pool when dropped.
@@ -235,7 +296,9 @@ fn expand_macros(src: &str) -> String {
         if let Some(rest) = line.strip_prefix("MV_ALL(") {
             let name = rest.trim_end_matches(')');
             for t in 1..=8 {
-                s.push_str(&format!("\nextern \"C\" __global__ void {name}_t{t}("));
+                s.push_str(&format!(
+                    "\nextern \"C\" __global__ void mv_{name}_t{t}(\nextern \"C\" __global__ void mvg_{name}_t{t}("
+                ));
             }
         } else if let Some(rest) = line.strip_prefix("DEQ_KERNELS(") {
             let name = rest.trim_end_matches(')');
@@ -247,10 +310,11 @@ fn expand_macros(src: &str) -> String {
     s
 }
 
-/// Kernel arguments, each in its own 8-byte slot.
+/// Kernel arguments, each in its own 8-byte-aligned slot (a struct passed by
+/// value takes several words).
 #[derive(Default)]
 pub struct KArgs {
-    vals: Vec<u64>,
+    vals: Vec<Vec<u64>>,
 }
 
 impl KArgs {
@@ -258,20 +322,25 @@ impl KArgs {
         Self::default()
     }
     pub fn ptr(mut self, p: u64) -> Self {
-        self.vals.push(p);
+        self.vals.push(vec![p]);
         self
     }
     pub fn i32(mut self, v: usize) -> Self {
-        self.vals
-            .push(i32::try_from(v).expect("kernel size argument fits in i32") as u32 as u64);
+        let v = i32::try_from(v).expect("kernel size argument fits in i32");
+        self.vals.push(vec![v as u32 as u64]);
         self
     }
     pub fn u64(mut self, v: usize) -> Self {
-        self.vals.push(v as u64);
+        self.vals.push(vec![v as u64]);
         self
     }
     pub fn f32(mut self, v: f32) -> Self {
-        self.vals.push(v.to_bits() as u64);
+        self.vals.push(vec![v.to_bits() as u64]);
+        self
+    }
+    /// A struct of 8-byte-aligned words, passed by value.
+    pub fn words(mut self, w: Vec<u64>) -> Self {
+        self.vals.push(w);
         self
     }
 }
@@ -373,6 +442,7 @@ mod tests {
         let names = kernel_names(&SOURCES.concat());
         for n in [
             "mv_q4_k_t1",
+            "mvg_q5_0_t3",
             "mv_f16_t8",
             "dequant_q6_k",
             "embed_q8_0",

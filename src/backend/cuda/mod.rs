@@ -30,6 +30,9 @@ pub struct CudaAct {
     pub cols: usize,
     /// None while a recorded step is replayed (ops only track shapes then).
     buf: Option<DevBuf>,
+    /// The same values quantized to int8 blocks (values, (scale, scale·Σq)),
+    /// when the op that wrote them also quantized them for a decode product.
+    q8: Option<(DevBuf, DevBuf)>,
 }
 
 impl CudaAct {
@@ -73,7 +76,8 @@ impl CudaBackend {
     /// Open `cuda:N`. Graph capture is on unless TANDEM_CUDA_GRAPHS=0.
     pub fn new(ordinal: usize) -> GpuResult<Self> {
         let gpu = Gpu::open(ordinal)?;
-        let graphs = std::env::var("TANDEM_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        let graphs =
+            std::env::var("TANDEM_CUDA_GRAPHS").map_or(true, |v| v != "0") && !gpu.profiling();
         Ok(Self {
             state: Mutex::new(StepState::new(graphs)),
             gpu,
@@ -99,6 +103,7 @@ impl CudaBackend {
         let fits = a.buf.is_some() && a.rows * a.cols == rows * cols;
         a.rows = rows;
         a.cols = cols;
+        a.q8 = None;
         if self.replaying() {
             a.buf = None;
         } else if !fits {
@@ -133,42 +138,80 @@ impl CudaBackend {
         self.gpu.launch(name, (blocks.max(1), 1, 1), 256, &args);
     }
 
-    /// x · wᵀ for up to MAX_DECODE_ROWS rows: matrix-vector kernels.
+    /// The int8 form of x for the decode products: the one its producer
+    /// wrote, else quantized now (into `keep`). (0, 0) when no weight wants it.
+    fn q8_input(&self, x: &CudaAct, wanted: bool, keep: &mut Vec<DevBuf>) -> (u64, u64) {
+        if !wanted {
+            return (0, 0);
+        }
+        if let Some((q, d)) = &x.q8 {
+            return (q.ptr, d.ptr);
+        }
+        let nb = x.len() / 32;
+        let xq = self.gpu.alloc(x.len());
+        let xd = self.gpu.alloc(nb * 8);
+        self.gpu.launch(
+            "quantize_q8",
+            (nb.div_ceil(4) as u32, 1, 1),
+            128,
+            &KArgs::new().ptr(x.ptr()).ptr(xq.ptr).ptr(xd.ptr).i32(nb),
+        );
+        let p = (xq.ptr, xd.ptr);
+        keep.push(xq);
+        keep.push(xd);
+        p
+    }
+
+    /// x · wᵀ (+ bias) for up to MAX_DECODE_ROWS rows: matrix-vector kernels,
+    /// one launch for up to three weights of one type. `accum` adds into the
+    /// outputs.
     fn matvec(
         &self,
         x: &CudaAct,
         ws: &[(&CudaWeight, Option<&CudaVector>)],
         outs: &mut [&mut CudaAct],
+        accum: bool,
     ) {
-        let t = x.rows;
-        let q8 = ws.iter().any(|(w, _)| w.ty.wants_q8_input());
-        let (xq, xd) = if q8 {
-            let nb = x.len() / 32;
-            let xq = self.gpu.alloc(x.len());
-            let xd = self.gpu.alloc(nb * 8);
-            self.gpu.launch(
-                "quantize_q8",
-                ((nb.div_ceil(4)) as u32, 1, 1),
-                128,
-                &KArgs::new().ptr(x.ptr()).ptr(xq.ptr).ptr(xd.ptr).i32(nb),
-            );
-            (Some(xq), Some(xd))
-        } else {
-            (None, None)
-        };
-        for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
-            let name = format!("mv_{}_t{t}", w.ty.stem());
+        let mut keep = Vec::new();
+        let wants = ws.iter().any(|(w, _)| w.ty.wants_q8_input());
+        let (xq, xd) = self.q8_input(x, wants, &mut keep);
+        let mut jobs: Vec<(usize, DevType)> =
+            ws.iter().enumerate().map(|(i, (w, _))| (i, w.ty)).collect();
+        while !jobs.is_empty() {
+            let ty = jobs[0].1;
+            let group: Vec<usize> = jobs
+                .iter()
+                .filter(|j| j.1 == ty)
+                .map(|j| j.0)
+                .take(3)
+                .collect();
+            jobs.retain(|j| !group.contains(&j.0));
+            // struct Mats { w[3], bias[3], out[3], int rows[3] } (kernels/matvec.cu)
+            let mut words = vec![0u64; 11];
+            let mut blocks = 0;
+            for (slot, &i) in group.iter().enumerate() {
+                let (w, bias) = ws[i];
+                words[slot] = w.buf.ptr;
+                words[3 + slot] = bias.map_or(0, |b| b.buf.ptr);
+                words[6 + slot] = outs[i].ptr();
+                let rows = w.rows as u64;
+                match slot {
+                    0 => words[9] |= rows,
+                    1 => words[9] |= rows << 32,
+                    _ => words[10] = rows,
+                }
+                blocks += w.rows.div_ceil(4);
+            }
             let args = KArgs::new()
-                .ptr(w.buf.ptr)
-                .ptr(xq.as_ref().map_or(0, |b| b.ptr))
-                .ptr(xd.as_ref().map_or(0, |b| b.ptr))
+                .words(words)
+                .i32(group.len())
+                .i32(x.cols)
+                .ptr(xq)
+                .ptr(xd)
                 .ptr(x.ptr())
-                .ptr(bias.map_or(0, |b| b.buf.ptr))
-                .ptr(out.ptr())
-                .i32(w.rows)
-                .i32(w.cols);
-            self.gpu
-                .launch(&name, (w.rows.div_ceil(4) as u32, 1, 1), 128, &args);
+                .i32(accum as usize);
+            let name = format!("mv_{}_t{}", ty.stem(), x.rows);
+            self.gpu.launch(&name, (blocks as u32, 1, 1), 128, &args);
         }
     }
 
@@ -178,6 +221,7 @@ impl CudaBackend {
         x: &CudaAct,
         ws: &[(&CudaWeight, Option<&CudaVector>)],
         outs: &mut [&mut CudaAct],
+        beta: f32,
     ) {
         let n = x.len();
         let x16 = self.gpu.alloc(n * 2);
@@ -199,7 +243,7 @@ impl CudaBackend {
                     .i32(w.rows)
                     .i32(w.cols),
             );
-            let (alpha, beta) = (1.0f32, 0.0f32);
+            let alpha = 1.0f32;
             // Row-major out[n, rows] = x[n, cols] · W[rows, cols]ᵀ is, in
             // cuBLAS's column-major terms, out' = W'ᵀ · x' with W' = [cols, rows].
             // SAFETY: all pointers are live device buffers of the sizes given.
@@ -333,6 +377,7 @@ impl Backend for CudaBackend {
             rows: 0,
             cols: 0,
             buf: None,
+            q8: None,
         };
         if rows * cols > 0 {
             self.out(&mut a, rows, cols);
@@ -353,6 +398,7 @@ impl Backend for CudaBackend {
             rows,
             cols,
             buf: Some(b),
+            q8: None,
         }
     }
 
@@ -402,6 +448,16 @@ impl Backend for CudaBackend {
         );
         let rows = x.len() / n;
         let threads = n.next_multiple_of(32).min(1024) as u32;
+        // A whole-row norm feeding decode products also writes its int8 form.
+        let q8 = n == x.cols && x.rows <= MAX_DECODE_ROWS && n.is_multiple_of(32);
+        let (xq, xd) = if q8 {
+            (
+                Some(self.gpu.alloc(x.len())),
+                Some(self.gpu.alloc(x.len() / 32 * 8)),
+            )
+        } else {
+            (None, None)
+        };
         self.gpu.launch(
             "rms_norm",
             (rows as u32, 1, 1),
@@ -411,8 +467,13 @@ impl Backend for CudaBackend {
                 .ptr(w.buf.ptr)
                 .ptr(out.ptr())
                 .i32(n)
-                .f32(eps),
+                .f32(eps)
+                .ptr(xq.as_ref().map_or(0, |b| b.ptr))
+                .ptr(xd.as_ref().map_or(0, |b| b.ptr)),
         );
+        if let (Some(q), Some(d)) = (xq, xd) {
+            out.q8 = Some((q, d));
+        }
     }
 
     fn linear(&self, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaVector>, out: &mut CudaAct) {
@@ -438,14 +499,138 @@ impl Backend for CudaBackend {
             return;
         }
         if x.rows <= MAX_DECODE_ROWS {
-            self.matvec(x, ws, outs);
+            self.matvec(x, ws, outs, false);
         } else {
-            self.gemm(x, ws, outs);
+            self.gemm(x, ws, outs, 0.0);
         }
+    }
+
+    fn linear_add(&self, x: &CudaAct, w: &CudaWeight, acc: &mut CudaAct) {
+        self.gpu.bind();
+        assert_eq!(
+            x.cols, w.cols,
+            "linear: input width {} vs weight width {}",
+            x.cols, w.cols
+        );
+        assert_eq!(
+            (acc.rows, acc.cols),
+            (x.rows, w.rows),
+            "linear_add: accumulator shape"
+        );
+        acc.q8 = None;
+        if self.replaying() || x.rows == 0 {
+            return;
+        }
+        if x.rows <= MAX_DECODE_ROWS {
+            self.matvec(x, &[(w, None)], &mut [acc], true);
+        } else {
+            self.gemm(x, &[(w, None)], &mut [acc], 1.0);
+        }
+    }
+
+    fn gated_ffn(
+        &self,
+        x: &CudaAct,
+        gate: &CudaWeight,
+        up: &CudaWeight,
+        act: Activation,
+        out: &mut CudaAct,
+    ) {
+        self.gpu.bind();
+        let fused = x.rows <= MAX_DECODE_ROWS
+            && gate.ty == up.ty
+            && (gate.rows, gate.cols) == (up.rows, up.cols);
+        if !fused {
+            let mut u = self.act(0, 0);
+            self.linear_many(x, &[(gate, None), (up, None)], &mut [&mut *out, &mut u]);
+            self.gated_act(out, &u, act);
+            return;
+        }
+        assert_eq!(
+            x.cols, gate.cols,
+            "gated_ffn: input width {} vs weight width {}",
+            x.cols, gate.cols
+        );
+        self.out(out, x.rows, gate.rows);
+        if self.replaying() || x.rows == 0 {
+            return;
+        }
+        let mut keep = Vec::new();
+        let (xq, xd) = self.q8_input(x, gate.ty.wants_q8_input(), &mut keep);
+        let a = match act {
+            Activation::Silu => 0,
+            Activation::GeluTanh => 1,
+        };
+        self.gpu.launch(
+            &format!("mvg_{}_t{}", gate.ty.stem(), x.rows),
+            (gate.rows.div_ceil(4) as u32, 1, 1),
+            128,
+            &KArgs::new()
+                .ptr(gate.buf.ptr)
+                .ptr(up.buf.ptr)
+                .ptr(out.ptr())
+                .i32(gate.rows)
+                .i32(gate.cols)
+                .ptr(xq)
+                .ptr(xd)
+                .ptr(x.ptr())
+                .i32(a),
+        );
+    }
+
+    fn rope_store(
+        &self,
+        q: &mut CudaAct,
+        k: &mut CudaAct,
+        v: &CudaAct,
+        kv: &mut CudaKv,
+        layer: usize,
+        head_dim: usize,
+        positions: &[u32],
+        slots: &[u32],
+        rope: &Rope,
+    ) {
+        self.gpu.bind();
+        q.q8 = None;
+        k.q8 = None;
+        if self.replaying() || q.rows == 0 {
+            return;
+        }
+        assert_eq!(k.cols, kv.kv_dim);
+        assert_eq!(slots.len(), q.rows);
+        assert!(
+            slots.iter().all(|&s| (s as usize) < kv.n_slots),
+            "slot outside the cache"
+        );
+        let mut keep = Vec::new();
+        let pos = self.u32s(positions, &mut keep);
+        let sl = self.u32s(slots, &mut keep);
+        let step = rope.base.powf(-2.0 / rope.dims as f32);
+        self.gpu.launch(
+            "rope_store",
+            (q.rows as u32, 1, 1),
+            256,
+            &KArgs::new()
+                .ptr(q.ptr())
+                .ptr(k.ptr())
+                .ptr(v.ptr())
+                .ptr(pos)
+                .ptr(sl)
+                .ptr(kv.k[layer].ptr)
+                .ptr(kv.v[layer].ptr)
+                .i32(q.cols)
+                .i32(kv.kv_dim)
+                .i32(head_dim)
+                .i32(rope.dims)
+                .f32(step)
+                .f32(rope.freq_scale)
+                .i32((rope.style == RopeStyle::Halves) as usize),
+        );
     }
 
     fn rope(&self, x: &mut CudaAct, head_dim: usize, positions: &[u32], rope: &Rope) {
         self.gpu.bind();
+        x.q8 = None;
         if self.replaying() || x.rows == 0 {
             return;
         }
@@ -547,6 +732,15 @@ impl Backend for CudaBackend {
                 .i32(p.window.unwrap_or(0))
                 .i32(n_splits),
         );
+        let q8 = q.rows <= MAX_DECODE_ROWS && p.head_dim.is_multiple_of(32);
+        let (xq, xd) = if q8 {
+            (
+                Some(self.gpu.alloc(out.len())),
+                Some(self.gpu.alloc(out.len() / 32 * 8)),
+            )
+        } else {
+            (None, None)
+        };
         self.gpu.launch(
             "attn_merge",
             (p.n_heads as u32, q.rows as u32, 1),
@@ -557,12 +751,18 @@ impl Backend for CudaBackend {
                 .ptr(meta.positions)
                 .i32(p.n_heads)
                 .i32(p.head_dim)
-                .i32(n_splits),
+                .i32(n_splits)
+                .ptr(xq.as_ref().map_or(0, |b| b.ptr))
+                .ptr(xd.as_ref().map_or(0, |b| b.ptr)),
         );
+        if let (Some(q), Some(d)) = (xq, xd) {
+            out.q8 = Some((q, d));
+        }
     }
 
     fn gated_act(&self, gate: &mut CudaAct, up: &CudaAct, act: Activation) {
         self.gpu.bind();
+        gate.q8 = None;
         if self.replaying() {
             return;
         }
@@ -581,6 +781,7 @@ impl Backend for CudaBackend {
 
     fn add(&self, x: &mut CudaAct, y: &CudaAct) {
         self.gpu.bind();
+        x.q8 = None;
         if self.replaying() {
             return;
         }

@@ -63,9 +63,11 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     if (tid == 0) { pr[hd] = m; pr[hd + 1] = l; }
 }
 
+// With xq non-null (hd a multiple of 32, blockDim == hd) the output is also
+// written quantized for the output projection.
 extern "C" __global__ void attn_merge(const float* __restrict__ part, float* __restrict__ out,
                                       const u32* __restrict__ positions, int n_heads, int hd,
-                                      int n_splits) {
+                                      int n_splits, i8* __restrict__ xq, float2* __restrict__ xd) {
     int h = blockIdx.x, row = blockIdx.y;
     int used = min(n_splits, (int)positions[row] / SPLIT + 1);
     const float* pr = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
@@ -87,5 +89,6 @@ extern "C" __global__ void attn_merge(const float* __restrict__ part, float* __r
             if (ps[hd + 1] > 0.0f) num += ps[d] * __expf(ps[hd] - mx);
         }
         o[d] = num / den;
+        if (xq) warp_quantize(num / den, ((size_t)row * n_heads + h) * hd + d, xq, xd);
     }
 }

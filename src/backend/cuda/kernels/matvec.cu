@@ -13,19 +13,10 @@
 //   F16:  row-major halves.
 // nblk = rows · blocks per row, blocks in row-major order.
 
-#define MV_ARGS const u8* __restrict__ w, const i8* __restrict__ xq, const float2* __restrict__ xd, \
-    const float* __restrict__ xf, const float* __restrict__ bias, float* __restrict__ out, int rows, int cols
-
-template <int T>
-__device__ __forceinline__ void mv_finish(float* acc, const float* bias, float* out, int row, int rows) {
-#pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
-    if (threadIdx.x % WARP == 0) {
-        float b = bias ? bias[row] : 0.0f;
-#pragma unroll
-        for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = acc[t] + b;
-    }
-}
+// A lane's share of the dot products of weight row `row` with T inputs,
+// added to acc[T].
+#define DOT_ARGS const u8* __restrict__ w, int row, int rows, int cols, const i8* __restrict__ xq, \
+    const float2* __restrict__ xd, const float* __restrict__ xf, float* acc
 
 __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float& d, float& m) {
     if (j < 4) {
@@ -53,15 +44,10 @@ __device__ __forceinline__ void scale_min_k4_regs(int j, u32 s0, u32 s1, u32 s2,
 // Q4_K: eight lanes per block, each owning 16 bytes of qs = 16 weights of
 // sub-block 2j (low nibbles) and 16 of sub-block 2j+1 (high nibbles).
 template <int T>
-__device__ void mv_q4_k(MV_ARGS) {
-    int row = blockIdx.x * 4 + threadIdx.x / WARP;
-    if (row >= rows) return;
+__device__ __forceinline__ void dot_q4_k(DOT_ARGS) {
     int lane = threadIdx.x % WARP, sub = lane % 8, j = sub / 2, half = sub % 2;
     int nb = cols / 256, nx = cols / 32;
     const u8* wr = w + (size_t)row * nb * 144;
-    float acc[T];
-#pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = 0.0f;
     for (int b = lane / 8; b < nb; b += 4) {
         const u8* blk = wr + b * 144;
         int4 q = *(const int4*)(blk + 16 + sub * 16);
@@ -97,16 +83,13 @@ __device__ void mv_q4_k(MV_ARGS) {
             acc[t] += v;
         }
     }
-    mv_finish<T>(acc, bias, out, row, rows);
 }
 
 // Q6_K: four lanes per block, lane (n, l16) owning ql[64n+l16..+16],
 // ql[64n+32+l16..+16] and qh[32n+l16..+16]: 64 weights at y = 128n + 32k +
 // l16 + i, k = 0..3.
 template <int T>
-__device__ void mv_q6_k(MV_ARGS) {
-    int row = blockIdx.x * 4 + threadIdx.x / WARP;
-    if (row >= rows) return;
+__device__ __forceinline__ void dot_q6_k(DOT_ARGS) {
     int lane = threadIdx.x % WARP, q4 = lane % 4, n = q4 / 2, l16 = (q4 % 2) * 16;
     int nb = cols / 256, nx = cols / 32;
     size_t nblk = (size_t)rows * nb;
@@ -114,9 +97,6 @@ __device__ void mv_q6_k(MV_ARGS) {
     const u8* qh = w + nblk * 128;
     const i8* scp = (const i8*)(w + nblk * 192);
     const u16* dp = (const u16*)(w + nblk * 208);
-    float acc[T];
-#pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = 0.0f;
     for (int b = lane / 4; b < nb; b += 8) {
         size_t bi = (size_t)row * nb + b;
         int4 A = *(const int4*)(ql + bi * 128 + 64 * n + l16);
@@ -153,7 +133,6 @@ __device__ void mv_q6_k(MV_ARGS) {
             acc[t] += sum;
         }
     }
-    mv_finish<T>(acc, bias, out, row, rows);
 }
 
 // The fifth bits of four weights (bits 0..3 of h) moved to bit 4 of each byte.
@@ -163,17 +142,12 @@ __device__ __forceinline__ int spread4(u32 h) {
 
 // Q5_0: one lane per 32-weight block.
 template <int T>
-__device__ void mv_q5_0(MV_ARGS) {
-    int row = blockIdx.x * 4 + threadIdx.x / WARP;
-    if (row >= rows) return;
+__device__ __forceinline__ void dot_q5_0(DOT_ARGS) {
     int lane = threadIdx.x % WARP, nb = cols / 32;
     size_t nblk = (size_t)rows * nb;
     const u8* qs = w;
     const u32* qh = (const u32*)(w + nblk * 16);
     const u16* dp = (const u16*)(w + nblk * 20);
-    float acc[T];
-#pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = 0.0f;
     for (int b = lane; b < nb; b += WARP) {
         size_t bi = (size_t)row * nb + b;
         int4 q = *(const int4*)(qs + bi * 16);
@@ -202,20 +176,14 @@ __device__ void mv_q5_0(MV_ARGS) {
             acc[t] += d * (xs.x * (float)s - 16.0f * xs.y);
         }
     }
-    mv_finish<T>(acc, bias, out, row, rows);
 }
 
 // Q8_0: one lane per 32-weight block.
 template <int T>
-__device__ void mv_q8_0(MV_ARGS) {
-    int row = blockIdx.x * 4 + threadIdx.x / WARP;
-    if (row >= rows) return;
+__device__ __forceinline__ void dot_q8_0(DOT_ARGS) {
     int lane = threadIdx.x % WARP, nb = cols / 32;
     size_t nblk = (size_t)rows * nb;
     const u16* dp = (const u16*)(w + nblk * 32);
-    float acc[T];
-#pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = 0.0f;
     for (int b = lane; b < nb; b += WARP) {
         size_t bi = (size_t)row * nb + b;
         const int4* wq = (const int4*)(w + bi * 32);
@@ -238,19 +206,13 @@ __device__ void mv_q8_0(MV_ARGS) {
             acc[t] += d * xd[(size_t)t * nb + b].x * (float)s;
         }
     }
-    mv_finish<T>(acc, bias, out, row, rows);
 }
 
 // F16: eight halves per lane per step, input in f32.
 template <int T>
-__device__ void mv_f16(MV_ARGS) {
-    int row = blockIdx.x * 4 + threadIdx.x / WARP;
-    if (row >= rows) return;
+__device__ __forceinline__ void dot_f16(DOT_ARGS) {
     int lane = threadIdx.x % WARP;
     const u16* wr = (const u16*)w + (size_t)row * cols;
-    float acc[T];
-#pragma unroll
-    for (int t = 0; t < T; t++) acc[t] = 0.0f;
 #pragma unroll 2
     for (int c = lane * 8; c < cols; c += 256) {
         int4 wv = *(const int4*)(wr + c);
@@ -269,21 +231,82 @@ __device__ void mv_f16(MV_ARGS) {
                     + wf[4] * x1.x + wf[5] * x1.y + wf[6] * x1.z + wf[7] * x1.w;
         }
     }
-    mv_finish<T>(acc, bias, out, row, rows);
 }
 
-#define MV_PASS w, xq, xd, xf, bias, out, rows, cols
-#define MV_ONE(NAME, T) \
-    extern "C" __global__ void __launch_bounds__(128) NAME##_t##T(MV_ARGS) { NAME<T>(MV_PASS); }
-#define MV_ALL(NAME) \
-    MV_ONE(NAME, 1) MV_ONE(NAME, 2) MV_ONE(NAME, 3) MV_ONE(NAME, 4) \
-    MV_ONE(NAME, 5) MV_ONE(NAME, 6) MV_ONE(NAME, 7) MV_ONE(NAME, 8)
+// Up to three matrices of one type sharing an input (Q, K, V): blocks
+// [0, nb0) compute matrix 0, the next nb1 matrix 1, and so on, four rows per
+// block (a warp per row). accum: add into out instead of overwriting (a
+// projection straight into the residual stream).
+struct Mats {
+    const u8* w[3];
+    const float* bias[3];
+    float* out[3];
+    int rows[3];
+};
 
-MV_ALL(mv_q4_k)
-MV_ALL(mv_q6_k)
-MV_ALL(mv_q5_0)
-MV_ALL(mv_q8_0)
-MV_ALL(mv_f16)
+template <int T>
+__device__ __forceinline__ bool pick_row(const Mats& m, int n_mats, int& k, int& row) {
+    int blk = blockIdx.x;
+    for (k = 0; k < n_mats; k++) {
+        int nb = (m.rows[k] + 3) / 4;
+        if (blk < nb) break;
+        blk -= nb;
+    }
+    if (k >= n_mats) return false;
+    row = blk * 4 + threadIdx.x / WARP;
+    return row < m.rows[k];
+}
+
+template <int T>
+__device__ __forceinline__ void store_rows(float* acc, const float* bias, float* out, int row, int rows, int accum) {
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+    if (threadIdx.x % WARP == 0) {
+        float b = bias ? bias[row] : 0.0f;
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            float* o = out + (size_t)t * rows + row;
+            *o = (accum ? *o : 0.0f) + acc[t] + b;
+        }
+    }
+}
+
+__device__ __forceinline__ float act_fn(float x, int act) {
+    return act == 0 ? x / (1.0f + __expf(-x)) : 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x)));
+}
+
+#define MV_KERNELS(TY, T) \
+extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_mats, int cols, \
+        const i8* __restrict__ xq, const float2* __restrict__ xd, const float* __restrict__ xf, int accum) { \
+    int k, row; \
+    if (!pick_row<T>(m, n_mats, k, row)) return; \
+    float acc[T]; \
+    for (int t = 0; t < T; t++) acc[t] = 0.0f; \
+    dot_##TY<T>(m.w[k], row, m.rows[k], cols, xq, xd, xf, acc); \
+    store_rows<T>(acc, m.bias[k], m.out[k], row, m.rows[k], accum); \
+} \
+extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __restrict__ wg, \
+        const u8* __restrict__ wu, float* __restrict__ out, int rows, int cols, const i8* __restrict__ xq, \
+        const float2* __restrict__ xd, const float* __restrict__ xf, int act) { \
+    int row = blockIdx.x * 4 + threadIdx.x / WARP; \
+    if (row >= rows) return; \
+    float g[T], u[T]; \
+    for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; } \
+    dot_##TY<T>(wg, row, rows, cols, xq, xd, xf, g); \
+    dot_##TY<T>(wu, row, rows, cols, xq, xd, xf, u); \
+    for (int t = 0; t < T; t++) { g[t] = warp_sum(g[t]); u[t] = warp_sum(u[t]); } \
+    if (threadIdx.x % WARP == 0) \
+        for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t]; \
+}
+#define MV_ALL(TY) \
+    MV_KERNELS(TY, 1) MV_KERNELS(TY, 2) MV_KERNELS(TY, 3) MV_KERNELS(TY, 4) \
+    MV_KERNELS(TY, 5) MV_KERNELS(TY, 6) MV_KERNELS(TY, 7) MV_KERNELS(TY, 8)
+
+MV_ALL(q4_k)
+MV_ALL(q6_k)
+MV_ALL(q5_0)
+MV_ALL(q8_0)
+MV_ALL(f16)
 
 // ---- Dequantization of 32-weight groups: for prefill (to f16, then a tensor-
 // core GEMM) and for embedding lookups (to f32).

@@ -21,9 +21,22 @@ extern "C" __global__ void f32_to_f16(const float* __restrict__ x, u16* __restri
     if (i < n) out[i] = f2h(x[i]);
 }
 
-// One block per row of n elements.
+// 32 consecutive values held one per lane → an int8 block (see quantize_q8).
+__device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2* xd) {
+    float amax = warp_max(fabsf(v));
+    float d = amax / 127.0f;
+    int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    xq[gi] = (i8)q;
+    float sum = warp_sum((float)q);
+    if (threadIdx.x % WARP == 0) xd[gi / 32] = make_float2(d, d * sum);
+}
+
+// One block per row of n elements. With xq non-null (n a multiple of 32,
+// blockDim a multiple of 32) the output is also written quantized for the
+// decode products that read it.
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
-                                    float* __restrict__ out, int n, float eps) {
+                                    float* __restrict__ out, int n, float eps, i8* __restrict__ xq,
+                                    float2* __restrict__ xd) {
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * n;
     float* o = out + (size_t)blockIdx.x * n;
@@ -31,7 +44,43 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
     for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
     ss = block_sum(ss, scratch);
     float inv = rsqrtf(ss / n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = xr[i] * inv * w[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = xr[i] * inv * w[i];
+        o[i] = v;
+        if (xq) warp_quantize(v, (size_t)blockIdx.x * n + i, xq, xd);
+    }
+}
+
+// RoPE on a row of q and of k, then k and v into the f16 cache at the row's
+// slot: rope(q), rope(k) and kv_store in one launch. One block per row.
+extern "C" __global__ void rope_store(float* __restrict__ q, float* __restrict__ k,
+                                      const float* __restrict__ v, const u32* __restrict__ positions,
+                                      const u32* __restrict__ slots, u16* __restrict__ kc,
+                                      u16* __restrict__ vc, int q_cols, int kv_dim, int head_dim,
+                                      int dims, float step, float freq_scale, int halves) {
+    int half = dims / 2, nq = q_cols / head_dim * half, nk = kv_dim / head_dim * half;
+    float* qr = q + (size_t)blockIdx.x * q_cols;
+    float* kr = k + (size_t)blockIdx.x * kv_dim;
+    float pos = (float)positions[blockIdx.x];
+    for (int t = threadIdx.x; t < nq + nk; t += blockDim.x) {
+        int tt = t < nq ? t : t - nq;
+        int h = tt / half, i = tt % half;
+        float theta = pos;
+        for (int j = 0; j < i; j++) theta *= step;
+        float s, c;
+        sincosf(freq_scale * theta, &s, &c);
+        float* head = (t < nq ? qr : kr) + h * head_dim;
+        int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
+        float x0 = head[a], x1 = head[b];
+        head[a] = x0 * c - x1 * s;
+        head[b] = x0 * s + x1 * c;
+    }
+    __syncthreads();
+    size_t slot = slots[blockIdx.x];
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kc[slot * kv_dim + i] = f2h(kr[i]);
+        vc[slot * kv_dim + i] = f2h(v[(size_t)blockIdx.x * kv_dim + i]);
+    }
 }
 
 // One block per row; thread i rotates pair (i mod dims/2) of head (i / (dims/2)).
