@@ -57,6 +57,26 @@ pub struct Gpu {
     /// TANDEM_CUDA_PROFILE=1: device time per kernel, from events around
     /// every launch (graphs are off then).
     profile: Option<Mutex<Profile>>,
+    /// Page-locked staging for downloads (twice the speed of pageable copies).
+    pinned: Mutex<Pinned>,
+}
+
+struct Pinned {
+    ptr: *mut f32,
+    len: usize,
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        if let Ok(p) = self.pinned.lock() {
+            if !p.ptr.is_null() {
+                // SAFETY: allocated by malloc_host, freed once.
+                unsafe {
+                    let _ = result::free_host(p.ptr as *mut c_void);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -122,6 +142,10 @@ impl Gpu {
             blas,
             name: format!("{name} (sm_{major}{minor})"),
             compile_secs,
+            pinned: Mutex::new(Pinned {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            }),
             profile: std::env::var("TANDEM_CUDA_PROFILE")
                 .is_ok_and(|v| v == "1")
                 .then(|| Mutex::new(Profile::default())),
@@ -234,12 +258,28 @@ impl Gpu {
         if dst.is_empty() {
             return;
         }
-        // SAFETY: src holds at least dst.len() floats; the stream is
-        // synchronized before dst is read.
-        unsafe {
-            result::memcpy_dtoh_async(dst, src, self.cu_stream()).expect("device-to-host copy");
+        let mut p = self.pinned.lock().expect("pinned buffer lock");
+        if p.len < dst.len() {
+            // SAFETY: the old buffer is not in use (downloads are synchronous
+            // under this lock); the new one is page-locked host memory.
+            unsafe {
+                if !p.ptr.is_null() {
+                    let _ = result::free_host(p.ptr as *mut c_void);
+                }
+                let len = dst.len().next_power_of_two();
+                p.ptr =
+                    result::malloc_host(len * 4, 0).expect("pinned host allocation") as *mut f32;
+                p.len = len;
+            }
         }
-        self.sync();
+        // SAFETY: the pinned buffer holds dst.len() floats; the stream is
+        // synchronized before it is read.
+        unsafe {
+            let staging = std::slice::from_raw_parts_mut(p.ptr, dst.len());
+            result::memcpy_dtoh_async(staging, src, self.cu_stream()).expect("device-to-host copy");
+            self.sync();
+            dst.copy_from_slice(staging);
+        }
     }
 
     pub fn zero(&self, dst: u64, bytes: usize) {

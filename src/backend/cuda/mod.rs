@@ -232,11 +232,11 @@ impl CudaBackend {
         );
         for ((w, bias), out) in ws.iter().zip(outs.iter_mut()) {
             let w16 = self.gpu.alloc(w.rows * w.cols * 2);
-            let groups = w.rows * w.cols / 32;
+            let groups = w.rows * w.cols / 8;
             self.gpu.launch(
                 &format!("dequant_{}", w.ty.stem()),
-                (groups.div_ceil(128) as u32, 1, 1),
-                128,
+                (groups.div_ceil(256) as u32, 1, 1),
+                256,
                 &KArgs::new()
                     .ptr(w.buf.ptr)
                     .ptr(w16.ptr)
@@ -606,10 +606,11 @@ impl Backend for CudaBackend {
         let pos = self.u32s(positions, &mut keep);
         let sl = self.u32s(slots, &mut keep);
         let step = rope.base.powf(-2.0 / rope.dims as f32);
+        let heads = (q.cols + k.cols) / head_dim;
         self.gpu.launch(
             "rope_store",
-            (q.rows as u32, 1, 1),
-            256,
+            (q.rows as u32, heads as u32, 1),
+            (rope.dims / 2).next_multiple_of(32).clamp(32, 128) as u32,
             &KArgs::new()
                 .ptr(q.ptr())
                 .ptr(k.ptr())

@@ -9,6 +9,17 @@
 #define SPLIT 64
 #define NEG_INF (-3.402823466e38f)
 
+__device__ __forceinline__ float block_max128(float v, float* scratch) {
+    v = warp_max(v);
+    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    __syncthreads();
+    if (lane == 0) scratch[w] = v;
+    __syncthreads();
+    return fmaxf(fmaxf(scratch[0], scratch[1]), fmaxf(scratch[2], scratch[3]));
+}
+
+// 128 threads: scores one thread per key; values one warp per key (lanes
+// across the head's dims in f16 pairs), the four warps' sums added at the end.
 extern "C" __global__ void __launch_bounds__(128) attn_split(
     const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
     float* __restrict__ part, const u32* __restrict__ row_seq, const u32* __restrict__ positions,
@@ -16,7 +27,11 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     int hd, int kv_dim, float scale, int window, int n_splits) {
     __shared__ float qs[256];
     __shared__ float p[SPLIT];
+    __shared__ u32 sidx[SPLIT];
+    __shared__ float scratch[4];
+    __shared__ float red[4][256];
     int h = blockIdx.x, row = blockIdx.y, sp = blockIdx.z, tid = threadIdx.x;
+    int lane = tid % WARP, warp = tid / WARP;
     int pos = positions[row];
     int lo = window > 0 ? max(0, pos + 1 - window) : 0;
     int k0 = max(lo, sp * SPLIT), k1 = min(pos + 1, (sp + 1) * SPLIT);
@@ -30,11 +45,13 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     int kvh = h / (n_heads / n_kv_heads);
     const float* qr = q + ((size_t)row * n_heads + h) * hd;
     for (int i = tid; i < hd; i += blockDim.x) qs[i] = qr[i] * scale;
-    __syncthreads();
     int nk = k1 - k0;
+    if (tid < nk) sidx[tid] = sl[k0 + tid];
+    __syncthreads();
+    float s = NEG_INF;
     if (tid < nk) {
-        const u16* kr = kc + (size_t)sl[k0 + tid] * kv_dim + kvh * hd;
-        float s = 0.0f;
+        const u16* kr = kc + (size_t)sidx[tid] * kv_dim + kvh * hd;
+        s = 0.0f;
         for (int i = 0; i < hd; i += 8) {
             int4 kv = *(const int4*)(kr + i);
             const u32* kp = (const u32*)&kv;
@@ -43,23 +60,38 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
                 s += qs[i + 2 * j] * h2f(kp[j] & 0xffff) + qs[i + 2 * j + 1] * h2f(kp[j] >> 16);
             }
         }
-        p[tid] = s;
+    }
+    float m = block_max128(s, scratch);
+    float e = tid < nk ? __expf(s - m) : 0.0f;
+    if (tid < SPLIT) p[tid] = e;
+    float l = block_sum(e, scratch);  // syncs: p is visible below
+    // Values: warp w takes keys w, w+4, ...; lane owns dims 2·lane + 64·i.
+    float2 acc[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) acc[i] = make_float2(0.0f, 0.0f);
+    for (int j = warp; j < nk; j += 4) {
+        const u32* vr = (const u32*)(vc + (size_t)sidx[j] * kv_dim + kvh * hd);
+        float pj = p[j];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int d = 2 * lane + 64 * i;
+            if (d < hd) {
+                u32 v2 = vr[d / 2];
+                acc[i].x += pj * h2f(v2 & 0xffff);
+                acc[i].y += pj * h2f(v2 >> 16);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int d = 2 * lane + 64 * i;
+        if (d < hd) {
+            red[warp][d] = acc[i].x;
+            red[warp][d + 1] = acc[i].y;
+        }
     }
     __syncthreads();
-    float m = NEG_INF;
-    for (int j = 0; j < nk; j++) m = fmaxf(m, p[j]);
-    __syncthreads();
-    if (tid < nk) p[tid] = __expf(p[tid] - m);
-    __syncthreads();
-    float l = 0.0f;
-    for (int j = 0; j < nk; j++) l += p[j];
-    for (int d = tid; d < hd; d += blockDim.x) {
-        const u16* vb = vc + kvh * hd + d;
-        float a = 0.0f;
-#pragma unroll 8
-        for (int j = 0; j < nk; j++) a += p[j] * h2f(vb[(size_t)sl[k0 + j] * kv_dim]);
-        pr[d] = a;
-    }
+    for (int d = tid; d < hd; d += blockDim.x) pr[d] = red[0][d] + red[1][d] + red[2][d] + red[3][d];
     if (tid == 0) { pr[hd] = m; pr[hd + 1] = l; }
 }
 

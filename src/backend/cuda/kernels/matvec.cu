@@ -361,16 +361,74 @@ __device__ __forceinline__ void deq32_f16(const u8* w, int rows, int cols, int r
     for (int i = 0; i < 32; i++) o[i] = h2f(p[i]);
 }
 
+// Eight consecutive weights (col a multiple of 8) for the f16 tiles of the
+// prefill GEMM: one thread per 16-byte store, so a warp writes 512
+// contiguous bytes.
+__device__ __forceinline__ void deq8_q4_k(const u8* w, int rows, int cols, int row, int col, float* o) {
+    int nb = cols / 256, b = col / 256, sb = (col % 256) / 32, off = col % 32;
+    const u8* blk = w + ((size_t)row * nb + b) * 144;
+    u32 dd = *(const u32*)blk;
+    float d = h2f(dd & 0xffff), dmin = h2f(dd >> 16), s, m;
+    scale_min_k4(sb, blk + 4, s, m);
+    u64 q = *(const u64*)(blk + 16 + 32 * (sb / 2) + off);
+    int shift = (sb % 2) * 4;
+    for (int i = 0; i < 8; i++) o[i] = d * s * (float)((q >> (8 * i + shift)) & 0xF) - dmin * m;
+}
+
+__device__ __forceinline__ void deq8_q6_k(const u8* w, int rows, int cols, int row, int col, float* o) {
+    int nb = cols / 256, b = col / 256, y = col % 256, n = y / 128, k = (y % 128) / 32, l = y % 32;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+    u64 ql = *(const u64*)(w + bi * 128 + 64 * n + (k % 2) * 32 + l);
+    u64 qh = *(const u64*)(w + nblk * 128 + bi * 64 + 32 * n + l);
+    float sc = (float)((const i8*)(w + nblk * 192))[bi * 16 + 8 * n + l / 16 + 2 * k];
+    float d = h2f(((const u16*)(w + nblk * 208))[bi]) * sc;
+    int shift = (k / 2) * 4;
+    for (int i = 0; i < 8; i++) {
+        int qv = ((ql >> (8 * i + shift)) & 0xF) | (((qh >> (8 * i + 2 * k)) & 3) << 4);
+        o[i] = d * (float)(qv - 32);
+    }
+}
+
+__device__ __forceinline__ void deq8_q5_0(const u8* w, int rows, int cols, int row, int col, float* o) {
+    int nb = cols / 32, g = col / 32, off = col % 32;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + g;
+    u64 q = *(const u64*)(w + bi * 16 + off % 16);
+    u32 h = ((const u32*)(w + nblk * 16))[bi] >> off;
+    float d = h2f(((const u16*)(w + nblk * 20))[bi]);
+    int shift = (off / 16) * 4;
+    for (int i = 0; i < 8; i++) {
+        int qv = ((q >> (8 * i + shift)) & 0xF) | (((h >> i) & 1) << 4);
+        o[i] = d * (float)(qv - 16);
+    }
+}
+
+__device__ __forceinline__ void deq8_q8_0(const u8* w, int rows, int cols, int row, int col, float* o) {
+    int nb = cols / 32;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + col / 32;
+    u64 q = *(const u64*)(w + (size_t)row * cols + col);
+    float d = h2f(((const u16*)(w + nblk * 32))[bi]);
+    for (int i = 0; i < 8; i++) o[i] = d * (float)(i8)((q >> (8 * i)) & 0xFF);
+}
+
+__device__ __forceinline__ void deq8_f16(const u8* w, int rows, int cols, int row, int col, float* o) {
+    const u16* p = (const u16*)w + (size_t)row * cols + col;
+    for (int i = 0; i < 8; i++) o[i] = h2f(p[i]);
+}
+
 #define DEQ_KERNELS(NAME) \
 extern "C" __global__ void dequant_##NAME(const u8* w, u16* out, int rows, int cols) { \
     size_t g = (size_t)blockIdx.x * blockDim.x + threadIdx.x; \
-    int gpr = cols / 32; \
+    int gpr = cols / 8; \
     if (g >= (size_t)rows * gpr) return; \
-    int row = g / gpr, gc = g % gpr; \
-    float o[32]; \
-    deq32_##NAME(w, rows, cols, row, gc, o); \
-    u32* dst = (u32*)(out + (size_t)row * cols + gc * 32); \
-    for (int i = 0; i < 16; i++) dst[i] = f2h(o[2 * i]) | ((u32)f2h(o[2 * i + 1]) << 16); \
+    int row = g / gpr, col = (g % gpr) * 8; \
+    float o[8]; \
+    deq8_##NAME(w, rows, cols, row, col, o); \
+    uint4 v; \
+    v.x = f2h(o[0]) | ((u32)f2h(o[1]) << 16); \
+    v.y = f2h(o[2]) | ((u32)f2h(o[3]) << 16); \
+    v.z = f2h(o[4]) | ((u32)f2h(o[5]) << 16); \
+    v.w = f2h(o[6]) | ((u32)f2h(o[7]) << 16); \
+    *(uint4*)(out + (size_t)row * cols + col) = v; \
 } \
 extern "C" __global__ void embed_##NAME(const u8* w, const u32* ids, float* out, int rows, int cols, float scale) { \
     int r = blockIdx.y, gc = blockIdx.x * blockDim.x + threadIdx.x; \

@@ -52,67 +52,40 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
 }
 
 // RoPE on a row of q and of k, then k and v into the f16 cache at the row's
-// slot: rope(q), rope(k) and kv_store in one launch. One block per row.
+// slot: rope(q), rope(k) and kv_store in one launch. Block (row, head): heads
+// of q first, then the KV heads (rotated, stored with their v). Threads take
+// the head's pairs.
 extern "C" __global__ void rope_store(float* __restrict__ q, float* __restrict__ k,
                                       const float* __restrict__ v, const u32* __restrict__ positions,
                                       const u32* __restrict__ slots, u16* __restrict__ kc,
                                       u16* __restrict__ vc, int q_cols, int kv_dim, int head_dim,
                                       int dims, float step, float freq_scale, int halves) {
-    int half = dims / 2, nq = q_cols / head_dim * half, nk = kv_dim / head_dim * half;
-    float* qr = q + (size_t)blockIdx.x * q_cols;
-    float* kr = k + (size_t)blockIdx.x * kv_dim;
-    float pos = (float)positions[blockIdx.x];
-    for (int t = threadIdx.x; t < nq + nk; t += blockDim.x) {
-        int tt = t < nq ? t : t - nq;
-        int h = tt / half, i = tt % half;
+    int half = dims / 2, nqh = q_cols / head_dim;
+    int row = blockIdx.x, hh = blockIdx.y;
+    bool is_k = hh >= nqh;
+    int h = is_k ? hh - nqh : hh;
+    float* head = (is_k ? k + (size_t)row * kv_dim : q + (size_t)row * q_cols) + h * head_dim;
+    float pos = (float)positions[row];
+    size_t dst = (size_t)slots[row] * kv_dim + h * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float theta = pos;
         for (int j = 0; j < i; j++) theta *= step;
         float s, c;
         sincosf(freq_scale * theta, &s, &c);
-        float* head = (t < nq ? qr : kr) + h * head_dim;
         int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
         float x0 = head[a], x1 = head[b];
-        head[a] = x0 * c - x1 * s;
-        head[b] = x0 * s + x1 * c;
+        float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        head[a] = y0;
+        head[b] = y1;
+        if (is_k) {
+            kc[dst + a] = f2h(y0);
+            kc[dst + b] = f2h(y1);
+        }
     }
-    __syncthreads();
-    size_t slot = slots[blockIdx.x];
-    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        kc[slot * kv_dim + i] = f2h(kr[i]);
-        vc[slot * kv_dim + i] = f2h(v[(size_t)blockIdx.x * kv_dim + i]);
-    }
-}
-
-// One block per row; thread i rotates pair (i mod dims/2) of head (i / (dims/2)).
-// The angle is built by repeated f32 multiplication, as the CPU backend and
-// ggml do, so both backends see the same angle.
-extern "C" __global__ void rope(float* __restrict__ x, const u32* __restrict__ positions, int cols,
-                                int head_dim, int dims, float step, float freq_scale, int halves) {
-    int half = dims / 2, n_heads = cols / head_dim;
-    float* row = x + (size_t)blockIdx.x * cols;
-    float pos = (float)positions[blockIdx.x];
-    for (int t = threadIdx.x; t < n_heads * half; t += blockDim.x) {
-        int h = t / half, i = t % half;
-        float theta = pos;
-        for (int k = 0; k < i; k++) theta *= step;
-        float s, c;
-        sincosf(freq_scale * theta, &s, &c);
-        float* head = row + h * head_dim;
-        int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
-        float x0 = head[a], x1 = head[b];
-        head[a] = x0 * c - x1 * s;
-        head[b] = x0 * s + x1 * c;
-    }
-}
-
-// Rows of k and v (f32) into the f16 cache at their slots; one block per row.
-extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __restrict__ v,
-                                    const u32* __restrict__ slots, u16* __restrict__ kc,
-                                    u16* __restrict__ vc, int kv_dim) {
-    size_t s = slots[blockIdx.x];
-    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        kc[s * kv_dim + i] = f2h(k[(size_t)blockIdx.x * kv_dim + i]);
-        vc[s * kv_dim + i] = f2h(v[(size_t)blockIdx.x * kv_dim + i]);
+    if (is_k) {
+        for (int d = dims + threadIdx.x; d < head_dim; d += blockDim.x) kc[dst + d] = f2h(head[d]);
+        const float* vr = v + (size_t)row * kv_dim + h * head_dim;
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) vc[dst + d] = f2h(vr[d]);
     }
 }
 
