@@ -25,6 +25,9 @@ use weights::DevType;
 /// forward pass may be captured as a graph).
 pub const MAX_DECODE_ROWS: usize = 8;
 
+/// Query heads up to which decode attention merges its splits in-kernel.
+const MAX_HEADS: usize = 256;
+
 pub struct CudaAct {
     pub rows: usize,
     pub cols: usize,
@@ -70,6 +73,9 @@ pub struct CudaKv {
 pub struct CudaBackend {
     gpu: Arc<Gpu>,
     state: Mutex<StepState>,
+    /// Per (row, head) split counters of fused decode attention; zero
+    /// between launches (each merge resets its own).
+    counters: OwnedBuf,
 }
 
 impl CudaBackend {
@@ -78,9 +84,13 @@ impl CudaBackend {
         let gpu = Gpu::open(ordinal)?;
         let graphs =
             std::env::var("TANDEM_CUDA_GRAPHS").map_or(true, |v| v != "0") && !gpu.profiling();
+        let bytes = MAX_DECODE_ROWS * MAX_HEADS * 4;
+        let counters = gpu.alloc_owned(bytes)?;
+        gpu.zero(counters.ptr, bytes);
         Ok(Self {
             state: Mutex::new(StepState::new(graphs)),
             gpu,
+            counters,
         })
     }
 
@@ -308,7 +318,10 @@ impl Backend for CudaBackend {
     type KvCache = CudaKv;
 
     fn name(&self) -> String {
-        format!("cuda ({})", self.gpu.name)
+        format!(
+            "cuda ({}, kernels compiled in {:.2} s)",
+            self.gpu.name, self.gpu.compile_secs
+        )
     }
 
     fn load_weight(&self, t: &Tensor<'_>, _file: &Arc<GgufFile>) -> Result<CudaWeight> {
@@ -712,6 +725,22 @@ impl Backend for CudaBackend {
         let part = self
             .gpu
             .alloc(q.rows * p.n_heads * n_splits * (p.head_dim + 2) * 4);
+        // Decode: the last split of each (row, head) merges in the same launch
+        // and also writes the int8 form the output projection reads.
+        let fused = q.rows <= MAX_DECODE_ROWS && p.n_heads <= MAX_HEADS;
+        let q8 = fused && p.head_dim.is_multiple_of(32);
+        let (xq, xd) = if q8 {
+            (
+                Some(self.gpu.alloc(out.len())),
+                Some(self.gpu.alloc(out.len() / 32 * 8)),
+            )
+        } else {
+            (None, None)
+        };
+        let (xq_p, xd_p) = (
+            xq.as_ref().map_or(0, |b| b.ptr),
+            xd.as_ref().map_or(0, |b| b.ptr),
+        );
         self.gpu.launch(
             "attn_split",
             (p.n_heads as u32, q.rows as u32, n_splits as u32),
@@ -731,31 +760,28 @@ impl Backend for CudaBackend {
                 .i32(kv.kv_dim)
                 .f32(p.scale)
                 .i32(p.window.unwrap_or(0))
-                .i32(n_splits),
-        );
-        let q8 = q.rows <= MAX_DECODE_ROWS && p.head_dim.is_multiple_of(32);
-        let (xq, xd) = if q8 {
-            (
-                Some(self.gpu.alloc(out.len())),
-                Some(self.gpu.alloc(out.len() / 32 * 8)),
-            )
-        } else {
-            (None, None)
-        };
-        self.gpu.launch(
-            "attn_merge",
-            (p.n_heads as u32, q.rows as u32, 1),
-            p.head_dim.next_multiple_of(32).min(256) as u32,
-            &KArgs::new()
-                .ptr(part.ptr)
-                .ptr(out.ptr())
-                .ptr(meta.positions)
-                .i32(p.n_heads)
-                .i32(p.head_dim)
                 .i32(n_splits)
-                .ptr(xq.as_ref().map_or(0, |b| b.ptr))
-                .ptr(xd.as_ref().map_or(0, |b| b.ptr)),
+                .ptr(if fused { self.counters.ptr } else { 0 })
+                .ptr(out.ptr())
+                .ptr(xq_p)
+                .ptr(xd_p),
         );
+        if !fused {
+            self.gpu.launch(
+                "attn_merge",
+                (p.n_heads as u32, q.rows as u32, 1),
+                p.head_dim.next_multiple_of(32).min(256) as u32,
+                &KArgs::new()
+                    .ptr(part.ptr)
+                    .ptr(out.ptr())
+                    .ptr(meta.positions)
+                    .i32(p.n_heads)
+                    .i32(p.head_dim)
+                    .i32(n_splits)
+                    .ptr(xq_p)
+                    .ptr(xd_p),
+            );
+        }
         if let (Some(q), Some(d)) = (xq, xd) {
             out.q8 = Some((q, d));
         }

@@ -18,60 +18,49 @@ __device__ __forceinline__ float block_max128(float v, float* scratch) {
     return fmaxf(fmaxf(scratch[0], scratch[1]), fmaxf(scratch[2], scratch[3]));
 }
 
-// 128 threads: scores one thread per key; values one warp per key (lanes
-// across the head's dims in f16 pairs), the four warps' sums added at the end.
-extern "C" __global__ void __launch_bounds__(128) attn_split(
-    const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
-    float* __restrict__ part, const u32* __restrict__ row_seq, const u32* __restrict__ positions,
-    const u32* __restrict__ seq_off, const u32* __restrict__ slots, int n_heads, int n_kv_heads,
-    int hd, int kv_dim, float scale, int window, int n_splits) {
-    __shared__ float qs[256];
-    __shared__ float p[SPLIT];
-    __shared__ u32 sidx[SPLIT];
-    __shared__ float scratch[4];
-    __shared__ float red[4][256];
-    int h = blockIdx.x, row = blockIdx.y, sp = blockIdx.z, tid = threadIdx.x;
-    int lane = tid % WARP, warp = tid / WARP;
-    int pos = positions[row];
-    int lo = window > 0 ? max(0, pos + 1 - window) : 0;
-    int k0 = max(lo, sp * SPLIT), k1 = min(pos + 1, (sp + 1) * SPLIT);
-    if (sp * SPLIT > pos) return;  // past the row: the merge never reads it
-    float* pr = part + (((size_t)row * n_heads + h) * n_splits + sp) * (hd + 2);
-    if (k0 >= k1) {  // wholly before the window
-        if (tid == 0) { pr[hd] = NEG_INF; pr[hd + 1] = 0.0f; }
-        return;
-    }
-    const u32* sl = slots + seq_off[row_seq[row]];
-    int kvh = h / (n_heads / n_kv_heads);
-    const float* qr = q + ((size_t)row * n_heads + h) * hd;
-    for (int i = tid; i < hd; i += blockDim.x) qs[i] = qr[i] * scale;
+struct SplitSmem {
+    float qs[256];
+    float p[SPLIT];
+    u32 sidx[SPLIT];
+    float scratch[32];
+    float red[4][256];
+};
+
+// One split's partial softmax over keys k0..k1 of sequence slot list sl,
+// written to pr: acc[hd], m, l. 128 threads: scores one thread per key;
+// values one warp per key (lanes across the head's dims in f16 pairs), the
+// four warps' sums added at the end.
+__device__ void split_body(const float* __restrict__ qr, const u16* __restrict__ kc,
+                           const u16* __restrict__ vc, const u32* __restrict__ sl, float* __restrict__ pr,
+                           int kvh, int hd, int kv_dim, float scale, int k0, int k1, SplitSmem& sm) {
+    int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
+    for (int i = tid; i < hd; i += blockDim.x) sm.qs[i] = qr[i] * scale;
     int nk = k1 - k0;
-    if (tid < nk) sidx[tid] = sl[k0 + tid];
+    if (tid < nk) sm.sidx[tid] = sl[k0 + tid];
     __syncthreads();
     float s = NEG_INF;
     if (tid < nk) {
-        const u16* kr = kc + (size_t)sidx[tid] * kv_dim + kvh * hd;
+        const u16* kr = kc + (size_t)sm.sidx[tid] * kv_dim + kvh * hd;
         s = 0.0f;
         for (int i = 0; i < hd; i += 8) {
             int4 kv = *(const int4*)(kr + i);
             const u32* kp = (const u32*)&kv;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                s += qs[i + 2 * j] * h2f(kp[j] & 0xffff) + qs[i + 2 * j + 1] * h2f(kp[j] >> 16);
+                s += sm.qs[i + 2 * j] * h2f(kp[j] & 0xffff) + sm.qs[i + 2 * j + 1] * h2f(kp[j] >> 16);
             }
         }
     }
-    float m = block_max128(s, scratch);
+    float m = block_max128(s, sm.scratch);
     float e = tid < nk ? __expf(s - m) : 0.0f;
-    if (tid < SPLIT) p[tid] = e;
-    float l = block_sum(e, scratch);  // syncs: p is visible below
-    // Values: warp w takes keys w, w+4, ...; lane owns dims 2·lane + 64·i.
+    if (tid < SPLIT) sm.p[tid] = e;
+    float l = block_sum(e, sm.scratch);  // syncs: p is visible below
     float2 acc[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) acc[i] = make_float2(0.0f, 0.0f);
     for (int j = warp; j < nk; j += 4) {
-        const u32* vr = (const u32*)(vc + (size_t)sidx[j] * kv_dim + kvh * hd);
-        float pj = p[j];
+        const u32* vr = (const u32*)(vc + (size_t)sm.sidx[j] * kv_dim + kvh * hd);
+        float pj = sm.p[j];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             int d = 2 * lane + 64 * i;
@@ -86,41 +75,91 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     for (int i = 0; i < 4; i++) {
         int d = 2 * lane + 64 * i;
         if (d < hd) {
-            red[warp][d] = acc[i].x;
-            red[warp][d + 1] = acc[i].y;
+            sm.red[warp][d] = acc[i].x;
+            sm.red[warp][d + 1] = acc[i].y;
         }
     }
     __syncthreads();
-    for (int d = tid; d < hd; d += blockDim.x) pr[d] = red[0][d] + red[1][d] + red[2][d] + red[3][d];
+    for (int d = tid; d < hd; d += blockDim.x) pr[d] = sm.red[0][d] + sm.red[1][d] + sm.red[2][d] + sm.red[3][d];
     if (tid == 0) { pr[hd] = m; pr[hd + 1] = l; }
 }
 
-// With xq non-null (hd a multiple of 32, blockDim == hd) the output is also
-// written quantized for the output projection.
-extern "C" __global__ void attn_merge(const float* __restrict__ part, float* __restrict__ out,
-                                      const u32* __restrict__ positions, int n_heads, int hd,
-                                      int n_splits, i8* __restrict__ xq, float2* __restrict__ xd) {
-    int h = blockIdx.x, row = blockIdx.y;
-    int used = min(n_splits, (int)positions[row] / SPLIT + 1);
-    const float* pr = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
+__device__ void merge_splits(const volatile float* pr, float* __restrict__ out, int row, int h,
+                             int n_heads, int hd, int used, i8* __restrict__ xq, float2* __restrict__ xd);
+
+// Block (head, row, split). With `counters` non-null (decode), the last split
+// of (row, head) to finish merges them all into `out` (and its int8 form),
+// then resets its counter for the next launch; otherwise attn_merge runs next.
+extern "C" __global__ void __launch_bounds__(128) attn_split(
+    const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
+    float* __restrict__ part, const u32* __restrict__ row_seq, const u32* __restrict__ positions,
+    const u32* __restrict__ seq_off, const u32* __restrict__ slots, int n_heads, int n_kv_heads,
+    int hd, int kv_dim, float scale, int window, int n_splits, u32* __restrict__ counters,
+    float* __restrict__ out, i8* __restrict__ xq, float2* __restrict__ xd) {
+    __shared__ SplitSmem sm;
+    __shared__ bool last;
+    int h = blockIdx.x, row = blockIdx.y, sp = blockIdx.z, tid = threadIdx.x;
+    int pos = positions[row];
+    if (sp * SPLIT > pos) return;  // past the row: not counted, never merged
+    int lo = window > 0 ? max(0, pos + 1 - window) : 0;
+    int k0 = max(lo, sp * SPLIT), k1 = min(pos + 1, (sp + 1) * SPLIT);
+    int used = min(n_splits, pos / SPLIT + 1);
+    float* base = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
+    float* pr = base + sp * (hd + 2);
+    if (k0 >= k1) {  // wholly before the window
+        if (tid == 0) { pr[hd] = NEG_INF; pr[hd + 1] = 0.0f; }
+    } else {
+        const float* qr = q + ((size_t)row * n_heads + h) * hd;
+        int kvh = h / (n_heads / n_kv_heads);
+        split_body(qr, kc, vc, slots + seq_off[row_seq[row]], pr, kvh, hd, kv_dim, scale, k0, k1, sm);
+    }
+    if (!counters) return;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        u32* c = counters + (size_t)row * n_heads + h;
+        last = atomicAdd(c, 1u) == (u32)used - 1;
+        if (last) *c = 0;
+    }
+    __syncthreads();
+    if (last) {
+        __threadfence();
+        merge_splits(base, out, row, h, n_heads, hd, used, xq, xd);
+    }
+}
+
+// Merge the splits of (row, head): out = Σ_s e^(m_s−M)·acc_s / Σ_s e^(m_s−M)·l_s.
+// With xq non-null (hd a multiple of 32, blockDim a multiple of 32) the
+// output is also written quantized for the output projection.
+__device__ void merge_splits(const volatile float* pr, float* __restrict__ out, int row, int h,
+                             int n_heads, int hd, int used, i8* __restrict__ xq, float2* __restrict__ xd) {
     float mx = NEG_INF;
     for (int s = 0; s < used; s++) {
-        const float* ps = pr + s * (hd + 2);
+        const volatile float* ps = pr + s * (hd + 2);
         if (ps[hd + 1] > 0.0f) mx = fmaxf(mx, ps[hd]);
     }
     float den = 0.0f;
     for (int s = 0; s < used; s++) {
-        const float* ps = pr + s * (hd + 2);
+        const volatile float* ps = pr + s * (hd + 2);
         if (ps[hd + 1] > 0.0f) den += ps[hd + 1] * __expf(ps[hd] - mx);
     }
     float* o = out + ((size_t)row * n_heads + h) * hd;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float num = 0.0f;
         for (int s = 0; s < used; s++) {
-            const float* ps = pr + s * (hd + 2);
+            const volatile float* ps = pr + s * (hd + 2);
             if (ps[hd + 1] > 0.0f) num += ps[d] * __expf(ps[hd] - mx);
         }
         o[d] = num / den;
         if (xq) warp_quantize(num / den, ((size_t)row * n_heads + h) * hd + d, xq, xd);
     }
+}
+
+extern "C" __global__ void attn_merge(const float* __restrict__ part, float* __restrict__ out,
+                                      const u32* __restrict__ positions, int n_heads, int hd,
+                                      int n_splits, i8* __restrict__ xq, float2* __restrict__ xd) {
+    int h = blockIdx.x, row = blockIdx.y;
+    int used = min(n_splits, (int)positions[row] / SPLIT + 1);
+    const float* pr = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
+    merge_splits(pr, out, row, h, n_heads, hd, used, xq, xd);
 }
