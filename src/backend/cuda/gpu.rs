@@ -113,7 +113,17 @@ impl Gpu {
         let src = SOURCES.concat();
         let opts = cudarc::nvrtc::CompileOptions {
             arch: Some(arch_name(major, minor)),
-            options: vec!["-default-device".into(), "--std=c++17".into()],
+            options: ["-default-device", "--std=c++17"]
+                .into_iter()
+                .map(String::from)
+                // Experiments: extra NVRTC options, e.g. -DMV_UNROLL=1.
+                .chain(
+                    std::env::var("TANDEM_CUDA_NVRTC_OPTS")
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(String::from),
+                )
+                .collect(),
             ..Default::default()
         };
         let ptx = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(&src, opts))
@@ -121,11 +131,27 @@ impl Gpu {
                 GpuError::Unavailable("the NVRTC library (libnvrtc.so) was not found".into())
             })?
             .map_err(|e| GpuError::Compile(format!("{e:?}")))?;
+        let nvrtc_secs = t0.elapsed().as_secs_f64();
         let module = ctx.load_module(ptx).map_err(drv)?;
         let compile_secs = t0.elapsed().as_secs_f64();
+        let info = std::env::var("TANDEM_CUDA_KERNEL_INFO").is_ok_and(|v| v == "1");
+        if info {
+            eprintln!(
+                "NVRTC {nvrtc_secs:.2} s, module load (driver JIT) {:.2} s",
+                compile_secs - nvrtc_secs
+            );
+        }
         let mut funcs = HashMap::new();
         for name in kernel_names(&src) {
             let f = module.load_function(&name).map_err(drv)?;
+            if info {
+                use sys::CUfunction_attribute_enum as A;
+                let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
+                let local = f
+                    .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
+                    .unwrap_or(-1);
+                eprintln!("kernel {name}: {regs} registers, {local} bytes local");
+            }
             funcs.insert(name, Func(f.cu_function()));
         }
         let blas = std::panic::catch_unwind(|| CudaBlas::new(stream.clone()))

@@ -5,6 +5,7 @@
 //! weights dequantized to f16 tiles and multiplied by cuBLAS.
 
 pub mod gpu;
+mod prefill_attention;
 mod step;
 mod weights;
 
@@ -76,6 +77,8 @@ pub struct CudaBackend {
     /// Per (row, head) split counters of fused decode attention; zero
     /// between launches (each merge resets its own).
     counters: OwnedBuf,
+    /// TANDEM_CUDA_FUSED_ATTENTION=0 keeps the separate merge launch (A/B).
+    fused_attention: bool,
 }
 
 impl CudaBackend {
@@ -91,6 +94,8 @@ impl CudaBackend {
             state: Mutex::new(StepState::new(graphs)),
             gpu,
             counters,
+            fused_attention: std::env::var("TANDEM_CUDA_FUSED_ATTENTION")
+                .map_or(true, |v| v != "0"),
         })
     }
 
@@ -722,12 +727,23 @@ impl Backend for CudaBackend {
                 step::upload_attention_meta(&self.gpu, seqs, &mut keep)
             }
         };
+        if q.rows > MAX_DECODE_ROWS && prefill_attention::applies(seqs) {
+            let io = prefill_attention::Io {
+                q: q.ptr(),
+                kc: kv.k[layer].ptr,
+                vc: kv.v[layer].ptr,
+                out: out.ptr(),
+                kv_dim: kv.kv_dim,
+            };
+            prefill_attention::run(&self.gpu, &io, q.rows, seqs, &meta, p);
+            return;
+        }
         let part = self
             .gpu
             .alloc(q.rows * p.n_heads * n_splits * (p.head_dim + 2) * 4);
         // Decode: the last split of each (row, head) merges in the same launch
         // and also writes the int8 form the output projection reads.
-        let fused = q.rows <= MAX_DECODE_ROWS && p.n_heads <= MAX_HEADS;
+        let fused = q.rows <= MAX_DECODE_ROWS && p.n_heads <= MAX_HEADS && self.fused_attention;
         let q8 = fused && p.head_dim.is_multiple_of(32);
         let (xq, xd) = if q8 {
             (

@@ -163,3 +163,45 @@ extern "C" __global__ void attn_merge(const float* __restrict__ part, float* __r
     const float* pr = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
     merge_splits(pr, out, row, h, n_heads, hd, used, xq, xd);
 }
+
+// ---- Prefill attention through cuBLAS: K and V of a sequence gathered into
+// contiguous f16 rows, S = Q·Kᵀ (scaled) per head, the causal/window mask and
+// softmax here (S f32 → P f16), then O = P·V.
+
+// Block per key position j: k/v rows of slot sl[j] → kout/vout row j.
+extern "C" __global__ void gather_kv(const u16* __restrict__ kc, const u16* __restrict__ vc,
+                                     const u32* __restrict__ sl, u16* __restrict__ kout,
+                                     u16* __restrict__ vout, int kv_dim) {
+    size_t src = (size_t)sl[blockIdx.x] * kv_dim, dst = (size_t)blockIdx.x * kv_dim;
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kout[dst + i] = kc[src + i];
+        vout[dst + i] = vc[src + i];
+    }
+}
+
+// Block (query i, head h) over S[h][i][0..t): keys past the query's position
+// (first + i) or before its window get probability 0.
+extern "C" __global__ void masked_softmax(const float* __restrict__ s, u16* __restrict__ p, int n_q, int t,
+                                          int first, int window) {
+    __shared__ float scratch[32];
+    int i = blockIdx.x, h = blockIdx.y;
+    size_t off = ((size_t)h * n_q + i) * t;
+    int pos = first + i;
+    int lo = window > 0 ? max(0, pos + 1 - window) : 0;
+    float m = NEG_INF;
+    for (int j = threadIdx.x; j < t; j += blockDim.x)
+        if (j >= lo && j <= pos) m = fmaxf(m, s[off + j]);
+    m = warp_max(m);
+    __syncthreads();
+    if (threadIdx.x % WARP == 0) scratch[threadIdx.x / WARP] = m;
+    __syncthreads();
+    m = NEG_INF;
+    for (int w = 0; w < (int)(blockDim.x / WARP); w++) m = fmaxf(m, scratch[w]);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < t; j += blockDim.x)
+        if (j >= lo && j <= pos) sum += __expf(s[off + j] - m);
+    sum = block_sum(sum, scratch);
+    float inv = 1.0f / sum;
+    for (int j = threadIdx.x; j < t; j += blockDim.x)
+        p[off + j] = f2h(j >= lo && j <= pos ? __expf(s[off + j] - m) * inv : 0.0f);
+}

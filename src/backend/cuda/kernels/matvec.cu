@@ -15,6 +15,15 @@
 
 // A lane's share of the dot products of weight row `row` with T inputs,
 // added to acc[T].
+// Unroll depth of the product loops (more loads in flight, more registers);
+// TANDEM_CUDA_NVRTC_OPTS="-DMV_UNROLL=1" to compare.
+#ifndef MV_UNROLL
+#define MV_UNROLL 4
+#endif
+#define MV_PRAGMA_(x) _Pragma(#x)
+#define MV_PRAGMA(x) MV_PRAGMA_(x)
+#define MV_UNROLL_PRAGMA MV_PRAGMA(unroll MV_UNROLL)
+
 #define DOT_ARGS const u8* __restrict__ w, int row, int rows, int cols, const i8* __restrict__ xq, \
     const float2* __restrict__ xd, const float* __restrict__ xf, float* acc
 
@@ -48,7 +57,7 @@ __device__ __forceinline__ void dot_q4_k(DOT_ARGS) {
     int lane = threadIdx.x % WARP, sub = lane % 8, j = sub / 2, half = sub % 2;
     int nb = cols / 256, nx = cols / 32;
     const u8* wr = w + (size_t)row * nb * 144;
-#pragma unroll 4
+MV_UNROLL_PRAGMA
     for (int b = lane / 8; b < nb; b += 4) {
         const u8* blk = wr + b * 144;
         int4 q = *(const int4*)(blk + 16 + sub * 16);
@@ -98,7 +107,7 @@ __device__ __forceinline__ void dot_q6_k(DOT_ARGS) {
     const u8* qh = w + nblk * 128;
     const i8* scp = (const i8*)(w + nblk * 192);
     const u16* dp = (const u16*)(w + nblk * 208);
-#pragma unroll 4
+MV_UNROLL_PRAGMA
     for (int b = lane / 4; b < nb; b += 8) {
         size_t bi = (size_t)row * nb + b;
         int4 A = *(const int4*)(ql + bi * 128 + 64 * n + l16);
@@ -150,7 +159,7 @@ __device__ __forceinline__ void dot_q5_0(DOT_ARGS) {
     const u8* qs = w;
     const u32* qh = (const u32*)(w + nblk * 16);
     const u16* dp = (const u16*)(w + nblk * 20);
-#pragma unroll 4
+MV_UNROLL_PRAGMA
     for (int b = lane; b < nb; b += WARP) {
         size_t bi = (size_t)row * nb + b;
         int4 q = *(const int4*)(qs + bi * 16);
@@ -187,7 +196,7 @@ __device__ __forceinline__ void dot_q8_0(DOT_ARGS) {
     int lane = threadIdx.x % WARP, nb = cols / 32;
     size_t nblk = (size_t)rows * nb;
     const u16* dp = (const u16*)(w + nblk * 32);
-#pragma unroll 4
+MV_UNROLL_PRAGMA
     for (int b = lane; b < nb; b += WARP) {
         size_t bi = (size_t)row * nb + b;
         const int4* wq = (const int4*)(w + bi * 32);
@@ -217,7 +226,7 @@ template <int T>
 __device__ __forceinline__ void dot_f16(DOT_ARGS) {
     int lane = threadIdx.x % WARP;
     const u16* wr = (const u16*)w + (size_t)row * cols;
-#pragma unroll 4
+MV_UNROLL_PRAGMA
     for (int c = lane * 8; c < cols; c += 256) {
         int4 wv = *(const int4*)(wr + c);
         const u32* wp = (const u32*)&wv;
