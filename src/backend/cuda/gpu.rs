@@ -54,6 +54,8 @@ pub struct Gpu {
     pool: Arc<Pool>,
     pub name: String,
     pub compile_secs: f64,
+    /// The kernels came from the on-disk cache (not compiled this start).
+    pub kernels_cached: bool,
     /// TANDEM_CUDA_PROFILE=1: device time per kernel, from events around
     /// every launch (graphs are off then).
     profile: Option<Mutex<Profile>>,
@@ -111,33 +113,27 @@ impl Gpu {
         let name = ctx.name().map_err(drv)?;
         let t0 = std::time::Instant::now();
         let src = SOURCES.concat();
-        let opts = cudarc::nvrtc::CompileOptions {
-            arch: Some(arch_name(major, minor)),
-            options: ["-default-device", "--std=c++17"]
-                .into_iter()
-                .map(String::from)
-                // Experiments: extra NVRTC options, e.g. -DMV_UNROLL=1.
-                .chain(
-                    std::env::var("TANDEM_CUDA_NVRTC_OPTS")
-                        .unwrap_or_default()
-                        .split_whitespace()
-                        .map(String::from),
-                )
-                .collect(),
-            ..Default::default()
-        };
-        let ptx = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(&src, opts))
-            .map_err(|_| {
-                GpuError::Unavailable("the NVRTC library (libnvrtc.so) was not found".into())
-            })?
-            .map_err(|e| GpuError::Compile(format!("{e:?}")))?;
+        let options: Vec<String> = ["-default-device", "--std=c++17"]
+            .into_iter()
+            .map(String::from)
+            // Experiments: extra NVRTC options, e.g. -DMV_UNROLL=4.
+            .chain(
+                std::env::var("TANDEM_CUDA_NVRTC_OPTS")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from),
+            )
+            .collect();
+        let (image, origin) = super::compile::cubin(&src, major, minor, &options)?;
         let nvrtc_secs = t0.elapsed().as_secs_f64();
-        let module = ctx.load_module(ptx).map_err(drv)?;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(image))
+            .map_err(drv)?;
         let compile_secs = t0.elapsed().as_secs_f64();
         let info = std::env::var("TANDEM_CUDA_KERNEL_INFO").is_ok_and(|v| v == "1");
         if info {
             eprintln!(
-                "NVRTC {nvrtc_secs:.2} s, module load (driver JIT) {:.2} s",
+                "kernels {origin:?} in {nvrtc_secs:.2} s, module load {:.2} s",
                 compile_secs - nvrtc_secs
             );
         }
@@ -168,6 +164,7 @@ impl Gpu {
             blas,
             name: format!("{name} (sm_{major}{minor})"),
             compile_secs,
+            kernels_cached: origin == super::compile::Origin::Cache,
             pinned: Mutex::new(Pinned {
                 ptr: std::ptr::null_mut(),
                 len: 0,
@@ -317,18 +314,6 @@ impl Gpu {
 
     pub fn sync(&self) {
         self.stream.synchronize().expect("CUDA stream synchronize");
-    }
-}
-
-fn arch_name(major: i32, minor: i32) -> &'static str {
-    match (major, minor) {
-        (9, _) => "compute_90",
-        (8, 9) => "compute_89",
-        (8, 6) => "compute_86",
-        (8, _) => "compute_80",
-        (7, 5) => "compute_75",
-        (m, _) if m >= 10 => "compute_90",
-        _ => "compute_70",
     }
 }
 

@@ -4,6 +4,7 @@
 //! layout as a CUDA graph and replayed ([`step`]); prefill runs eagerly, with
 //! weights dequantized to f16 tiles and multiplied by cuBLAS.
 
+mod compile;
 pub mod gpu;
 mod prefill_attention;
 mod step;
@@ -324,8 +325,14 @@ impl Backend for CudaBackend {
 
     fn name(&self) -> String {
         format!(
-            "cuda ({}, kernels compiled in {:.2} s)",
-            self.gpu.name, self.gpu.compile_secs
+            "cuda ({}, kernels {} in {:.2} s)",
+            self.gpu.name,
+            if self.gpu.kernels_cached {
+                "loaded"
+            } else {
+                "compiled"
+            },
+            self.gpu.compile_secs
         )
     }
 

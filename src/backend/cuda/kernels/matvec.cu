@@ -16,9 +16,10 @@
 // A lane's share of the dot products of weight row `row` with T inputs,
 // added to acc[T].
 // Unroll depth of the product loops (more loads in flight, more registers);
-// TANDEM_CUDA_NVRTC_OPTS="-DMV_UNROLL=1" to compare.
+// TANDEM_CUDA_NVRTC_OPTS="-DMV_UNROLL=4" to compare (4 measured slower:
+// 7B Q4_K_M decode 259 vs 288 tok/s).
 #ifndef MV_UNROLL
-#define MV_UNROLL 4
+#define MV_UNROLL 1
 #endif
 #define MV_PRAGMA_(x) _Pragma(#x)
 #define MV_PRAGMA(x) MV_PRAGMA_(x)
@@ -260,14 +261,24 @@ struct Mats {
 template <int T>
 __device__ __forceinline__ bool pick_row(const Mats& m, int n_mats, int& k, int& row) {
     int blk = blockIdx.x;
-    for (k = 0; k < n_mats; k++) {
-        int nb = (m.rows[k] + 3) / 4;
-        if (blk < nb) break;
-        blk -= nb;
+    int nb0 = (m.rows[0] + 3) / 4, nb1 = (m.rows[1] + 3) / 4;
+    int rows;
+    if (blk < nb0) {
+        k = 0;
+        rows = m.rows[0];
+    } else if (n_mats > 1 && blk < nb0 + nb1) {
+        k = 1;
+        blk -= nb0;
+        rows = m.rows[1];
+    } else if (n_mats > 2) {
+        k = 2;
+        blk -= nb0 + nb1;
+        rows = m.rows[2];
+    } else {
+        return false;
     }
-    if (k >= n_mats) return false;
     row = blk * 4 + threadIdx.x / WARP;
-    return row < m.rows[k];
+    return row < rows;
 }
 
 template <int T>
@@ -295,8 +306,13 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_m
     if (!pick_row<T>(m, n_mats, k, row)) return; \
     float acc[T]; \
     for (int t = 0; t < T; t++) acc[t] = 0.0f; \
-    dot_##TY<T>(m.w[k], row, m.rows[k], cols, xq, xd, xf, acc); \
-    store_rows<T>(acc, m.bias[k], m.out[k], row, m.rows[k], accum); \
+    /* constant indices: a dynamic index into the parameter struct would copy it to local memory */ \
+    const u8* w = k == 0 ? m.w[0] : k == 1 ? m.w[1] : m.w[2]; \
+    const float* bias = k == 0 ? m.bias[0] : k == 1 ? m.bias[1] : m.bias[2]; \
+    float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2]; \
+    int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2]; \
+    dot_##TY<T>(w, row, rows, cols, xq, xd, xf, acc); \
+    store_rows<T>(acc, bias, out, row, rows, accum); \
 } \
 extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __restrict__ wg, \
         const u8* __restrict__ wu, float* __restrict__ out, int rows, int cols, const i8* __restrict__ xq, \
