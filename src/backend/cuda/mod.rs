@@ -80,8 +80,6 @@ pub struct CudaBackend {
     counters: OwnedBuf,
     /// TANDEM_CUDA_FUSED_ATTENTION=0 keeps the separate merge launch (A/B).
     fused_attention: bool,
-    /// TANDEM_CUDA_MAX_PARTS=1 keeps one warp per row (A/B).
-    max_parts: usize,
 }
 
 impl CudaBackend {
@@ -97,11 +95,6 @@ impl CudaBackend {
             state: Mutex::new(StepState::new(graphs)),
             gpu,
             counters,
-            max_parts: std::env::var("TANDEM_CUDA_MAX_PARTS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&p: &usize| [1, 2, 4].contains(&p))
-                .unwrap_or(4),
             fused_attention: std::env::var("TANDEM_CUDA_FUSED_ATTENTION")
                 .map_or(true, |v| v != "0"),
         })
@@ -212,7 +205,6 @@ impl CudaBackend {
             // struct Mats { w[3], bias[3], out[3], int rows[3] } (kernels/matvec.cu)
             let mut words = vec![0u64; 11];
             let mut blocks = 0;
-            let parts = ws[group[0]].0.ty.warps_per_row(x.cols).min(self.max_parts);
             for (slot, &i) in group.iter().enumerate() {
                 let (w, bias) = ws[i];
                 words[slot] = w.buf.ptr;
@@ -224,7 +216,7 @@ impl CudaBackend {
                     1 => words[9] |= rows << 32,
                     _ => words[10] = rows,
                 }
-                blocks += w.rows.div_ceil(4 / parts);
+                blocks += w.rows.div_ceil(4);
             }
             let args = KArgs::new()
                 .words(words)
@@ -233,8 +225,7 @@ impl CudaBackend {
                 .ptr(xq)
                 .ptr(xd)
                 .ptr(x.ptr())
-                .i32(accum as usize)
-                .i32(parts);
+                .i32(accum as usize);
             let name = format!("mv_{}_t{}", ty.stem(), x.rows);
             self.gpu.launch(&name, (blocks as u32, 1, 1), 128, &args);
         }
@@ -595,10 +586,9 @@ impl Backend for CudaBackend {
             Activation::Silu => 0,
             Activation::GeluTanh => 1,
         };
-        let parts = gate.ty.warps_per_row(gate.cols).min(self.max_parts);
         self.gpu.launch(
             &format!("mvg_{}_t{}", gate.ty.stem(), x.rows),
-            (gate.rows.div_ceil(4 / parts) as u32, 1, 1),
+            (gate.rows.div_ceil(4) as u32, 1, 1),
             128,
             &KArgs::new()
                 .ptr(gate.buf.ptr)
@@ -609,8 +599,7 @@ impl Backend for CudaBackend {
                 .ptr(xq)
                 .ptr(xd)
                 .ptr(x.ptr())
-                .i32(a)
-                .i32(parts),
+                .i32(a),
         );
     }
 

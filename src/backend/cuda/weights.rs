@@ -29,24 +29,6 @@ impl DevType {
         }
     }
 
-    /// Warps sharing one row in the decode kernels (1, 2 or 4): enough that
-    /// each warp makes about one pass of loads, so a short row is not a
-    /// chain of dependent DRAM round trips (a 3584-wide Q4_K row took 8.6 µs
-    /// for 7 MB with one warp per row, 845 GB/s).
-    pub fn warps_per_row(self, cols: usize) -> usize {
-        // Columns one warp covers per step of its loop (kernels/matvec.cu).
-        let span = match self {
-            DevType::Q4K | DevType::Q5_0 | DevType::Q8_0 => 1024,
-            DevType::Q6K => 2048,
-            DevType::F16 => 256,
-        };
-        match cols / span {
-            0 | 1 => 1,
-            2 | 3 => 2,
-            _ => 4,
-        }
-    }
-
     /// Whether the decode kernel reads the int8-quantized input.
     pub fn wants_q8_input(self) -> bool {
         self != DevType::F16

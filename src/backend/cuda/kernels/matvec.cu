@@ -25,10 +25,8 @@
 #define MV_PRAGMA(x) MV_PRAGMA_(x)
 #define MV_UNROLL_PRAGMA MV_PRAGMA(unroll MV_UNROLL)
 
-// A row may be shared by `parts` warps (part = this warp's index among
-// them), each taking every parts-th step of the row.
 #define DOT_ARGS const u8* __restrict__ w, int row, int rows, int cols, const i8* __restrict__ xq, \
-    const float2* __restrict__ xd, const float* __restrict__ xf, float* acc, int part, int parts
+    const float2* __restrict__ xd, const float* __restrict__ xf, float* acc
 
 __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float& d, float& m) {
     if (j < 4) {
@@ -61,7 +59,7 @@ __device__ __forceinline__ void dot_q4_k(DOT_ARGS) {
     int nb = cols / 256, nx = cols / 32;
     const u8* wr = w + (size_t)row * nb * 144;
 MV_UNROLL_PRAGMA
-    for (int b = lane / 8 + 4 * part; b < nb; b += 4 * parts) {
+    for (int b = lane / 8; b < nb; b += 4) {
         const u8* blk = wr + b * 144;
         int4 q = *(const int4*)(blk + 16 + sub * 16);
         u32 dd = *(const u32*)blk;
@@ -111,7 +109,7 @@ __device__ __forceinline__ void dot_q6_k(DOT_ARGS) {
     const i8* scp = (const i8*)(w + nblk * 192);
     const u16* dp = (const u16*)(w + nblk * 208);
 MV_UNROLL_PRAGMA
-    for (int b = lane / 4 + 8 * part; b < nb; b += 8 * parts) {
+    for (int b = lane / 4; b < nb; b += 8) {
         size_t bi = (size_t)row * nb + b;
         int4 A = *(const int4*)(ql + bi * 128 + 64 * n + l16);
         int4 B = *(const int4*)(ql + bi * 128 + 64 * n + 32 + l16);
@@ -163,7 +161,7 @@ __device__ __forceinline__ void dot_q5_0(DOT_ARGS) {
     const u32* qh = (const u32*)(w + nblk * 16);
     const u16* dp = (const u16*)(w + nblk * 20);
 MV_UNROLL_PRAGMA
-    for (int b = lane + WARP * part; b < nb; b += WARP * parts) {
+    for (int b = lane; b < nb; b += WARP) {
         size_t bi = (size_t)row * nb + b;
         int4 q = *(const int4*)(qs + bi * 16);
         u32 h = qh[bi];
@@ -200,7 +198,7 @@ __device__ __forceinline__ void dot_q8_0(DOT_ARGS) {
     size_t nblk = (size_t)rows * nb;
     const u16* dp = (const u16*)(w + nblk * 32);
 MV_UNROLL_PRAGMA
-    for (int b = lane + WARP * part; b < nb; b += WARP * parts) {
+    for (int b = lane; b < nb; b += WARP) {
         size_t bi = (size_t)row * nb + b;
         const int4* wq = (const int4*)(w + bi * 32);
         int4 w0 = wq[0], w1 = wq[1];
@@ -230,7 +228,7 @@ __device__ __forceinline__ void dot_f16(DOT_ARGS) {
     int lane = threadIdx.x % WARP;
     const u16* wr = (const u16*)w + (size_t)row * cols;
 MV_UNROLL_PRAGMA
-    for (int c = lane * 8 + 256 * part; c < cols; c += 256 * parts) {
+    for (int c = lane * 8; c < cols; c += 256) {
         int4 wv = *(const int4*)(wr + c);
         const u32* wp = (const u32*)&wv;
         float wf[8];
@@ -260,12 +258,10 @@ struct Mats {
     int rows[3];
 };
 
-// Block b of the launch: which matrix and row its warp computes. A block
-// holds 4 warps = 4/parts rows; blocks [0, nb0) serve matrix 0, and so on.
-__device__ __forceinline__ bool pick_row(const Mats& m, int n_mats, int parts, int& k, int& row) {
-    int rpb = 4 / parts;
+template <int T>
+__device__ __forceinline__ bool pick_row(const Mats& m, int n_mats, int& k, int& row) {
     int blk = blockIdx.x;
-    int nb0 = (m.rows[0] + rpb - 1) / rpb, nb1 = (m.rows[1] + rpb - 1) / rpb;
+    int nb0 = (m.rows[0] + 3) / 4, nb1 = (m.rows[1] + 3) / 4;
     int rows;
     if (blk < nb0) {
         k = 0;
@@ -281,30 +277,22 @@ __device__ __forceinline__ bool pick_row(const Mats& m, int n_mats, int parts, i
     } else {
         return false;
     }
-    row = blk * rpb + threadIdx.x / WARP / parts;
+    row = blk * 4 + threadIdx.x / WARP;
     return row < rows;
 }
 
-// Sum each acc[t] over the warp, then over the `parts` warps of a row (all
-// threads of the block must call this); true in the one lane that holds the
-// row's totals.
 template <int T>
-__device__ __forceinline__ bool reduce_row(float* acc, int parts) {
-    __shared__ float red[4][T];
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+__device__ __forceinline__ void store_rows(float* acc, const float* bias, float* out, int row, int rows, int accum) {
 #pragma unroll
     for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
-    if (parts == 1) return lane == 0;
-    if (lane == 0)
-        for (int t = 0; t < T; t++) red[w][t] = acc[t];
-    __syncthreads();
-    if (lane != 0 || w % parts != 0) return false;
-    for (int t = 0; t < T; t++) {
-        float s = 0.0f;
-        for (int p = 0; p < parts; p++) s += red[w + p][t];
-        acc[t] = s;
+    if (threadIdx.x % WARP == 0) {
+        float b = bias ? bias[row] : 0.0f;
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            float* o = out + (size_t)t * rows + row;
+            *o = (accum ? *o : 0.0f) + acc[t] + b;
+        }
     }
-    return true;
 }
 
 __device__ __forceinline__ float act_fn(float x, int act) {
@@ -313,10 +301,9 @@ __device__ __forceinline__ float act_fn(float x, int act) {
 
 #define MV_KERNELS(TY, T) \
 extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_mats, int cols, \
-        const i8* __restrict__ xq, const float2* __restrict__ xd, const float* __restrict__ xf, int accum, \
-        int parts) { \
+        const i8* __restrict__ xq, const float2* __restrict__ xd, const float* __restrict__ xf, int accum) { \
     int k, row; \
-    bool valid = pick_row(m, n_mats, parts, k, row); \
+    if (!pick_row<T>(m, n_mats, k, row)) return; \
     float acc[T]; \
     for (int t = 0; t < T; t++) acc[t] = 0.0f; \
     /* constant indices: a dynamic index into the parameter struct would copy it to local memory */ \
@@ -324,31 +311,20 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_m
     const float* bias = k == 0 ? m.bias[0] : k == 1 ? m.bias[1] : m.bias[2]; \
     float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2]; \
     int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2]; \
-    int part = threadIdx.x / WARP % parts; \
-    if (valid) dot_##TY<T>(w, row, rows, cols, xq, xd, xf, acc, part, parts); \
-    if (reduce_row<T>(acc, parts) && valid) { \
-        float b = bias ? bias[row] : 0.0f; \
-        for (int t = 0; t < T; t++) { \
-            float* o = out + (size_t)t * rows + row; \
-            *o = (accum ? *o : 0.0f) + acc[t] + b; \
-        } \
-    } \
+    dot_##TY<T>(w, row, rows, cols, xq, xd, xf, acc); \
+    store_rows<T>(acc, bias, out, row, rows, accum); \
 } \
 extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __restrict__ wg, \
         const u8* __restrict__ wu, float* __restrict__ out, int rows, int cols, const i8* __restrict__ xq, \
-        const float2* __restrict__ xd, const float* __restrict__ xf, int act, int parts) { \
-    int row = blockIdx.x * (4 / parts) + threadIdx.x / WARP / parts, part = threadIdx.x / WARP % parts; \
-    bool valid = row < rows; \
+        const float2* __restrict__ xd, const float* __restrict__ xf, int act) { \
+    int row = blockIdx.x * 4 + threadIdx.x / WARP; \
+    if (row >= rows) return; \
     float g[T], u[T]; \
     for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; } \
-    if (valid) { \
-        dot_##TY<T>(wg, row, rows, cols, xq, xd, xf, g, part, parts); \
-        dot_##TY<T>(wu, row, rows, cols, xq, xd, xf, u, part, parts); \
-    } \
-    bool lead = reduce_row<T>(g, parts); \
-    __syncthreads(); \
-    reduce_row<T>(u, parts); \
-    if (lead && valid) \
+    dot_##TY<T>(wg, row, rows, cols, xq, xd, xf, g); \
+    dot_##TY<T>(wu, row, rows, cols, xq, xd, xf, u); \
+    for (int t = 0; t < T; t++) { g[t] = warp_sum(g[t]); u[t] = warp_sum(u[t]); } \
+    if (threadIdx.x % WARP == 0) \
         for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t]; \
 }
 #define MV_ALL(TY) \
