@@ -342,7 +342,7 @@ impl Backend for AnyBackend {
         ))
     }
 
-    fn begin_forward(&self, step: &StepLayout<'_>, kv: &AnyKv) {
+    fn begin_forward(&self, step: &StepLayout<'_>, kv: &AnyKv) -> Option<Vec<f32>> {
         dispatch!(self, |b, V| b.begin_forward(step, inner!(kv, V::Kv)))
     }
 

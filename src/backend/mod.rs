@@ -194,7 +194,11 @@ pub trait Backend: Send + Sync {
     }
 
     /// A forward pass over `step` begins; its last op is `to_host` of the
-    /// logits, then [`Backend::end_forward`].
-    fn begin_forward(&self, _step: &StepLayout<'_>, _kv: &Self::KvCache) {}
+    /// logits, then [`Backend::end_forward`]. A backend that has recorded this
+    /// step before may run it whole here and return the logits: the model
+    /// then skips its ops (and still calls `end_forward`).
+    fn begin_forward(&self, _step: &StepLayout<'_>, _kv: &Self::KvCache) -> Option<Vec<f32>> {
+        None
+    }
     fn end_forward(&self) {}
 }

@@ -284,7 +284,7 @@ impl<B: Backend> Decoder<B> {
             return Ok(Vec::new());
         }
         let seqs = flat.attn_seqs();
-        be.begin_forward(
+        let replayed = be.begin_forward(
             &crate::backend::StepLayout {
                 tokens: &flat.tokens,
                 positions: &flat.positions,
@@ -294,6 +294,10 @@ impl<B: Backend> Decoder<B> {
             },
             kv,
         );
+        if let Some(logits) = replayed {
+            be.end_forward();
+            return Ok(logits);
+        }
         let mut x = be.act(0, 0);
         be.embed(&self.embd, &flat.tokens, embd_scale, &mut x);
         for (i, b) in self.blocks.iter().enumerate() {

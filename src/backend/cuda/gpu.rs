@@ -95,11 +95,29 @@ unsafe impl Sync for Gpu {}
 impl Gpu {
     /// Open device `ordinal` and compile the kernels.
     pub fn open(ordinal: usize) -> GpuResult<Arc<Gpu>> {
-        let count = std::panic::catch_unwind(CudaContext::device_count)
-            .map_err(|_| {
-                GpuError::Unavailable("the CUDA driver library (libcuda.so) was not found".into())
-            })?
-            .map_err(|e| GpuError::Unavailable(format!("{e:?}")))?;
+        // Probe the libraries first: cudarc panics when one is missing.
+        // SAFETY: these only try to open the shared libraries.
+        let missing = unsafe {
+            [
+                (
+                    cudarc::driver::sys::is_culib_present(),
+                    "the CUDA driver (libcuda.so)",
+                ),
+                (
+                    cudarc::nvrtc::sys::is_culib_present(),
+                    "NVRTC (libnvrtc.so)",
+                ),
+                (
+                    cudarc::cublas::sys::is_culib_present(),
+                    "cuBLAS (libcublas.so)",
+                ),
+            ]
+        };
+        if let Some((_, lib)) = missing.iter().find(|(present, _)| !present) {
+            return Err(GpuError::Unavailable(format!("{lib} was not found")));
+        }
+        let count =
+            CudaContext::device_count().map_err(|e| GpuError::Unavailable(format!("{e:?}")))?;
         if ordinal as i32 >= count {
             return Err(GpuError::NoSuchDevice { ordinal, count });
         }

@@ -33,7 +33,7 @@ const MAX_HEADS: usize = 256;
 pub struct CudaAct {
     pub rows: usize,
     pub cols: usize,
-    /// None while a recorded step is replayed (ops only track shapes then).
+    /// None only for an empty activation.
     buf: Option<DevBuf>,
     /// The same values quantized to int8 blocks (values, (scale, scale·Σq)),
     /// when the op that wrote them also quantized them for a decode product.
@@ -108,21 +108,14 @@ impl CudaBackend {
         self.state.lock().expect("CUDA backend state lock")
     }
 
-    fn replaying(&self) -> bool {
-        matches!(self.state().mode, Mode::Replay(_))
-    }
-
-    /// An output activation of the given shape (uninitialised device memory,
-    /// or none while replaying).
+    /// An output activation of the given shape (uninitialised device memory).
     fn out(&self, a: &mut CudaAct, rows: usize, cols: usize) {
         let bytes = rows * cols * 4;
         let fits = a.buf.is_some() && a.rows * a.cols == rows * cols;
         a.rows = rows;
         a.cols = cols;
         a.q8 = None;
-        if self.replaying() {
-            a.buf = None;
-        } else if !fits {
+        if !fits {
             a.buf = Some(self.gpu.alloc(bytes));
         }
     }
@@ -431,7 +424,7 @@ impl Backend for CudaBackend {
         self.gpu.bind();
         let mut out = vec![0f32; x.len()];
         let ptr = x.buf.as_ref().map(|b| b.ptr);
-        let src = self.state().finish_step(&self.gpu, ptr);
+        let src = self.state().finish_step(&self.gpu, ptr, x.len());
         self.gpu.download(src, &mut out);
         out
     }
@@ -439,7 +432,7 @@ impl Backend for CudaBackend {
     fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaAct) {
         self.gpu.bind();
         self.out(out, ids.len(), table.cols);
-        if self.replaying() || ids.is_empty() {
+        if ids.is_empty() {
             return;
         }
         let mut keep = Vec::new();
@@ -462,9 +455,6 @@ impl Backend for CudaBackend {
     fn rms_norm(&self, x: &CudaAct, w: &CudaVector, eps: f32, out: &mut CudaAct) {
         self.gpu.bind();
         self.out(out, x.rows, x.cols);
-        if self.replaying() {
-            return;
-        }
         let n = w.len;
         assert_eq!(
             x.len() % n,
@@ -520,7 +510,7 @@ impl Backend for CudaBackend {
             );
             self.out(out, x.rows, w.rows);
         }
-        if self.replaying() || x.rows == 0 {
+        if x.rows == 0 {
             return;
         }
         if x.rows <= MAX_DECODE_ROWS {
@@ -543,7 +533,7 @@ impl Backend for CudaBackend {
             "linear_add: accumulator shape"
         );
         acc.q8 = None;
-        if self.replaying() || x.rows == 0 {
+        if x.rows == 0 {
             return;
         }
         if x.rows <= MAX_DECODE_ROWS {
@@ -577,7 +567,7 @@ impl Backend for CudaBackend {
             x.cols, gate.cols
         );
         self.out(out, x.rows, gate.rows);
-        if self.replaying() || x.rows == 0 {
+        if x.rows == 0 {
             return;
         }
         let mut keep = Vec::new();
@@ -618,7 +608,7 @@ impl Backend for CudaBackend {
         self.gpu.bind();
         q.q8 = None;
         k.q8 = None;
-        if self.replaying() || q.rows == 0 {
+        if q.rows == 0 {
             return;
         }
         assert_eq!(k.cols, kv.kv_dim);
@@ -657,7 +647,7 @@ impl Backend for CudaBackend {
     fn rope(&self, x: &mut CudaAct, head_dim: usize, positions: &[u32], rope: &Rope) {
         self.gpu.bind();
         x.q8 = None;
-        if self.replaying() || x.rows == 0 {
+        if x.rows == 0 {
             return;
         }
         let mut keep = Vec::new();
@@ -682,7 +672,7 @@ impl Backend for CudaBackend {
 
     fn kv_store(&self, kv: &mut CudaKv, layer: usize, k: &CudaAct, v: &CudaAct, slots: &[u32]) {
         self.gpu.bind();
-        if self.replaying() || slots.is_empty() {
+        if slots.is_empty() {
             return;
         }
         assert_eq!(k.cols, kv.kv_dim);
@@ -717,7 +707,7 @@ impl Backend for CudaBackend {
     ) {
         self.gpu.bind();
         self.out(out, q.rows, p.n_heads * p.head_dim);
-        if self.replaying() || q.rows == 0 {
+        if q.rows == 0 {
             return;
         }
         assert!(
@@ -813,9 +803,6 @@ impl Backend for CudaBackend {
     fn gated_act(&self, gate: &mut CudaAct, up: &CudaAct, act: Activation) {
         self.gpu.bind();
         gate.q8 = None;
-        if self.replaying() {
-            return;
-        }
         let n = gate.len();
         assert_eq!(n, up.len());
         let a = match act {
@@ -832,9 +819,6 @@ impl Backend for CudaBackend {
     fn add(&self, x: &mut CudaAct, y: &CudaAct) {
         self.gpu.bind();
         x.q8 = None;
-        if self.replaying() {
-            return;
-        }
         let n = x.len();
         assert_eq!(n, y.len());
         self.elementwise("add", n, KArgs::new().ptr(x.ptr()).ptr(y.ptr()).u64(n));
@@ -843,7 +827,7 @@ impl Backend for CudaBackend {
     fn gather_rows(&self, x: &CudaAct, rows: &[usize], out: &mut CudaAct) {
         self.gpu.bind();
         self.out(out, rows.len(), x.cols);
-        if self.replaying() || rows.is_empty() {
+        if rows.is_empty() {
             return;
         }
         let mut keep = Vec::new();
@@ -867,9 +851,9 @@ impl Backend for CudaBackend {
         );
     }
 
-    fn begin_forward(&self, step: &StepLayout<'_>, kv: &CudaKv) {
+    fn begin_forward(&self, step: &StepLayout<'_>, kv: &CudaKv) -> Option<Vec<f32>> {
         self.gpu.bind();
-        self.state().begin(&self.gpu, step, kv.id);
+        self.state().begin(&self.gpu, step, kv.id)
     }
 
     fn end_forward(&self) {

@@ -1,8 +1,8 @@
 //! One forward pass on the device: its layout (tokens, positions, KV slots,
 //! attention slot lists, logit rows) uploaded once into a fixed buffer, and
 //! CUDA graphs. A decode layout seen before is recorded as a graph on its
-//! next occurrence and replayed from then on: the ops of a replayed pass only
-//! track shapes, and `to_host` of the logits launches the graph. Everything a
+//! next occurrence and replayed from then on: `begin_forward` launches the
+//! graph and returns the logits, and the model runs none of its ops. Everything a
 //! graph reads that changes between steps lives in the fixed buffer (kernels
 //! read context lengths from it), so one graph serves every step of a
 //! context-length bucket.
@@ -30,7 +30,6 @@ pub struct GraphKey {
 pub enum Mode {
     Eager,
     Capture(GraphKey),
-    Replay(GraphKey),
 }
 
 /// Device pointers of the attention metadata.
@@ -44,8 +43,9 @@ pub struct AttnMeta {
 
 struct Graph {
     exec: CudaGraph,
-    /// Where the recorded pass leaves the logits.
+    /// Where the recorded pass leaves the logits, and how many floats.
     out: u64,
+    out_len: usize,
 }
 
 /// Host identity of the current step's slices, to recognise them when ops
@@ -129,7 +129,8 @@ impl StepState {
         b.ptr + 4 * caps.offsets()[region] as u64
     }
 
-    pub fn begin(&mut self, gpu: &Gpu, step: &StepLayout<'_>, kv: u64) {
+    /// Upload the step; returns the logits when a recorded graph ran it.
+    pub fn begin(&mut self, gpu: &Gpu, step: &StepLayout<'_>, kv: u64) -> Option<Vec<f32>> {
         let n_rows = step.tokens.len();
         let n_slots: usize = step.seqs.iter().map(|s| s.slots.len()).sum();
         let need = Caps {
@@ -203,10 +204,18 @@ impl StepState {
             && n_rows > 0
             && n_rows <= MAX_DECODE_ROWS
             && !step.logit_rows.is_empty();
+        if graphable {
+            if let Some(g) = self.graphs.get(&key) {
+                g.exec.launch().expect("launching CUDA graph");
+                let mut logits = vec![0f32; g.out_len];
+                gpu.download(g.out, &mut logits);
+                self.mode = Mode::Eager;
+                self.current = None;
+                return Some(logits);
+            }
+        }
         self.mode = if !graphable {
             Mode::Eager
-        } else if self.graphs.contains_key(&key) {
-            Mode::Replay(key)
         } else if self.seen.get(&key).copied().unwrap_or(0) >= 1 {
             gpu.stream
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
@@ -218,7 +227,7 @@ impl StepState {
         };
         let n_splits = match self.mode {
             Mode::Eager => (max_pos + 1).div_ceil(ATTN_SPLIT),
-            _ => bucket / ATTN_SPLIT,
+            Mode::Capture(_) => bucket / ATTN_SPLIT,
         };
         self.current = Some(Current {
             tokens: id(step.tokens),
@@ -228,6 +237,7 @@ impl StepState {
             seqs: step.seqs.iter().map(seq_id).collect(),
             n_splits,
         });
+        None
     }
 
     /// The step's device copy of `data` if it is one of the step's arrays.
@@ -267,9 +277,9 @@ impl StepState {
         })
     }
 
-    /// Called by `to_host`: ends a recording (and runs it) or runs the
-    /// replayed graph; returns where the result to download lives.
-    pub fn finish_step(&mut self, gpu: &Gpu, ptr: Option<u64>) -> u64 {
+    /// Called by `to_host`: ends a recording (and runs it); returns where the
+    /// result to download lives.
+    pub fn finish_step(&mut self, gpu: &Gpu, ptr: Option<u64>, len: usize) -> u64 {
         match std::mem::replace(&mut self.mode, Mode::Eager) {
             Mode::Eager => ptr.expect("activation has no device memory"),
             Mode::Capture(key) => {
@@ -280,13 +290,15 @@ impl StepState {
                     .expect("ending CUDA graph capture")
                     .expect("captured graph is not empty");
                 exec.launch().expect("launching CUDA graph");
-                self.graphs.insert(key, Graph { exec, out });
+                self.graphs.insert(
+                    key,
+                    Graph {
+                        exec,
+                        out,
+                        out_len: len,
+                    },
+                );
                 out
-            }
-            Mode::Replay(key) => {
-                let g = &self.graphs[&key];
-                g.exec.launch().expect("launching CUDA graph");
-                g.out
             }
         }
     }
