@@ -14,6 +14,8 @@ pub enum DevType {
     Q6K,
     Q5_0,
     Q8_0,
+    Q4_0,
+    Q4_1,
     F16,
 }
 
@@ -25,6 +27,8 @@ impl DevType {
             DevType::Q6K => "q6_k",
             DevType::Q5_0 => "q5_0",
             DevType::Q8_0 => "q8_0",
+            DevType::Q4_0 => "q4_0",
+            DevType::Q4_1 => "q4_1",
             DevType::F16 => "f16",
         }
     }
@@ -67,6 +71,8 @@ pub fn repack(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> (DevType,
         ),
         GgmlType::Q5_0 => (DevType::Q5_0, planes(bytes, 22, &[(6, 16), (2, 4), (0, 2)])),
         GgmlType::Q8_0 => (DevType::Q8_0, planes(bytes, 34, &[(2, 32), (0, 2)])),
+        GgmlType::Q4_0 => (DevType::Q4_0, planes(bytes, 18, &[(2, 16), (0, 2)])),
+        GgmlType::Q4_1 => (DevType::Q4_1, planes(bytes, 20, &[(4, 16), (0, 2), (2, 2)])),
         GgmlType::F16 => (DevType::F16, bytes.to_vec()),
         other => {
             let row_bytes = other.row_bytes(cols);

@@ -10,6 +10,7 @@
 //   Q6_K: planes ql[nblk][128] | qh[nblk][64] | scales[nblk][16] | d[nblk] (f16).
 //   Q5_0: planes qs[nblk][16] | qh[nblk] (u32) | d[nblk] (f16).
 //   Q8_0: planes qs[nblk][32] | d[nblk] (f16).
+//   Q4_0: planes qs[nblk][16] | d[nblk] (f16); Q4_1 adds | m[nblk] (f16).
 //   F16:  row-major halves.
 // nblk = rows · blocks per row, blocks in row-major order.
 
@@ -191,6 +192,48 @@ MV_UNROLL_PRAGMA
     }
 }
 
+// Q4_0 (w = d·(q − 8)) and Q4_1 (w = d·q + m): one lane per 32-weight block.
+template <int T, bool MIN>
+__device__ __forceinline__ void dot_q4_legacy(DOT_ARGS) {
+    int lane = threadIdx.x % WARP, nb = cols / 32;
+    size_t nblk = (size_t)rows * nb;
+    const u16* dp = (const u16*)(w + nblk * 16);
+    MV_UNROLL_PRAGMA
+    for (int b = lane; b < nb; b += WARP) {
+        size_t bi = (size_t)row * nb + b;
+        int4 q = *(const int4*)(w + bi * 16);
+        float d = h2f(dp[bi]);
+        float m = MIN ? h2f(dp[nblk + bi]) : 0.0f;
+        const int* qi = (const int*)&q;
+        int lo[4], hi[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            lo[i] = qi[i] & 0x0F0F0F0F;
+            hi[i] = (qi[i] >> 4) & 0x0F0F0F0F;
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            const i8* xr = xq + (size_t)t * cols + b * 32;
+            int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 16);
+            const int* a = (const int*)&x0;
+            const int* c = (const int*)&x1;
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                s = dp4a(lo[i], a[i], s);
+                s = dp4a(hi[i], c[i], s);
+            }
+            float2 xs = xd[(size_t)t * nb + b];
+            acc[t] += MIN ? d * xs.x * (float)s + m * xs.y : d * (xs.x * (float)s - 8.0f * xs.y);
+        }
+    }
+}
+
+template <int T>
+__device__ __forceinline__ void dot_q4_0(DOT_ARGS) { dot_q4_legacy<T, false>(w, row, rows, cols, xq, xd, xf, acc); }
+template <int T>
+__device__ __forceinline__ void dot_q4_1(DOT_ARGS) { dot_q4_legacy<T, true>(w, row, rows, cols, xq, xd, xf, acc); }
+
 // Q8_0: one lane per 32-weight block.
 template <int T>
 __device__ __forceinline__ void dot_q8_0(DOT_ARGS) {
@@ -335,6 +378,8 @@ MV_ALL(q4_k)
 MV_ALL(q6_k)
 MV_ALL(q5_0)
 MV_ALL(q8_0)
+MV_ALL(q4_0)
+MV_ALL(q4_1)
 MV_ALL(f16)
 
 // ---- Dequantization of 32-weight groups: for prefill (to f16, then a tensor-
@@ -383,6 +428,22 @@ __device__ __forceinline__ void deq32_q8_0(const u8* w, int rows, int cols, int 
     const i8* qs = (const i8*)w + bi * 32;
     float d = h2f(((const u16*)(w + nblk * 32))[bi]);
     for (int i = 0; i < 32; i++) o[i] = d * (float)qs[i];
+}
+
+template <bool MIN>
+__device__ __forceinline__ void deq32_q4_legacy(const u8* w, int rows, int cols, int row, int g, float* o) {
+    int nb = cols / 32;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + g;
+    const u8* qs = w + bi * 16;
+    const u16* dp = (const u16*)(w + nblk * 16);
+    float d = h2f(dp[bi]), m = MIN ? h2f(dp[nblk + bi]) : -8.0f * d;
+    for (int i = 0; i < 32; i++) o[i] = d * (float)((qs[i % 16] >> (i / 16 * 4)) & 0xF) + m;
+}
+__device__ __forceinline__ void deq32_q4_0(const u8* w, int rows, int cols, int row, int g, float* o) {
+    deq32_q4_legacy<false>(w, rows, cols, row, g, o);
+}
+__device__ __forceinline__ void deq32_q4_1(const u8* w, int rows, int cols, int row, int g, float* o) {
+    deq32_q4_legacy<true>(w, rows, cols, row, g, o);
 }
 
 __device__ __forceinline__ void deq32_f16(const u8* w, int rows, int cols, int row, int g, float* o) {
@@ -439,6 +500,23 @@ __device__ __forceinline__ void deq8_q8_0(const u8* w, int rows, int cols, int r
     for (int i = 0; i < 8; i++) o[i] = d * (float)(i8)((q >> (8 * i)) & 0xFF);
 }
 
+template <bool MIN>
+__device__ __forceinline__ void deq8_q4_legacy(const u8* w, int rows, int cols, int row, int col, float* o) {
+    int nb = cols / 32, off = col % 32;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + col / 32;
+    u64 q = *(const u64*)(w + bi * 16 + off % 16);
+    const u16* dp = (const u16*)(w + nblk * 16);
+    float d = h2f(dp[bi]), m = MIN ? h2f(dp[nblk + bi]) : -8.0f * d;
+    int shift = (off / 16) * 4;
+    for (int i = 0; i < 8; i++) o[i] = d * (float)((q >> (8 * i + shift)) & 0xF) + m;
+}
+__device__ __forceinline__ void deq8_q4_0(const u8* w, int rows, int cols, int row, int col, float* o) {
+    deq8_q4_legacy<false>(w, rows, cols, row, col, o);
+}
+__device__ __forceinline__ void deq8_q4_1(const u8* w, int rows, int cols, int row, int col, float* o) {
+    deq8_q4_legacy<true>(w, rows, cols, row, col, o);
+}
+
 __device__ __forceinline__ void deq8_f16(const u8* w, int rows, int cols, int row, int col, float* o) {
     const u16* p = (const u16*)w + (size_t)row * cols + col;
     for (int i = 0; i < 8; i++) o[i] = h2f(p[i]);
@@ -473,3 +551,5 @@ DEQ_KERNELS(q6_k)
 DEQ_KERNELS(q5_0)
 DEQ_KERNELS(q8_0)
 DEQ_KERNELS(f16)
+DEQ_KERNELS(q4_0)
+DEQ_KERNELS(q4_1)

@@ -1,19 +1,15 @@
 // Element-wise and per-row ops, and the activation quantizer the decode
 // products read.
 
+__device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2* xd);
+
 // x [n_blocks·32] → int8 blocks with (scale, scale·Σq); one warp per block.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restrict__ xq,
                                        float2* __restrict__ xd, int n_blocks) {
     int blk = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     if (blk >= n_blocks) return;
     int lane = threadIdx.x % WARP;
-    float v = x[(size_t)blk * 32 + lane];
-    float amax = warp_max(fabsf(v));
-    float d = amax / 127.0f;
-    int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
-    xq[(size_t)blk * 32 + lane] = (i8)q;
-    float sum = warp_sum((float)q);
-    if (lane == 0) xd[blk] = make_float2(d, d * sum);
+    warp_quantize(x[(size_t)blk * 32 + lane], (size_t)blk * 32 + lane, xq, xd);
 }
 
 extern "C" __global__ void f32_to_f16(const float* __restrict__ x, u16* __restrict__ out, size_t n) {
@@ -21,14 +17,18 @@ extern "C" __global__ void f32_to_f16(const float* __restrict__ x, u16* __restri
     if (i < n) out[i] = f2h(x[i]);
 }
 
-// 32 consecutive values held one per lane → an int8 block (see quantize_q8).
+// 32 consecutive values held one per lane → an int8 block, rounded as the
+// CPU backend (and llama.cpp's q8_1) does: q = rint(v·127/amax), the scale
+// and the scaled sum Σq stored through f16. Same integers and scales on both
+// backends, so their products differ only in summation order.
 __device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2* xd) {
     float amax = warp_max(fabsf(v));
     float d = amax / 127.0f;
-    int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    float id = amax == 0.0f ? 0.0f : 127.0f / amax;
+    int q = __float2int_rn(v * id);
     xq[gi] = (i8)q;
     float sum = warp_sum((float)q);
-    if (threadIdx.x % WARP == 0) xd[gi / 32] = make_float2(d, d * sum);
+    if (threadIdx.x % WARP == 0) xd[gi / 32] = make_float2(h2f(f2h(d)), h2f(f2h(d * sum)));
 }
 
 // One block per row of n elements. With xq non-null (n a multiple of 32,
