@@ -11,13 +11,41 @@ use std::sync::{Arc, Mutex};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{result, sys, CudaContext, CudaModule, CudaStream};
 
-/// The kernel sources, compiled as one program.
-const SOURCES: [&str; 4] = [
-    include_str!("kernels/common.cuh"),
+const COMMON: &str = include_str!("kernels/common.cuh");
+const OPS: [&str; 2] = [
     include_str!("kernels/ops.cu"),
-    include_str!("kernels/matvec.cu"),
     include_str!("kernels/attention.cu"),
 ];
+const MATVEC: &str = include_str!("kernels/matvec.cu");
+
+/// The programs compiled at start-up, in parallel: element-wise ops and
+/// attention, then per weight type and half of the row counts its decode
+/// products (the type's dequantization with the first half). Returns each
+/// program's source and the kernels it defines.
+fn programs() -> Vec<(String, Vec<String>)> {
+    let base = format!("{COMMON}{}{}", OPS[0], OPS[1]);
+    let names = kernel_names(&base);
+    let mut out = vec![(base, names)];
+    for ty in super::weights::DevType::ALL {
+        let stem = ty.stem();
+        for ts in [1..=4, 5..=8] {
+            let mut src = format!("{COMMON}{MATVEC}");
+            let mut names = Vec::new();
+            if *ts.start() == 1 {
+                src.push_str(&format!("DEQ_KERNELS({stem})\n"));
+                names.push(format!("dequant_{stem}"));
+                names.push(format!("embed_{stem}"));
+            }
+            for t in ts {
+                src.push_str(&format!("MV_KERNELS({stem}, {t})\n"));
+                names.push(format!("mv_{stem}_t{t}"));
+                names.push(format!("mvg_{stem}_t{t}"));
+            }
+            out.push((src, names));
+        }
+    }
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -48,7 +76,7 @@ unsafe impl Sync for Func {}
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
+    _modules: Vec<Arc<CudaModule>>,
     funcs: HashMap<String, Func>,
     pub blas: CudaBlas,
     pool: Arc<Pool>,
@@ -130,7 +158,6 @@ impl Gpu {
         let (major, minor) = ctx.compute_capability().map_err(drv)?;
         let name = ctx.name().map_err(drv)?;
         let t0 = std::time::Instant::now();
-        let src = SOURCES.concat();
         let options: Vec<String> = ["-default-device", "--std=c++17"]
             .into_iter()
             .map(String::from)
@@ -142,47 +169,69 @@ impl Gpu {
                     .map(String::from),
             )
             .collect();
-        let (image, origin) = super::compile::cubin(&src, major, minor, &options)?;
+        let programs = programs();
+        let images: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = programs
+                .iter()
+                .map(|(src, _)| s.spawn(|| super::compile::cubin(src, major, minor, &options)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(GpuError::Compile("NVRTC thread panicked".into())))
+                })
+                .collect()
+        });
         let nvrtc_secs = t0.elapsed().as_secs_f64();
-        let module = ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(image))
-            .map_err(drv)?;
-        let compile_secs = t0.elapsed().as_secs_f64();
         let info = std::env::var("TANDEM_CUDA_KERNEL_INFO").is_ok_and(|v| v == "1");
+        let mut modules = Vec::new();
+        let mut funcs = HashMap::new();
+        let mut all_cached = true;
+        for ((_, names), image) in programs.iter().zip(images) {
+            let (image, origin) = image?;
+            all_cached &= origin == super::compile::Origin::Cache;
+            let module = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(image))
+                .map_err(drv)?;
+            for name in names {
+                let f = module.load_function(name).map_err(drv)?;
+                if info {
+                    use sys::CUfunction_attribute_enum as A;
+                    let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
+                    let local = f
+                        .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
+                        .unwrap_or(-1);
+                    eprintln!("kernel {name}: {regs} registers, {local} bytes local");
+                }
+                funcs.insert(name.clone(), Func(f.cu_function()));
+            }
+            modules.push(module);
+        }
+        let compile_secs = t0.elapsed().as_secs_f64();
         if info {
             eprintln!(
-                "kernels {origin:?} in {nvrtc_secs:.2} s, module load {:.2} s",
+                "{} programs {} in {nvrtc_secs:.2} s, modules loaded {:.2} s",
+                programs.len(),
+                if all_cached {
+                    "from the cache"
+                } else {
+                    "compiled"
+                },
                 compile_secs - nvrtc_secs
             );
         }
-        let mut funcs = HashMap::new();
-        for name in kernel_names(&src) {
-            let f = module.load_function(&name).map_err(drv)?;
-            if info {
-                use sys::CUfunction_attribute_enum as A;
-                let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
-                let local = f
-                    .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
-                    .unwrap_or(-1);
-                eprintln!("kernel {name}: {regs} registers, {local} bytes local");
-            }
-            funcs.insert(name, Func(f.cu_function()));
-        }
-        let blas = std::panic::catch_unwind(|| CudaBlas::new(stream.clone()))
-            .map_err(|_| {
-                GpuError::Unavailable("the cuBLAS library (libcublas.so) was not found".into())
-            })?
-            .map_err(drv)?;
+        let blas = CudaBlas::new(stream.clone()).map_err(drv)?;
         Ok(Arc::new(Gpu {
             pool: Arc::new(Pool::default()),
             ctx,
             stream,
-            _module: module,
+            _modules: modules,
             funcs,
             blas,
             name: format!("{name} (sm_{major}{minor})"),
             compile_secs,
-            kernels_cached: origin == super::compile::Origin::Cache,
+            kernels_cached: all_cached,
             pinned: Mutex::new(Pinned {
                 ptr: std::ptr::null_mut(),
                 len: 0,
@@ -338,8 +387,7 @@ impl Gpu {
 /// Names of the `extern "C" __global__` functions in the source.
 fn kernel_names(src: &str) -> Vec<String> {
     let mut names = Vec::new();
-    let expanded = expand_macros(src);
-    for part in expanded.split("extern \"C\" __global__ void").skip(1) {
+    for part in src.split("extern \"C\" __global__ void").skip(1) {
         let head = part.trim_start();
         let head = head
             .strip_prefix("__launch_bounds__(128)")
@@ -355,28 +403,6 @@ fn kernel_names(src: &str) -> Vec<String> {
     names.sort();
     names.dedup();
     names
-}
-
-/// The kernels made by the instantiation macros in matvec.cu.
-fn expand_macros(src: &str) -> String {
-    let mut s = src.to_string();
-    for line in src.lines() {
-        let line = line.trim();
-        if let Some(rest) = line.strip_prefix("MV_ALL(") {
-            let name = rest.trim_end_matches(')');
-            for t in 1..=8 {
-                s.push_str(&format!(
-                    "\nextern \"C\" __global__ void mv_{name}_t{t}(\nextern \"C\" __global__ void mvg_{name}_t{t}("
-                ));
-            }
-        } else if let Some(rest) = line.strip_prefix("DEQ_KERNELS(") {
-            let name = rest.trim_end_matches(')');
-            s.push_str(&format!(
-                "\nextern \"C\" __global__ void dequant_{name}(\nextern \"C\" __global__ void embed_{name}("
-            ));
-        }
-    }
-    s
 }
 
 /// Kernel arguments, each in its own 8-byte-aligned slot (a struct passed by
@@ -508,17 +534,30 @@ mod tests {
 
     #[test]
     fn every_kernel_instantiation_is_found() {
-        let names = kernel_names(&SOURCES.concat());
+        let names: Vec<String> = programs().into_iter().flat_map(|(_, n)| n).collect();
         for n in [
             "mv_q4_k_t1",
-            "mvg_q5_0_t3",
             "mv_f16_t8",
+            "mvg_q5_0_t3",
+            "mv_q4_1_t5",
             "dequant_q6_k",
             "embed_q8_0",
             "attn_split",
             "rms_norm",
+            "rope_store",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn each_program_names_only_kernels_its_source_defines() {
+        for (src, names) in programs() {
+            for n in names {
+                let generated =
+                    n.starts_with("mv") || n.starts_with("dequant_") || n.starts_with("embed_");
+                assert!(generated || src.contains(&format!(" {n}(")), "{n}");
+            }
         }
     }
 }

@@ -20,6 +20,16 @@ pub enum DevType {
 }
 
 impl DevType {
+    pub const ALL: [DevType; 7] = [
+        DevType::Q4K,
+        DevType::Q6K,
+        DevType::Q5_0,
+        DevType::Q8_0,
+        DevType::Q4_0,
+        DevType::Q4_1,
+        DevType::F16,
+    ];
+
     /// Kernel name stem (`mv_<stem>_tN`, `dequant_<stem>`, `embed_<stem>`).
     pub fn stem(self) -> &'static str {
         match self {

@@ -370,17 +370,8 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
     if (threadIdx.x % WARP == 0) \
         for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t]; \
 }
-#define MV_ALL(TY) \
-    MV_KERNELS(TY, 1) MV_KERNELS(TY, 2) MV_KERNELS(TY, 3) MV_KERNELS(TY, 4) \
-    MV_KERNELS(TY, 5) MV_KERNELS(TY, 6) MV_KERNELS(TY, 7) MV_KERNELS(TY, 8)
-
-MV_ALL(q4_k)
-MV_ALL(q6_k)
-MV_ALL(q5_0)
-MV_ALL(q8_0)
-MV_ALL(q4_0)
-MV_ALL(q4_1)
-MV_ALL(f16)
+// Instantiations (MV_KERNELS(type, T), DEQ_KERNELS(type)) are generated per
+// program by gpu.rs, so the types compile in parallel.
 
 // ---- Dequantization of 32-weight groups: for prefill (to f16, then a tensor-
 // core GEMM) and for embedding lookups (to f32).
@@ -546,10 +537,3 @@ extern "C" __global__ void embed_##NAME(const u8* w, const u32* ids, float* out,
     for (int i = 0; i < 32; i++) dst[i] = o[i] * scale; \
 }
 
-DEQ_KERNELS(q4_k)
-DEQ_KERNELS(q6_k)
-DEQ_KERNELS(q5_0)
-DEQ_KERNELS(q8_0)
-DEQ_KERNELS(f16)
-DEQ_KERNELS(q4_0)
-DEQ_KERNELS(q4_1)
