@@ -41,6 +41,8 @@ struct Report {
     prompt_tokens: usize,
     prefill_max_rel_err: f64,
     decode_max_rel_err: f64,
+    /// Largest KL(p_cpu ‖ p_device) of a row's next-token distribution, nats.
+    max_kl: f64,
     argmax_agree: usize,
     argmax_rows: usize,
     greedy_cpu: Vec<u32>,
@@ -58,6 +60,21 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         return f64::INFINITY;
     }
     (num / den.max(1e-30)).sqrt()
+}
+
+/// KL(softmax(a) ‖ softmax(b)) in nats.
+fn kl(a: &[f32], b: &[f32]) -> f64 {
+    let log_softmax = |x: &[f32]| -> Vec<f64> {
+        let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let lse = x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+        x.iter().map(|&v| v as f64 - lse).collect()
+    };
+    let (la, lb) = (log_softmax(a), log_softmax(b));
+    la.iter()
+        .zip(&lb)
+        .map(|(p, q)| p.exp() * (p - q))
+        .sum::<f64>()
+        .max(0.0)
 }
 
 fn argmax(x: &[f32]) -> u32 {
@@ -96,9 +113,11 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
     let (lc, _) = sc.feed(&prompt, 0)?;
     let (ld, _) = sd.feed(&prompt, 0)?;
     let mut prefill_err = 0f64;
+    let mut max_kl = 0f64;
     let (mut agree, mut rows) = (0, 0);
     for (c, d) in lc.chunks(vocab).zip(ld.chunks(vocab)) {
         prefill_err = prefill_err.max(rel_err(c, d));
+        max_kl = max_kl.max(kl(c, d));
         agree += (argmax(c) == argmax(d)) as usize;
         rows += 1;
     }
@@ -108,6 +127,7 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
         let c = sc.extend(&[next], 0)?;
         let d = sd.extend(&[next], 0)?;
         decode_err = decode_err.max(rel_err(&c, &d));
+        max_kl = max_kl.max(kl(&c, &d));
         agree += (argmax(&c) == argmax(&d)) as usize;
         rows += 1;
         next = argmax(&c);
@@ -124,6 +144,7 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
         prompt_tokens: prompt.len(),
         prefill_max_rel_err: prefill_err,
         decode_max_rel_err: decode_err,
+        max_kl,
         argmax_agree: agree,
         argmax_rows: rows,
         greedy_same_prefix: same,
@@ -142,7 +163,10 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
             "decode ({} steps): max relative L2 error {:.2e}",
             a.n, r.decode_max_rel_err
         );
-        println!("argmax agrees on {}/{} rows", r.argmax_agree, r.argmax_rows);
+        println!(
+            "argmax agrees on {}/{} rows; largest KL(cpu ‖ device) {:.2e} nats",
+            r.argmax_agree, r.argmax_rows, r.max_kl
+        );
         println!(
             "free-running greedy: first {}/{} tokens identical",
             r.greedy_same_prefix, a.n
