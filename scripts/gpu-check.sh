@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU correctness check, run on the GPU machine with a tandem built with
-# `--features cuda` (see ../shared/CUDA.md and docs/cuda.md).
+# `--features cuda` (see README.md, "NVIDIA GPUs").
 #
 #   TANDEM=path/to/tandem TOKENIZER=qwen-tok.gguf [SMOLLM2=smollm2.gguf] scripts/gpu-check.sh
 #

@@ -66,6 +66,16 @@ impl AnyBackend {
 }
 
 impl AnyBackend {
+    /// The device's measured memory bandwidth in GB/s (a GPU's copy rate);
+    /// None for the CPU, whose roofline `tandem bench --roofline` measures once.
+    pub fn device_bandwidth(&self) -> Option<f64> {
+        match self {
+            #[cfg(feature = "cuda")]
+            AnyBackend::Cuda(b) => b.gpu().copy_bandwidth().ok(),
+            _ => None,
+        }
+    }
+
     /// Per-kernel device time when the backend profiles (TANDEM_CUDA_PROFILE=1).
     pub fn profile_report(&self) -> Vec<(String, usize, f64)> {
         match self {

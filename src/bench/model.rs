@@ -113,6 +113,7 @@ pub fn run<B: Backend + 'static>(
     p: usize,
     n: usize,
     reps: usize,
+    roofline_gb_s: Option<f64>,
     mut progress: impl FnMut(),
 ) -> crate::engine::Result<BenchResult> {
     let vocab = model.tokenizer.vocab_size().min(model.hparams().vocab_size);
@@ -164,7 +165,7 @@ pub fn run<B: Backend + 'static>(
         tg,
         bytes_per_token: bytes,
         tg_gb_s,
-        roofline_share: super::roofline::load().map(|bw| tg_gb_s / bw),
+        roofline_share: roofline_gb_s.map(|bw| tg_gb_s / bw),
         peak_rss_bytes: peak_rss(),
         model_file_bytes: model.file.file_size(),
     })

@@ -130,7 +130,15 @@ fn model(a: &BenchArgs) -> Result<()> {
         ProgressStyle::with_template("[{elapsed_precise}] [{bar:30}] {pos}/{len} repetitions")?
             .progress_chars("=> "),
     );
-    let r = tandem::bench::model::run(&m, &a.model.model, a.p, a.n, a.r.max(1), || bar.inc(1))?;
+    // A GPU's roofline is its copy bandwidth, measured now; the CPU's was
+    // measured once by `--roofline`.
+    let roofline = m
+        .backend
+        .device_bandwidth()
+        .or_else(tandem::bench::roofline::load);
+    let r = tandem::bench::model::run(&m, &a.model.model, a.p, a.n, a.r.max(1), roofline, || {
+        bar.inc(1)
+    })?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -153,7 +161,7 @@ fn model(a: &BenchArgs) -> Result<()> {
         gib(r.bytes_per_token),
         r.tg_gb_s,
         match r.roofline_share {
-            Some(s) => format!(" = {:.0}% of the measured read bandwidth", s * 100.0),
+            Some(s) => format!(" = {:.0}% of the measured bandwidth", s * 100.0),
             None => " (run `tandem bench --roofline` once for the roofline share)".into(),
         },
         r.peak_rss_bytes
