@@ -724,7 +724,10 @@ impl Backend for CudaBackend {
                 step::upload_attention_meta(&self.gpu, seqs, &mut keep)
             }
         };
-        if q.rows > MAX_DECODE_ROWS && prefill_attention::applies(seqs) {
+        // Prompts take the GEMM path; a batch of decoding sequences (each a
+        // row or a few) stays on the split kernel, one launch for all.
+        let prompt = seqs.iter().any(|s| s.rows.len() > MAX_DECODE_ROWS);
+        if q.rows > MAX_DECODE_ROWS && prompt && prefill_attention::applies(seqs) {
             let io = prefill_attention::Io {
                 q: q.ptr(),
                 kc: kv.k[layer].ptr,
