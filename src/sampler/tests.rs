@@ -149,3 +149,22 @@ fn invalid_parameters_are_rejected() {
     .is_err());
     assert!(SamplingParams::default().validate().is_ok());
 }
+
+#[test]
+fn fast_exp_and_log_sum_exp_match_f64() {
+    let mut worst = 0f64;
+    for i in 0..=20000 {
+        let x = -87.0 * i as f32 / 20000.0;
+        let want = (x as f64).exp();
+        let got = crate::sampler::exp_neg(x) as f64;
+        worst = worst.max(((got - want) / want).abs());
+    }
+    assert!(worst < 3e-7, "relative error {worst}");
+    let xs: Vec<f32> = (0..151_936)
+        .map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 12.0)
+        .collect();
+    let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let want = max + xs.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+    let got = crate::sampler::log_sum_exp(&xs) as f64;
+    assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+}
