@@ -7,7 +7,7 @@
 # 1. A random model in Qwen2.5-0.5B's shape and Q4_K_M mixture (Q4_K, Q5_0,
 #    Q6_K, Q8_0 weights): GPU logits against the CPU's, prefill and decode,
 #    relative L2 error per logits row within the tolerance below.
-# 2. The same shape in Q8_0 and F16.
+# 2. The same shape in Q8_0 and F16, and the 1.5B shape in F16 (head dim 128).
 # 3. SmolLM2-135M (Q4_1) when given: logits within tolerance and free-running
 #    greedy tokens identical to the CPU's.
 set -euo pipefail
@@ -31,6 +31,12 @@ for ty in q4_k_m q8_0 f16; do
   # attention runs several splits.
   "$TANDEM" check-device -m "$m" --device cuda -n 24 --tol "$(tol "$ty")" -p "$LONG" || status=1
 done
+# Head dim 128 with six query heads per KV head (the 7B family's attention
+# geometry is the same kind): F16 weights, so the tolerance is tight.
+m="$WORK/qwen15-f16.gguf"
+[ -f "$m" ] || "$TANDEM" synth --like qwen2.5-1.5b --type f16 --tokenizer "$TOKENIZER" -o "$m"
+echo "== qwen2.5-1.5b shape, f16"
+"$TANDEM" check-device -m "$m" --device cuda -n 16 --tol 0.005 -p "$LONG" || status=1
 if [ -n "${SMOLLM2:-}" ]; then
   echo "== SmolLM2-135M Q4_1"
   # Q4_1 runs natively with 8-bit activations rounded as the CPU rounds them;
