@@ -18,17 +18,38 @@ const OPS: [&str; 2] = [
 ];
 const MATVEC: &str = include_str!("kernels/matvec.cu");
 
+/// A program's source and the kernels it defines.
+type Program = (String, Vec<String>);
+/// A compiled program, or why it failed.
+type Image = GpuResult<(Vec<u8>, super::compile::Origin)>;
+
+/// Row counts of the decode products compiled at start-up; the larger ones
+/// (batched decode, up to `MAX_DECODE_ROWS`) compile on a background thread
+/// and are waited for at their first launch, keeping start-up short.
+const START_ROWS: [std::ops::RangeInclusive<usize>; 2] = [1..=4, 5..=8];
+const LATE_ROWS: [std::ops::RangeInclusive<usize>; 2] = [9..=12, 13..=16];
+
 /// The programs compiled at start-up, in parallel: element-wise ops and
-/// attention, then per weight type and half of the row counts its decode
-/// products (the type's dequantization with the first half). Returns each
-/// program's source and the kernels it defines.
-fn programs() -> Vec<(String, Vec<String>)> {
+/// attention, then per weight type and group of row counts its decode
+/// products (the type's dequantization with the first group).
+fn programs() -> Vec<Program> {
     let base = format!("{COMMON}{}{}", OPS[0], OPS[1]);
     let names = kernel_names(&base);
     let mut out = vec![(base, names)];
+    out.extend(product_programs(&START_ROWS));
+    out
+}
+
+/// The decode products for more rows, compiled after start-up.
+fn late_programs() -> Vec<Program> {
+    product_programs(&LATE_ROWS)
+}
+
+fn product_programs(groups: &[std::ops::RangeInclusive<usize>]) -> Vec<Program> {
+    let mut out = Vec::new();
     for ty in super::weights::DevType::ALL {
         let stem = ty.stem();
-        for ts in [1..=4, 5..=8] {
+        for ts in groups.iter().cloned() {
             let mut src = format!("{COMMON}{MATVEC}");
             let mut names = Vec::new();
             if *ts.start() == 1 {
@@ -76,8 +97,7 @@ unsafe impl Sync for Func {}
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
-    _modules: Vec<Arc<CudaModule>>,
-    funcs: HashMap<String, Func>,
+    kernels: std::sync::RwLock<Kernels>,
     pub blas: CudaBlas,
     pool: Arc<Pool>,
     pub name: String,
@@ -170,45 +190,18 @@ impl Gpu {
             )
             .collect();
         let programs = programs();
-        let images: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = programs
-                .iter()
-                .map(|(src, _)| s.spawn(|| super::compile::cubin(src, major, minor, &options)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(GpuError::Compile("NVRTC thread panicked".into())))
-                })
-                .collect()
-        });
+        let images = compile_all(&programs, major, minor, &options);
         let nvrtc_secs = t0.elapsed().as_secs_f64();
         let info = std::env::var("TANDEM_CUDA_KERNEL_INFO").is_ok_and(|v| v == "1");
         let mut modules = Vec::new();
         let mut funcs = HashMap::new();
-        let mut all_cached = true;
-        for ((_, names), image) in programs.iter().zip(images) {
-            let (image, origin) = image?;
-            all_cached &= origin == super::compile::Origin::Cache;
-            let module = ctx
-                .load_module(cudarc::nvrtc::Ptx::from_binary(image))
-                .map_err(drv)?;
-            for name in names {
-                let f = module.load_function(name).map_err(drv)?;
-                if info {
-                    use sys::CUfunction_attribute_enum as A;
-                    let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
-                    let local = f
-                        .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
-                        .unwrap_or(-1);
-                    eprintln!("kernel {name}: {regs} registers, {local} bytes local");
-                }
-                funcs.insert(name.clone(), Func(f.cu_function()));
-            }
-            modules.push(module);
-        }
+        let all_cached = load_programs(&ctx, &programs, images, info, &mut modules, &mut funcs)?;
         let compile_secs = t0.elapsed().as_secs_f64();
+        let late = std::thread::spawn(move || {
+            let programs = late_programs();
+            let images = compile_all(&programs, major, minor, &options);
+            (programs, images)
+        });
         if info {
             eprintln!(
                 "{} programs {} in {nvrtc_secs:.2} s, modules loaded {:.2} s",
@@ -226,8 +219,11 @@ impl Gpu {
             pool: Arc::new(Pool::default()),
             ctx,
             stream,
-            _modules: modules,
-            funcs,
+            kernels: std::sync::RwLock::new(Kernels {
+                modules,
+                funcs,
+                late: Some(late),
+            }),
             blas,
             name: format!("{name} (sm_{major}{minor})"),
             compile_secs,
@@ -250,12 +246,27 @@ impl Gpu {
         self.stream.cu_stream()
     }
 
+    /// The kernel `name`, waiting for the background programs if it is one
+    /// of theirs.
+    fn function(&self, name: &str) -> Func {
+        if let Some(f) = self.kernels.read().expect("kernels lock").funcs.get(name) {
+            return *f;
+        }
+        let mut k = self.kernels.write().expect("kernels lock");
+        if let Some(late) = k.late.take() {
+            let (programs, images) = late.join().expect("kernel compile thread");
+            let Kernels { modules, funcs, .. } = &mut *k;
+            load_programs(&self.ctx, &programs, images, false, modules, funcs)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        *k.funcs
+            .get(name)
+            .unwrap_or_else(|| panic!("no CUDA kernel named {name}"))
+    }
+
     /// Launch kernel `name` on the stream.
     pub fn launch(&self, name: &str, grid: (u32, u32, u32), block: u32, args: &KArgs) {
-        let f = self
-            .funcs
-            .get(name)
-            .unwrap_or_else(|| panic!("no CUDA kernel named {name}"));
+        let f = &self.function(name);
         let mut ptrs: Vec<*mut c_void> = args
             .vals
             .iter()
@@ -402,6 +413,64 @@ impl Gpu {
     pub fn sync(&self) {
         self.stream.synchronize().expect("CUDA stream synchronize");
     }
+}
+
+/// Loaded kernel programs; `late` is the background compile of the rest.
+struct Kernels {
+    modules: Vec<Arc<CudaModule>>,
+    funcs: HashMap<String, Func>,
+    late: Option<std::thread::JoinHandle<(Vec<Program>, Vec<Image>)>>,
+}
+
+/// Compile every program on its own thread (NVRTC is thread-safe).
+fn compile_all(programs: &[Program], major: i32, minor: i32, options: &[String]) -> Vec<Image> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = programs
+            .iter()
+            .map(|(src, _)| s.spawn(|| super::compile::cubin(src, major, minor, options)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(GpuError::Compile("NVRTC thread panicked".into())))
+            })
+            .collect()
+    })
+}
+
+/// Load compiled programs and record their kernels; true when every image
+/// came from the cache.
+fn load_programs(
+    ctx: &Arc<CudaContext>,
+    programs: &[Program],
+    images: Vec<Image>,
+    info: bool,
+    modules: &mut Vec<Arc<CudaModule>>,
+    funcs: &mut HashMap<String, Func>,
+) -> GpuResult<bool> {
+    let mut all_cached = true;
+    for ((_, names), image) in programs.iter().zip(images) {
+        let (image, origin) = image?;
+        all_cached &= origin == super::compile::Origin::Cache;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(image))
+            .map_err(drv)?;
+        for name in names {
+            let f = module.load_function(name).map_err(drv)?;
+            if info {
+                use sys::CUfunction_attribute_enum as A;
+                let regs = f.get_attribute(A::CU_FUNC_ATTRIBUTE_NUM_REGS).unwrap_or(-1);
+                let local = f
+                    .get_attribute(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)
+                    .unwrap_or(-1);
+                eprintln!("kernel {name}: {regs} registers, {local} bytes local");
+            }
+            funcs.insert(name.clone(), Func(f.cu_function()));
+        }
+        modules.push(module);
+    }
+    Ok(all_cached)
 }
 
 /// Names of the `extern "C" __global__` functions in the source.
@@ -554,12 +623,17 @@ mod tests {
 
     #[test]
     fn every_kernel_instantiation_is_found() {
-        let names: Vec<String> = programs().into_iter().flat_map(|(_, n)| n).collect();
+        let names: Vec<String> = programs()
+            .into_iter()
+            .chain(late_programs())
+            .flat_map(|(_, n)| n)
+            .collect();
         for n in [
             "mv_q4_k_t1",
             "mv_f16_t8",
             "mvg_q5_0_t3",
             "mv_q4_1_t5",
+            "mvg_q4_k_t16",
             "dequant_q6_k",
             "embed_q8_0",
             "attn_split",
@@ -572,7 +646,7 @@ mod tests {
 
     #[test]
     fn each_program_names_only_kernels_its_source_defines() {
-        for (src, names) in programs() {
+        for (src, names) in programs().into_iter().chain(late_programs()) {
             for n in names {
                 let generated =
                     n.starts_with("mv") || n.starts_with("dequant_") || n.starts_with("embed_");

@@ -25,7 +25,7 @@ use weights::DevType;
 
 /// Rows up to which a linear layer runs as matrix-vector kernels (and a
 /// forward pass may be captured as a graph).
-pub const MAX_DECODE_ROWS: usize = 8;
+pub const MAX_DECODE_ROWS: usize = 16;
 
 /// Query heads up to which decode attention merges its splits in-kernel.
 const MAX_HEADS: usize = 256;
