@@ -2,7 +2,7 @@
 # GPU correctness check, run on the GPU machine with a tandem built with
 # `--features cuda` (see README.md, "NVIDIA GPUs").
 #
-#   TANDEM=path/to/tandem TOKENIZER=qwen-tok.gguf [SMOLLM2=smollm2.gguf] scripts/gpu-check.sh
+#   TANDEM=path/to/tandem TOKENIZER=qwen-tok.gguf [SMOLLM2=smollm2.gguf] [GEMMA3=gemma.gguf] scripts/gpu-check.sh
 #
 # 1. A random model in Qwen2.5-0.5B's shape and Q4_K_M mixture (Q4_K, Q5_0,
 #    Q6_K, Q8_0 weights): GPU logits against the CPU's, prefill and decode,
@@ -44,5 +44,14 @@ if [ -n "${SMOLLM2:-}" ]; then
   # logits' tail shows (rel. L2 measured 0.09), while greedy tokens must agree.
   "$TANDEM" check-device -m "$SMOLLM2" --device cuda -n 32 --tol 0.15 --same-tokens \
     -p "Name the capital city of France." || status=1
+fi
+if [ -n "${GEMMA3:-}" ]; then
+  # Gemma 3: GELU, QK-norm on head dim 256, post-norms, sliding-window layers
+  # (the 600-token prompt passes the 512-token window and a prompt chunk that
+  # wants no logits).
+  echo "== Gemma3-270M Q4_K_M"
+  LONGER=$(for i in $(seq 40); do printf 'The capital of France is Paris, and the capital of Italy is Rome. '; done)
+  "$TANDEM" check-device -m "$GEMMA3" --device cuda -n 32 --tol 0.15 --same-tokens -p "The capital of France is" || status=1
+  "$TANDEM" check-device -m "$GEMMA3" --device cuda -n 16 --tol 0.15 --same-tokens -p "$LONGER" || status=1
 fi
 exit $status

@@ -266,6 +266,11 @@ impl Gpu {
 
     /// Launch kernel `name` on the stream.
     pub fn launch(&self, name: &str, grid: (u32, u32, u32), block: u32, args: &KArgs) {
+        // An empty grid (no rows: a prompt chunk that wants no logits) is
+        // nothing to do, and the driver would call it an invalid argument.
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return;
+        }
         let f = &self.function(name);
         let mut ptrs: Vec<*mut c_void> = args
             .vals
