@@ -273,9 +273,9 @@ impl Gpu {
         }
         let f = &self.function(name);
         let mut ptrs: Vec<*mut c_void> = args
-            .vals
+            .starts
             .iter()
-            .map(|v| v.as_ptr() as *mut c_void)
+            .map(|&i| &args.words[i] as *const u64 as *mut c_void)
             .collect();
         let events = self.profile.as_ref().map(|_| {
             let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
@@ -500,37 +500,36 @@ fn kernel_names(src: &str) -> Vec<String> {
 }
 
 /// Kernel arguments, each in its own 8-byte-aligned slot (a struct passed by
-/// value takes several words).
+/// value takes several words), in one buffer: `starts` marks where each
+/// argument begins.
 #[derive(Default)]
 pub struct KArgs {
-    vals: Vec<Vec<u64>>,
+    words: Vec<u64>,
+    starts: Vec<usize>,
 }
 
 impl KArgs {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn ptr(mut self, p: u64) -> Self {
-        self.vals.push(vec![p]);
-        self
-    }
-    pub fn i32(mut self, v: usize) -> Self {
-        let v = i32::try_from(v).expect("kernel size argument fits in i32");
-        self.vals.push(vec![v as u32 as u64]);
-        self
-    }
-    pub fn u64(mut self, v: usize) -> Self {
-        self.vals.push(vec![v as u64]);
-        self
-    }
-    pub fn f32(mut self, v: f32) -> Self {
-        self.vals.push(vec![v.to_bits() as u64]);
-        self
-    }
     /// A struct of 8-byte-aligned words, passed by value.
-    pub fn words(mut self, w: Vec<u64>) -> Self {
-        self.vals.push(w);
+    pub fn words(mut self, w: impl IntoIterator<Item = u64>) -> Self {
+        self.starts.push(self.words.len());
+        self.words.extend(w);
         self
+    }
+    pub fn ptr(self, p: u64) -> Self {
+        self.words([p])
+    }
+    pub fn i32(self, v: usize) -> Self {
+        let v = i32::try_from(v).expect("kernel size argument fits in i32");
+        self.words([v as u32 as u64])
+    }
+    pub fn u64(self, v: usize) -> Self {
+        self.words([v as u64])
+    }
+    pub fn f32(self, v: f32) -> Self {
+        self.words([v.to_bits() as u64])
     }
 }
 

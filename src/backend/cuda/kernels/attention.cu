@@ -9,15 +9,6 @@
 #define SPLIT 64
 #define NEG_INF (-3.402823466e38f)
 
-__device__ __forceinline__ float block_max128(float v, float* scratch) {
-    v = warp_max(v);
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    __syncthreads();
-    if (lane == 0) scratch[w] = v;
-    __syncthreads();
-    return fmaxf(fmaxf(scratch[0], scratch[1]), fmaxf(scratch[2], scratch[3]));
-}
-
 struct SplitSmem {
     float qs[256];
     float p[SPLIT];
@@ -51,7 +42,7 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
             }
         }
     }
-    float m = block_max128(s, sm.scratch);
+    float m = block_max(s, sm.scratch);
     float e = tid < nk ? __expf(s - m) : 0.0f;
     if (tid < SPLIT) sm.p[tid] = e;
     float l = block_sum(e, sm.scratch);  // syncs: p is visible below
@@ -191,12 +182,7 @@ extern "C" __global__ void masked_softmax(const float* __restrict__ s, u16* __re
     float m = NEG_INF;
     for (int j = threadIdx.x; j < t; j += blockDim.x)
         if (j >= lo && j <= pos) m = fmaxf(m, s[off + j]);
-    m = warp_max(m);
-    __syncthreads();
-    if (threadIdx.x % WARP == 0) scratch[threadIdx.x / WARP] = m;
-    __syncthreads();
-    m = NEG_INF;
-    for (int w = 0; w < (int)(blockDim.x / WARP); w++) m = fmaxf(m, scratch[w]);
+    m = block_max(m, scratch);
     float sum = 0.0f;
     for (int j = threadIdx.x; j < t; j += blockDim.x)
         if (j >= lo && j <= pos) sum += __expf(s[off + j] - m);

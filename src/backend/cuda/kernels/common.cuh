@@ -37,7 +37,8 @@ __device__ __forceinline__ float warp_max(float v) {
 
 __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
 
-// Sum over a block of up to 1024 threads; `scratch` holds 32 floats.
+// Sum and max over a block of up to 1024 threads; `scratch` holds 32 floats
+// (one call may follow another on the same scratch: each syncs first).
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
     v = warp_sum(v);
     int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
@@ -47,4 +48,15 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     int nw = (blockDim.x + WARP - 1) / WARP;
     v = lane < nw ? scratch[lane] : 0.0f;
     return warp_sum(v);
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+    v = warp_max(v);
+    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    __syncthreads();
+    if (lane == 0) scratch[w] = v;
+    __syncthreads();
+    int nw = (blockDim.x + WARP - 1) / WARP;
+    v = lane < nw ? scratch[lane] : -3.402823466e38f;
+    return warp_max(v);
 }

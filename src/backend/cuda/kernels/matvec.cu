@@ -148,6 +148,22 @@ MV_UNROLL_PRAGMA
     }
 }
 
+// Σ w·x over one 32-weight block of the int8 input at xr: lo holds weights
+// 0..15 and hi 16..31, four per int. The inner product of the 32-element
+// formats (Q5_0, Q4_0, Q4_1, Q8_0).
+__device__ __forceinline__ int dot_block32(const int* lo, const int* hi, const i8* __restrict__ xr) {
+    int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 16);
+    const int* a = (const int*)&x0;
+    const int* c = (const int*)&x1;
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        s = dp4a(lo[i], a[i], s);
+        s = dp4a(hi[i], c[i], s);
+    }
+    return s;
+}
+
 // The fifth bits of four weights (bits 0..3 of h) moved to bit 4 of each byte.
 __device__ __forceinline__ int spread4(u32 h) {
     return ((h & 1) << 4) | ((h & 2) << 11) | ((h & 4) << 18) | ((h & 8) << 25);
@@ -176,16 +192,7 @@ MV_UNROLL_PRAGMA
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const i8* xr = xq + (size_t)t * cols + b * 32;
-            int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 16);
-            const int* a = (const int*)&x0;
-            const int* c = (const int*)&x1;
-            int s = 0;
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                s = dp4a(lo[i], a[i], s);
-                s = dp4a(hi[i], c[i], s);
-            }
+            int s = dot_block32(lo, hi, xq + (size_t)t * cols + b * 32);
             float2 xs = xd[(size_t)t * nb + b];
             acc[t] += d * (xs.x * (float)s - 16.0f * xs.y);
         }
@@ -213,16 +220,7 @@ __device__ __forceinline__ void dot_q4_legacy(DOT_ARGS) {
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const i8* xr = xq + (size_t)t * cols + b * 32;
-            int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 16);
-            const int* a = (const int*)&x0;
-            const int* c = (const int*)&x1;
-            int s = 0;
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                s = dp4a(lo[i], a[i], s);
-                s = dp4a(hi[i], c[i], s);
-            }
+            int s = dot_block32(lo, hi, xq + (size_t)t * cols + b * 32);
             float2 xs = xd[(size_t)t * nb + b];
             acc[t] += MIN ? d * xs.x * (float)s + m * xs.y : d * (xs.x * (float)s - 8.0f * xs.y);
         }
@@ -250,16 +248,7 @@ MV_UNROLL_PRAGMA
         const int* r = (const int*)&w1;
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const i8* xr = xq + (size_t)t * cols + b * 32;
-            int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 16);
-            const int* a = (const int*)&x0;
-            const int* c = (const int*)&x1;
-            int s = 0;
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                s = dp4a(p[i], a[i], s);
-                s = dp4a(r[i], c[i], s);
-            }
+            int s = dot_block32(p, r, xq + (size_t)t * cols + b * 32);
             acc[t] += d * xd[(size_t)t * nb + b].x * (float)s;
         }
     }

@@ -121,34 +121,3 @@ extern "C" __global__ void add_bias(float* __restrict__ out, const float* __rest
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] += bias[i % cols];
 }
-
-// Greedy pick per row: out[r] = argmax of logits[r] (lowest index on ties).
-extern "C" __global__ void argmax_rows(const float* __restrict__ logits, u32* __restrict__ out, int cols) {
-    __shared__ float bv[32];
-    __shared__ int bi[32];
-    const float* x = logits + (size_t)blockIdx.x * cols;
-    float best = -3.402823466e38f;
-    int idx = 0;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) {
-        if (x[i] > best) { best = x[i]; idx = i; }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(FULL_MASK, best, o);
-        int oi = __shfl_xor_sync(FULL_MASK, idx, o);
-        if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
-    }
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    if (lane == 0) { bv[w] = best; bi[w] = idx; }
-    __syncthreads();
-    if (w == 0) {
-        int nw = blockDim.x / WARP;
-        best = lane < nw ? bv[lane] : -3.402823466e38f;
-        idx = lane < nw ? bi[lane] : 0x7fffffff;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(FULL_MASK, best, o);
-            int oi = __shfl_xor_sync(FULL_MASK, idx, o);
-            if (ov > best || (ov == best && oi < idx)) { best = ov; idx = oi; }
-        }
-        if (lane == 0) out[blockIdx.x] = idx;
-    }
-}
