@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tandem::backend::cpu::CpuBackend;
-use tandem::engine::batched::{BatchEngine, EngineConfig};
+use tandem::engine::batched::{BatchEngine, EngineConfig, EngineSpec};
 use tandem::engine::generate::StopReason;
 use tandem::engine::request::Request;
 use tandem::engine::Session;
 use tandem::model::LoadedModel;
 use tandem::sampler::SamplingParams;
+use tandem::spec::GovernorConfig;
 
 const PROMPTS: [&str; 16] = [
     "The capital of France is",
@@ -218,4 +219,128 @@ fn prefix_cache_reuses_blocks_and_changes_no_token() {
     let b_plain = plain.submit(request(&m, &second, 8)).unwrap().wait();
     assert_eq!(b.tokens, b_plain.tokens, "reused KV gives the same tokens");
     assert!(cached.stats.prompt_tokens_cached.load(Ordering::Relaxed) >= 160);
+}
+
+fn speculating(
+    m: &Arc<LoadedModel<CpuBackend>>,
+    draft: Option<Arc<LoadedModel<CpuBackend>>>,
+    fixed_k: Option<usize>,
+    cfg: EngineConfig,
+) -> BatchEngine {
+    let spec = EngineSpec {
+        draft,
+        governor: GovernorConfig { k_max: 8, fixed_k },
+    };
+    BatchEngine::start_with(m.clone(), cfg, Some(spec))
+}
+
+#[test]
+fn speculation_inside_the_batch_changes_no_token() {
+    let m = model();
+    // Guesses forced at every step (k = 4), by n-gram lookup and by the same
+    // model as its own draft, for 16 sequences decoded together, and with a
+    // small KV budget so that guesses meet full caches and preemption.
+    let draft = Some(model());
+    let cases = [
+        ("ngram", None, config(16, 256, 1024, 512)),
+        ("draft", draft.clone(), config(16, 256, 1024, 512)),
+        ("ngram, small cache", None, config(6, 64, 10, 160)),
+    ];
+    for (name, draft, cfg) in cases {
+        let is_draft = draft.is_some();
+        let n = if cfg.kv_blocks == 10 { 24 } else { 32 };
+        let prompts = if cfg.kv_blocks == 10 {
+            &PROMPTS[..6]
+        } else {
+            &PROMPTS[..]
+        };
+        let engine = speculating(&m, draft, Some(4), cfg);
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| engine.submit(request(&m, p, n)).unwrap())
+            .collect();
+        let got: Vec<_> = handles.into_iter().map(|h| h.wait()).collect();
+        for (p, c) in prompts.iter().zip(&got) {
+            assert_eq!(c.error, None, "{name}");
+            assert_eq!(c.tokens, one_at_a_time(&m, p, n), "{name}: {p:?}");
+            assert_eq!(c.text, m.tokenizer.decode(&c.tokens), "{name}");
+            assert_eq!(c.usage.completion_tokens, c.tokens.len());
+            let s = c.speculation.as_ref().expect("a speculation report");
+            if is_draft {
+                // Rows are computed the same in any batch, so a draft that is
+                // the target guesses exactly what the target picks; only the
+                // guesses after the end of the text go unjudged.
+                assert!(s.drafted - s.accepted <= 4, "{name}: {p:?} {s:?}");
+            }
+        }
+        let st = &engine.stats.spec;
+        let (drafted, accepted) = (
+            st.drafted.load(Ordering::Relaxed),
+            st.accepted.load(Ordering::Relaxed),
+        );
+        eprintln!("{name}: accepted {accepted} of {drafted}");
+        assert!(drafted > 0 && accepted > 0, "{name}");
+        let steps = engine.stats.steps.load(Ordering::Relaxed);
+        let tokens = engine.stats.generated_tokens.load(Ordering::Relaxed);
+        if is_draft {
+            assert!(
+                steps * 3 < tokens,
+                "{name}: {steps} steps for {tokens} tokens"
+            );
+        }
+        wait_for_free_blocks(&engine, cfg.kv_blocks);
+    }
+}
+
+#[test]
+fn sampled_speculation_inside_the_batch_keeps_the_target_distribution() {
+    let m = model();
+    // As tests/speculative.rs does for one sequence: the second generated
+    // token (the first round's verdict on an n-gram guess) has the same
+    // distribution with and without speculation, here with 16 requests at once.
+    // Long enough for whole KV blocks, which the prefix cache shares: each
+    // request then reads only its last few prompt tokens.
+    let prompt =
+        "red blue red green red blue red green red blue red green red blue red green red blue red";
+    let cfg = EngineConfig {
+        prefix_cache: true,
+        ..config(16, 256, 512, 64)
+    };
+    let plain = BatchEngine::start(m.clone(), cfg);
+    let spec = speculating(&m, None, Some(2), cfg);
+    let n = 600;
+    let run = |engine: &BatchEngine, seed0: u64| -> Vec<u32> {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let mut r = request(&m, prompt, 3);
+                r.ignore_eos = true;
+                r.sampling = SamplingParams {
+                    temperature: 1.0,
+                    top_k: 0,
+                    top_p: 0.9,
+                    min_p: 0.0,
+                    seed: seed0 + i as u64,
+                    ..SamplingParams::default()
+                };
+                engine.submit(r).unwrap()
+            })
+            .collect();
+        handles.into_iter().map(|h| h.wait().tokens[1]).collect()
+    };
+    let (a, b) = (run(&plain, 0), run(&spec, 1_000_000));
+    let p = common::homogeneity_p(&a, &b);
+    let st = &spec.stats.spec;
+    let (drafted, accepted) = (
+        st.drafted.load(Ordering::Relaxed),
+        st.accepted.load(Ordering::Relaxed),
+    );
+    eprintln!("acceptance {accepted}/{drafted}; homogeneity p = {p:.3}");
+    assert!(
+        p > 0.01,
+        "speculation in the batch changed the distribution: p = {p}"
+    );
+    assert!(
+        drafted as usize > n / 5 && accepted > 0 && accepted < drafted,
+        "drafted {drafted}, accepted {accepted}"
+    );
 }

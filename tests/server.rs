@@ -583,3 +583,58 @@ fn ctrl_c_lets_running_streams_finish_then_exits() {
     // New connections are refused once it has gone.
     assert_eq!(raw(&s, "GET", "/health", None, false).0, 0);
 }
+
+#[test]
+fn speculation_reports_in_the_response_and_in_metrics() {
+    let spec = start(&["--spec", "ngram", "--k", "3"]);
+    let plain = start(&[]);
+    let body = json!({
+        "prompt": "one two three four one two three four one two three four one two",
+        "max_tokens": 24, "temperature": 0
+    });
+    let (st, v) = post(&spec, "/v1/completions", &body);
+    assert_eq!(st, 200, "{v}");
+    let (_, w) = post(&plain, "/v1/completions", &body);
+    assert_eq!(v["choices"][0]["text"], w["choices"][0]["text"]);
+    assert!(w.get("speculation").is_none(), "{w}");
+    let sp = &v["speculation"];
+    assert_eq!(sp["proposer"], "ngram", "{v}");
+    let (drafted, accepted) = (
+        sp["drafted"].as_f64().unwrap(),
+        sp["accepted"].as_f64().unwrap(),
+    );
+    assert!(
+        drafted > 0.0 && accepted > 0.0 && accepted <= drafted,
+        "{sp}"
+    );
+    assert!(sp["tokens_per_pass"].as_f64().unwrap() > 1.0, "{sp}");
+    assert_eq!(metric(&spec, "tandem_spec_draft_tokens_total"), drafted);
+    assert_eq!(metric(&spec, "tandem_spec_accepted_tokens_total"), accepted);
+    assert!(metric(&spec, "tandem_spec_acceptance_rate") > 0.0);
+    assert!(metric(&spec, "tandem_spec_k_total{k=\"3\"}") > 0.0);
+
+    // Streamed: the final usage chunk carries the same extension object.
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    sbody["stream_options"] = json!({"include_usage": true});
+    let (st, _, b) = raw(
+        &spec,
+        "POST",
+        "/v1/completions",
+        Some(&sbody.to_string()),
+        true,
+    );
+    assert_eq!(st, 200);
+    let events = sse_events(&b);
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last["speculation"]["proposer"], "ngram", "{last}");
+    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // Flags that cannot work are refused at start-up, with a reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "-m", "smollm2-135m", "--spec", "magic"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --spec"));
+}

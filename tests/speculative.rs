@@ -6,7 +6,6 @@
 
 mod common;
 
-use statrs::distribution::{ChiSquared, ContinuousCDF};
 use tandem::backend::cpu::CpuBackend;
 use tandem::engine::generate::Speculation;
 use tandem::engine::request::Request;
@@ -79,41 +78,6 @@ fn greedy_speculation_is_token_identical_with_every_proposer() {
     }
 }
 
-/// Two-sample chi-square test of homogeneity over the categories both
-/// samples share enough of (the rest pooled).
-fn homogeneity_p(a: &[u32], b: &[u32]) -> f64 {
-    use std::collections::HashMap;
-    let mut counts: HashMap<u32, (f64, f64)> = HashMap::new();
-    for &t in a {
-        counts.entry(t).or_default().0 += 1.0;
-    }
-    for &t in b {
-        counts.entry(t).or_default().1 += 1.0;
-    }
-    let (mut cells, mut other) = (Vec::new(), (0.0, 0.0));
-    for (_, c) in counts {
-        if c.0 + c.1 >= 10.0 {
-            cells.push(c);
-        } else {
-            other.0 += c.0;
-            other.1 += c.1;
-        }
-    }
-    if other.0 + other.1 > 0.0 {
-        cells.push(other);
-    }
-    let (na, nb) = (a.len() as f64, b.len() as f64);
-    let stat: f64 = cells
-        .iter()
-        .map(|&(x, y)| {
-            let tot = x + y;
-            let (ea, eb) = (tot * na / (na + nb), tot * nb / (na + nb));
-            (x - ea).powi(2) / ea + (y - eb).powi(2) / eb
-        })
-        .sum();
-    1.0 - ChiSquared::new((cells.len() - 1) as f64).unwrap().cdf(stat)
-}
-
 #[test]
 fn sampled_speculation_keeps_the_target_distribution() {
     let model = load("smollm2-135m");
@@ -155,7 +119,7 @@ fn sampled_speculation_keeps_the_target_distribution() {
         accepted += st.accepted;
         spec.push(out.tokens[1]);
     }
-    let p = homogeneity_p(&plain, &spec);
+    let p = common::homogeneity_p(&plain, &spec);
     eprintln!("acceptance {accepted}/{drafted}; homogeneity p = {p:.3}");
     assert!(
         p > 0.01,

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::speculate::SpecArgs;
 use super::ModelArgs;
-use tandem::engine::batched::{BatchEngine, EngineConfig};
+use tandem::engine::batched::{BatchEngine, EngineConfig, EngineSpec};
 use tandem::kv::DEFAULT_BLOCK_SIZE;
 use tandem::server::{AppState, ServerConfig};
 
@@ -37,6 +38,8 @@ pub struct ServeArgs {
     /// Requests allowed to wait before new ones get 503.
     #[arg(long = "max-waiting", default_value_t = 256)]
     max_waiting: usize,
+    #[command(flatten)]
+    spec: SpecArgs,
 }
 
 /// Bytes (`2GiB`, `300MB`, `4096`) → number of KV blocks for this model.
@@ -101,8 +104,26 @@ pub fn run(a: ServeArgs) -> Result<()> {
         if a.no_prefix_cache { "off" } else { "on" },
         if a.api_key.is_some() { "required" } else { "off" }
     );
+    let spec = if a.spec.proposer.enabled() {
+        let draft = a.spec.proposer.load_draft(a.model.device)?.map(Arc::new);
+        // Only the flag combination is checked here; the proposer is built per request.
+        a.spec.proposer.kind(draft.as_deref())?;
+        let spec = EngineSpec {
+            draft,
+            governor: a.spec.governor()?,
+        };
+        spec.check(&model)?;
+        eprintln!(
+            "speculation: {}, k {}",
+            a.spec.proposer.spec.as_deref().unwrap_or("draft model"),
+            a.spec.k
+        );
+        Some(spec)
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
-        engine: BatchEngine::start(model.clone(), cfg),
+        engine: BatchEngine::start_with(model.clone(), cfg, spec),
         model,
         cfg: ServerConfig {
             model_name: a.model.model.clone(),

@@ -4,14 +4,19 @@
 //! every sequence that reached its end with that sequence's own parameters,
 //! and streams the tokens out. Finished and cancelled sequences leave at
 //! once, freeing their blocks; waiting ones join in the next step.
+//! With speculation on ([`EngineSpec`]), a decoding sequence may bring
+//! guesses that the same step scores (`batched_spec`).
 //! It knows nothing of HTTP.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::mpsc as tmpsc;
 
+use super::batched_spec::SeqSpec;
+pub use super::batched_spec::{EngineSpec, SpecCounters};
 use super::generate::StopReason;
 use super::request::{Event, Inbound, Request, RequestHandle, Usage};
 use super::scheduler::{HasTokens, Scheduler, SchedulerConfig};
@@ -20,7 +25,8 @@ use super::EngineError;
 use crate::backend::Backend;
 use crate::kv::{BlockPool, DEFAULT_BLOCK_SIZE};
 use crate::model::{ForwardBatch, LoadedModel, SeqInput};
-use crate::sampler::Sampler;
+use crate::sampler::{Sampled, Sampler};
+use crate::spec::verify::verify_row;
 use crate::tokenizer::Utf8Stream;
 
 #[derive(Debug, Clone, Copy)]
@@ -48,9 +54,10 @@ pub struct EngineStats {
     pub prompt_tokens_cached: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub steps: AtomicU64,
+    pub spec: SpecCounters,
 }
 
-struct Seq {
+struct Seq<'m> {
     tokens: Vec<u32>,
     n_prompt: usize,
     max_tokens: usize,
@@ -63,11 +70,15 @@ struct Seq {
     ignore_eos: bool,
     /// Prompt positions found in the prefix cache (set once, on admission).
     cached: Option<usize>,
+    spec: Option<SeqSpec<'m>>,
 }
 
-impl HasTokens for Seq {
+impl HasTokens for Seq<'_> {
     fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+    fn drafts_wanted(&self) -> usize {
+        self.spec.as_ref().map_or(0, |s| s.wanted)
     }
 }
 
@@ -81,13 +92,22 @@ pub struct BatchEngine {
 
 impl BatchEngine {
     pub fn start<B: Backend + 'static>(model: Arc<LoadedModel<B>>, cfg: EngineConfig) -> Self {
+        Self::start_with(model, cfg, None)
+    }
+
+    /// [`BatchEngine::start`], speculating as `spec` says.
+    pub fn start_with<B: Backend + 'static>(
+        model: Arc<LoadedModel<B>>,
+        cfg: EngineConfig,
+        spec: Option<EngineSpec<B>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(EngineStats::default());
         let vocab = model.hparams().vocab_size;
         let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("tandem-engine".into())
-            .spawn(move || run_loop(model, cfg, rx, st))
+            .spawn(move || run_loop(model, cfg, spec, rx, st))
             .expect("spawn engine thread");
         Self {
             tx: Some(tx),
@@ -148,6 +168,7 @@ impl Drop for BatchEngine {
 fn run_loop<B: Backend + 'static>(
     model: Arc<LoadedModel<B>>,
     cfg: EngineConfig,
+    spec: Option<EngineSpec<B>>,
     rx: mpsc::Receiver<Inbound>,
     stats: Arc<EngineStats>,
 ) {
@@ -164,6 +185,7 @@ fn run_loop<B: Backend + 'static>(
         .kv_blocks_total
         .store(cfg.kv_blocks, Ordering::Relaxed);
     let tok = &model.tokenizer;
+    let vocab = model.hparams().vocab_size;
     loop {
         // Take new requests; block only when there is nothing to do.
         let mut incoming: Vec<Inbound> = rx.try_iter().collect();
@@ -174,14 +196,27 @@ fn run_loop<B: Backend + 'static>(
             }
         }
         for i in incoming {
-            if !sched.fits(i.req.prompt.len() + i.req.max_tokens) {
+            let need = i.req.prompt.len() + i.req.max_tokens;
+            if !sched.fits(need) {
                 let _ = i.events.send(Event::Error(format!(
-                    "the request needs {} positions but the KV cache holds {}",
-                    i.req.prompt.len() + i.req.max_tokens,
+                    "the request needs {need} positions but the KV cache holds {}",
                     cfg.kv_blocks * DEFAULT_BLOCK_SIZE
                 )));
                 continue;
             }
+            let seq_spec = match &spec {
+                Some(sp) => {
+                    let room = need + sp.governor.k_max + 1;
+                    match SeqSpec::new(sp, &model, room, &i.req.sampling) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            let _ = i.events.send(Event::Error(e.to_string()));
+                            continue;
+                        }
+                    }
+                }
+                None => None,
+            };
             stats
                 .prompt_tokens
                 .fetch_add(i.req.prompt.len() as u64, Ordering::Relaxed);
@@ -197,6 +232,7 @@ fn run_loop<B: Backend + 'static>(
                 events: i.events,
                 cancel: i.cancel,
                 cached: None,
+                spec: seq_spec,
             });
         }
         // Cancelled or abandoned requests leave before any work is planned.
@@ -212,10 +248,37 @@ fn run_loop<B: Backend + 'static>(
         }
         publish(&stats, &sched);
 
-        let plan = sched.schedule();
+        // Decoding sequences say how many guesses they want scored.
+        for e in sched.running.iter_mut() {
+            let s = &mut e.seq;
+            if let Some(sp) = s.spec.as_mut() {
+                if e.n_computed + 1 == s.tokens.len() {
+                    let room = (cfg.ctx.saturating_sub(s.tokens.len() + 1))
+                        .min(s.max_tokens.saturating_sub(s.generated + 1));
+                    sp.choose(room);
+                }
+            }
+        }
+        let mut plan = sched.schedule();
         if plan.is_empty() {
             continue;
         }
+        let t_step = Instant::now();
+        // Fill in the granted guesses: they join the token list for the
+        // pass and leave it again before verification.
+        for w in plan.iter_mut() {
+            let e = sched.get_mut(w.id).expect("planned seq runs");
+            if let Some(sp) = e.seq.spec.as_mut() {
+                if w.drafts > 0 || e.n_computed + 1 == e.seq.tokens.len() {
+                    let guesses = sp.propose(&e.seq.tokens, w.drafts);
+                    w.len = w.len - w.drafts + guesses.len();
+                    w.drafts = guesses.len();
+                    e.seq.tokens.extend_from_slice(guesses);
+                }
+            }
+        }
+        // Only a step of decodes alone prices a guess (see batched_spec).
+        let all_decodes = plan.iter().all(|w| w.len - w.drafts == 1);
         let logits = {
             let seqs = plan
                 .iter()
@@ -230,9 +293,10 @@ fn run_loop<B: Backend + 'static>(
                         tokens: &e.seq.tokens[w.start..end],
                         start_pos: w.start,
                         kv: e.kv.as_ref().expect("planned seq has blocks"),
-                        // Logits only for a sequence whose known tokens are all read.
+                        // Logits only for a sequence whose known tokens are
+                        // all read: its last one and every guess.
                         logits_from: if end == e.seq.tokens.len() {
-                            w.len - 1
+                            w.len - 1 - w.drafts
                         } else {
                             w.len
                         },
@@ -242,6 +306,12 @@ fn run_loop<B: Backend + 'static>(
             model.forward(&ForwardBatch { seqs }, &mut kv)
         };
         stats.steps.fetch_add(1, Ordering::Relaxed);
+        for w in &plan {
+            if let Some(e) = sched.get_mut(w.id) {
+                let known = e.seq.tokens.len() - w.drafts;
+                e.seq.tokens.truncate(known);
+            }
+        }
         let mut logits = match logits {
             Ok(l) => l,
             Err(e) => {
@@ -254,16 +324,13 @@ fn run_loop<B: Backend + 'static>(
                 continue;
             }
         };
-        let vocab = model.hparams().vocab_size;
+        let step_secs = t_step.elapsed().as_secs_f64();
         let mut row = 0;
         for w in plan {
             let Some(e) = sched.get_mut(w.id) else {
                 continue;
             };
-            e.n_computed += w.len;
-            if let Some(kv) = e.kv.as_mut() {
-                kv.register_full_blocks(&e.seq.tokens, e.n_computed);
-            }
+            e.n_computed += w.len - w.drafts;
             if let (None, Some(c)) = (e.seq.cached, e.cached_at_admission) {
                 e.seq.cached = Some(c);
                 stats
@@ -271,11 +338,25 @@ fn run_loop<B: Backend + 'static>(
                     .fetch_add(c as u64, Ordering::Relaxed);
             }
             if e.n_computed < e.seq.tokens.len() {
+                if let Some(kv) = e.kv.as_mut() {
+                    kv.register_full_blocks(&e.seq.tokens, e.n_computed);
+                }
                 continue;
             }
-            let l = &mut logits[row * vocab..(row + 1) * vocab];
-            row += 1;
-            if let Some(reason) = step_sequence(&mut e.seq, l, tok, cfg.ctx, &stats) {
+            let rows = &mut logits[row * vocab..(row + 1 + w.drafts) * vocab];
+            row += 1 + w.drafts;
+            let (kept, end) = verify_step(&mut e.seq, rows, vocab, tok, cfg.ctx, &stats);
+            // The accepted guesses' K/V stay; the rejected ones' go.
+            e.n_computed += kept;
+            if let Some(kv) = e.kv.as_mut() {
+                kv.truncate(e.n_computed);
+                kv.register_full_blocks(&e.seq.tokens, e.n_computed);
+            }
+            if let Some(sp) = e.seq.spec.as_mut() {
+                let pass = all_decodes.then_some((1 + w.drafts, step_secs));
+                sp.finish_step(kept, pass, &stats.spec);
+            }
+            if let Some(reason) = end {
                 let s = sched.remove(w.id).expect("present");
                 finish(s, reason);
             }
@@ -284,15 +365,41 @@ fn run_loop<B: Backend + 'static>(
     }
 }
 
-/// Sample one token for a sequence; `Some(reason)` when it is finished.
-fn step_sequence(
+/// Choose a sequence's tokens from its rows of logits: one row for a plain
+/// decode, or the pending token's row and one per guess, kept while the
+/// target agrees. Returns the guesses kept and, if the sequence is
+/// finished, why.
+fn verify_step(
     s: &mut Seq,
-    logits: &mut [f32],
+    rows: &mut [f32],
+    vocab: usize,
+    tok: &crate::tokenizer::Tokenizer,
+    ctx: usize,
+    stats: &EngineStats,
+) -> (usize, Option<StopReason>) {
+    let mut kept = 0;
+    for (i, row) in rows.chunks_mut(vocab).enumerate() {
+        let (guess, q) = s.spec.as_ref().map_or((None, None), |sp| sp.guess(i));
+        let (sampled, accepted) = verify_row(&mut s.sampler, row, &s.tokens, guess, q);
+        if let Some(reason) = emit(s, sampled, tok, ctx, stats) {
+            return (kept + accepted as usize, Some(reason));
+        }
+        if !accepted {
+            break;
+        }
+        kept += 1;
+    }
+    (kept, None)
+}
+
+/// Take one chosen token; `Some(reason)` when the sequence is finished.
+fn emit(
+    s: &mut Seq,
+    sampled: Sampled,
     tok: &crate::tokenizer::Tokenizer,
     ctx: usize,
     stats: &EngineStats,
 ) -> Option<StopReason> {
-    let sampled = s.sampler.sample(logits, &s.tokens);
     if !s.ignore_eos && tok.is_eog(sampled.id) {
         return Some(StopReason::Eog);
     }
@@ -327,10 +434,12 @@ fn finish(mut s: Seq, reason: StopReason) {
         completion_tokens: s.generated,
         cached_tokens: s.cached.unwrap_or(0),
     };
+    let speculation = s.spec.as_ref().map(|sp| sp.report(s.generated));
     let _ = s.events.send(Event::Done {
         reason,
         usage,
         text_tail,
+        speculation,
     });
 }
 

@@ -11,9 +11,9 @@ use super::request::Request;
 use super::stop::{StopCheck, StopMatcher};
 use super::{Result, Session};
 use crate::backend::Backend;
-use crate::sampler::{apply_penalties, Sampled, Sampler};
-use crate::spec::verify::accept_or_resample;
-use crate::spec::{Governor, Proposal, Proposer, SpecStats};
+use crate::sampler::{Sampled, Sampler};
+use crate::spec::verify::verify_row;
+use crate::spec::{Governor, Proposal, Proposer, SpecStats, SpecTally};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -150,7 +150,6 @@ impl<B: Backend + 'static> Session<'_, B> {
         let (mut logits, cached_n) = self.feed(&req.prompt, n.saturating_sub(1))?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
 
-        let greedy = req.sampling.temperature <= 0.0;
         let mut sampler = Sampler::new(req.sampling.clone());
         let mut out = Output {
             tok,
@@ -165,7 +164,7 @@ impl<B: Backend + 'static> Session<'_, B> {
             ignore_eos: req.ignore_eos,
             on_text,
         };
-        let mut stats = SpecStats::default();
+        let mut tally = SpecTally::default();
         if let Some(sp) = spec.as_mut() {
             sp.governor.set_draft_prior(sp.proposer.cost_hint());
         }
@@ -206,23 +205,9 @@ impl<B: Backend + 'static> Session<'_, B> {
             let mut kept = 0;
             for i in 0..rows.len() {
                 let mut row = all[i * vocab..(i + 1) * vocab].to_vec();
-                let (s, accepted) = match drafts.get(i) {
-                    Some(&d) if !greedy => {
-                        apply_penalties(&mut row, &out.history, &sampler.params);
-                        let p = sampler.distribution(&row);
-                        let q = proposal.dists.get(i).and_then(|q| q.as_deref());
-                        let (u, u2) = (sampler.uniform(), sampler.uniform());
-                        match accept_or_resample(&p, q, d, u, u2) {
-                            Ok(t) => (sampler.describe(&row, t), true),
-                            Err(t) => (sampler.describe(&row, t), false),
-                        }
-                    }
-                    d => {
-                        let s = sampler.sample(&mut row, &out.history);
-                        let accepted = d == Some(&s.id);
-                        (s, accepted)
-                    }
-                };
+                let q = proposal.dists.get(i).and_then(|q| q.as_deref());
+                let draft = drafts.get(i).copied();
+                let (s, accepted) = verify_row(&mut sampler, &mut row, &out.history, draft, q);
                 going = out.push(s);
                 if accepted {
                     kept += 1;
@@ -240,17 +225,10 @@ impl<B: Backend + 'static> Session<'_, B> {
                     kept,
                     draft_secs,
                     proposal.setup_secs,
-                    rows.len(),
-                    verify_secs,
+                    Some((rows.len(), verify_secs)),
                 );
             }
-            if drafts.is_empty() {
-                stats.plain_steps += 1;
-            } else {
-                stats.rounds += 1;
-                stats.drafted += drafts.len();
-                stats.accepted += kept;
-            }
+            tally.count(drafts.len(), kept);
         }
         let reason = out.reason.unwrap_or(StopReason::Length);
         if reason != StopReason::StopString {
@@ -262,24 +240,8 @@ impl<B: Backend + 'static> Session<'_, B> {
         }
         let predicted_ms = t1.elapsed().as_secs_f64() * 1e3;
         let computed = n - cached_n;
-        let speculation = spec.map(|sp| {
-            let passes = stats.rounds + stats.plain_steps;
-            SpecStats {
-                proposer: sp.proposer.name().to_string(),
-                acceptance: stats.accepted as f64 / stats.drafted.max(1) as f64,
-                tokens_per_pass: out.tokens.len() as f64 / passes.max(1) as f64,
-                last_k: sp.governor.last_k,
-                k_histogram: sp.governor.histogram.clone(),
-                draft_to_target_cost: sp.governor.cost_ratio().unwrap_or(0.0),
-                verify_ms_by_rows: sp
-                    .governor
-                    .verify_costs()
-                    .iter()
-                    .map(|c| c.map(|s| s * 1e3))
-                    .collect(),
-                ..stats
-            }
-        });
+        let speculation =
+            spec.map(|sp| tally.report(sp.proposer.name(), sp.governor, out.tokens.len()));
         Ok(GenerateOutput {
             timings: Timings {
                 prompt_n: n,

@@ -6,6 +6,7 @@
 //! the same model call.
 
 pub mod batched;
+mod batched_spec;
 pub mod generate;
 pub mod perplexity;
 pub mod request;

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::generate::StopReason;
 use crate::sampler::{Sampled, SamplingParams};
+use crate::spec::SpecStats;
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -41,6 +42,8 @@ pub enum Event {
         reason: StopReason,
         usage: Usage,
         text_tail: String,
+        /// What speculation did, when the engine speculates.
+        speculation: Option<SpecStats>,
     },
     Error(String),
 }
@@ -84,6 +87,7 @@ pub struct Completion {
     pub text: String,
     pub reason: Option<StopReason>,
     pub usage: Usage,
+    pub speculation: Option<SpecStats>,
     pub error: Option<String>,
 }
 
@@ -100,10 +104,12 @@ impl Completion {
                 reason,
                 usage,
                 text_tail,
+                speculation,
             } => {
                 self.text.push_str(&text_tail);
                 self.reason = Some(reason);
                 self.usage = usage;
+                self.speculation = speculation;
             }
             Event::Error(e) => self.error = Some(e),
         }

@@ -29,6 +29,11 @@ pub trait HasTokens {
     fn n_tokens(&self) -> usize {
         self.tokens().len()
     }
+    /// Guesses this sequence would like scored after its pending token
+    /// (speculative decoding); granted only when the step has room.
+    fn drafts_wanted(&self) -> usize {
+        0
+    }
 }
 
 pub struct Entry<T> {
@@ -41,12 +46,15 @@ pub struct Entry<T> {
     pub cached_at_admission: Option<usize>,
 }
 
-/// One sequence's share of a step: tokens `start..start + len`.
+/// One sequence's share of a step: tokens `start..start + len`, of which
+/// the last `drafts` are guesses that follow the sequence's known tokens
+/// (room for them is reserved in the KV cache; the engine supplies them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Work {
     pub id: u64,
     pub start: usize,
     pub len: usize,
+    pub drafts: usize,
 }
 
 pub struct Scheduler<T> {
@@ -130,17 +138,26 @@ impl<T: HasTokens> Scheduler<T> {
             }
             let take = need.min(budget);
             let target = e.n_computed + take;
+            // Guesses ride along with a decode when the budget and free
+            // blocks allow; they never preempt anyone.
+            let wanted = if need == 1 { e.seq.drafts_wanted() } else { 0 };
             let kv = self.running[i]
                 .kv
                 .get_or_insert_with(|| SeqBlocks::new(self.pool.clone()));
-            if kv.grow_to(target).is_ok() {
+            let drafts = if wanted > 0 && budget > wanted && kv.grow_to(target + wanted).is_ok() {
+                wanted
+            } else {
+                0
+            };
+            if drafts > 0 || kv.grow_to(target).is_ok() {
                 let e = &self.running[i];
                 plan.push(Work {
                     id: e.id,
                     start: e.n_computed,
-                    len: take,
+                    len: take + drafts,
+                    drafts,
                 });
-                budget -= take;
+                budget -= take + drafts;
                 i += 1;
                 continue;
             }
@@ -171,6 +188,7 @@ impl<T: HasTokens> Scheduler<T> {
                 id: e.id,
                 start: cached,
                 len: take,
+                drafts: 0,
             });
             budget -= take;
             self.running.push(e);
@@ -235,7 +253,8 @@ mod tests {
             [Work {
                 id: a,
                 start: 0,
-                len: 3
+                len: 3,
+                drafts: 0
             }]
         );
         run(&mut s, &plan);
@@ -247,12 +266,14 @@ mod tests {
                 Work {
                     id: a,
                     start: 3,
-                    len: 1
+                    len: 1,
+                    drafts: 0
                 },
                 Work {
                     id: b,
                     start: 0,
-                    len: 7
+                    len: 7,
+                    drafts: 0
                 }
             ]
         );
@@ -264,12 +285,14 @@ mod tests {
                 Work {
                     id: a,
                     start: 4,
-                    len: 1
+                    len: 1,
+                    drafts: 0
                 },
                 Work {
                     id: b,
                     start: 7,
-                    len: 7
+                    len: 7,
+                    drafts: 0
                 }
             ]
         );
@@ -357,5 +380,57 @@ mod tests {
         assert_eq!(s.pool().n_free(), 7);
         s.remove(a);
         assert_eq!(s.pool().n_free(), 10);
+    }
+
+    /// A sequence that wants `k` guesses scored with its next decode.
+    struct Guessing(Vec<u32>, usize);
+    impl HasTokens for Guessing {
+        fn tokens(&self) -> &[u32] {
+            &self.0
+        }
+        fn drafts_wanted(&self) -> usize {
+            self.1
+        }
+    }
+
+    #[test]
+    fn guesses_ride_with_decodes_only_where_there_is_room() {
+        let mut s: Scheduler<Guessing> = Scheduler::new(
+            SchedulerConfig {
+                max_seqs: 4,
+                step_tokens: 6,
+            },
+            BlockPool::new(3, 4),
+        );
+        let a = s.add(Guessing((0..3).collect(), 4));
+        // A prompt is never speculated on.
+        assert_eq!(s.schedule()[0].drafts, 0);
+        s.get_mut(a).unwrap().n_computed = 3;
+        s.get_mut(a).unwrap().seq.0.push(7);
+        // A decode: the pending token plus four guesses (positions 3..8).
+        let plan = s.schedule();
+        assert_eq!(
+            plan,
+            [Work {
+                id: a,
+                start: 3,
+                len: 5,
+                drafts: 4
+            }]
+        );
+        assert_eq!(s.get_mut(a).unwrap().kv.as_ref().unwrap().len(), 8);
+        // Too little budget left for the guesses: the decode alone.
+        s.get_mut(a).unwrap().seq.1 = 6;
+        assert_eq!(s.schedule()[0].drafts, 0);
+        // Too few free blocks: no guesses, and nobody is preempted for them.
+        s.get_mut(a).unwrap().seq.1 = 0;
+        s.get_mut(a).unwrap().kv.as_mut().unwrap().truncate(3);
+        s.add(Guessing((0..8).collect(), 0));
+        s.schedule();
+        assert_eq!(s.pool().n_free(), 0);
+        s.get_mut(a).unwrap().seq.1 = 4;
+        let plan = s.schedule();
+        assert_eq!(plan.iter().map(|w| w.drafts).sum::<usize>(), 0);
+        assert_eq!(s.preemptions, 0);
     }
 }

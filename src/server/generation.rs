@@ -19,6 +19,7 @@ use super::{ApiError, Shared};
 use crate::engine::generate::StopReason;
 use crate::engine::request::{Completion, Event, Request, RequestHandle, Usage};
 use crate::engine::EngineError;
+use crate::spec::SpecStats;
 use crate::tokenizer::ChatMessage;
 
 #[derive(Clone, Copy)]
@@ -266,15 +267,22 @@ async fn whole(s: Shared, job: Job) -> Result<Response, ApiError> {
     } else {
         "text_completion"
     };
-    Ok(Json(json!({
+    let mut body = json!({
         "id": job.id,
         "object": object,
         "created": job.created,
         "model": s.cfg.model_name,
         "choices": body_choices,
         "usage": openai::usage_json(&usage),
-    }))
-    .into_response())
+    });
+    let spec: Vec<SpecStats> = choices
+        .iter()
+        .filter_map(|c| c.speculation.clone())
+        .collect();
+    if let Some(m) = SpecStats::merge(&spec) {
+        body["speculation"] = json!(m);
+    }
+    Ok(Json(body).into_response())
 }
 
 fn stream(s: Shared, job: Job) -> Response {
@@ -310,16 +318,16 @@ fn stream(s: Shared, job: Job) -> Response {
                     v
                 };
                 if chat && !send(&tx, chunk(json!({"role": "assistant", "content": ""}), None)) {
-                    return Usage::default();
+                    return (Usage::default(), None);
                 }
                 let mut clock = Clock { start, last: None };
                 let mut offset = 0;
                 loop {
                     let ev = tokio::select! {
                         ev = h.events.recv() => ev,
-                        _ = tx.closed() => return Usage::default(), // client left: dropping h cancels
+                        _ = tx.closed() => return (Usage::default(), None), // client left: dropping h cancels
                     };
-                    let Some(ev) = ev else { return Usage::default() };
+                    let Some(ev) = ev else { return (Usage::default(), None) };
                     match ev {
                         Event::Token { sampled, text } => {
                             clock.tick(&s);
@@ -336,17 +344,17 @@ fn stream(s: Shared, job: Job) -> Response {
                             }
                             offset += text.len();
                             if !send(&tx, v) {
-                                return Usage::default();
+                                return (Usage::default(), None);
                             }
                         }
-                        Event::Done { reason, usage, text_tail } => {
+                        Event::Done { reason, usage, text_tail, speculation } => {
                             let delta = if chat { json!({"content": text_tail}) } else { json!(text_tail) };
                             send(&tx, chunk(delta, Some(openai::finish_reason(reason))));
-                            return usage;
+                            return (usage, speculation);
                         }
                         Event::Error(e) => {
                             send(&tx, json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}));
-                            return Usage::default();
+                            return (Usage::default(), None);
                         }
                     }
                 }
@@ -355,8 +363,10 @@ fn stream(s: Shared, job: Job) -> Response {
         .collect();
     tokio::spawn(async move {
         let mut total = Usage::default();
+        let mut spec = Vec::new();
         for t in tasks {
-            if let Ok(u) = t.await {
+            if let Ok((u, sp)) = t.await {
+                spec.extend(sp);
                 total.prompt_tokens = u.prompt_tokens.max(total.prompt_tokens);
                 total.cached_tokens = u.cached_tokens.max(total.cached_tokens);
                 total.completion_tokens += u.completion_tokens;
@@ -366,6 +376,9 @@ fn stream(s: Shared, job: Job) -> Response {
             let mut v = base.clone();
             v["choices"] = json!([]);
             v["usage"] = openai::usage_json(&total);
+            if let Some(m) = SpecStats::merge(&spec) {
+                v["speculation"] = json!(m);
+            }
             send(&tx, v);
         }
         let _ = tx.send(Ok(SseEvent::default().data("[DONE]")));

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::engine::batched::EngineStats;
+use crate::engine::batched::{EngineStats, SpecCounters};
 
 const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -133,6 +133,7 @@ impl ServerMetrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        render_spec(&mut out, &e.spec);
         let (p, c) = (load(&e.prompt_tokens), load(&e.prompt_tokens_cached));
         let rate = if p > 0 { c as f64 / p as f64 } else { 0.0 };
         let _ = writeln!(out, "# HELP tandem_prefix_cache_hit_rate Share of prompt tokens served from the prefix cache.\n# TYPE tandem_prefix_cache_hit_rate gauge\ntandem_prefix_cache_hit_rate {rate}");
@@ -147,5 +148,74 @@ impl ServerMetrics {
             "Time between consecutive tokens.",
         );
         out
+    }
+}
+
+/// Speculative decoding: rounds, guesses and acceptance, the k used, the
+/// draft/target cost ratio and output tokens per target pass.
+fn render_spec(out: &mut String, c: &SpecCounters) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (rounds, plain) = (load(&c.rounds), load(&c.plain_steps));
+    let (drafted, accepted) = (load(&c.drafted), load(&c.accepted));
+    let counters = [
+        (
+            "tandem_spec_rounds_total",
+            "Decode steps that scored guesses.",
+            rounds,
+        ),
+        (
+            "tandem_spec_plain_steps_total",
+            "Decode steps of speculating sequences without guesses (k = 0).",
+            plain,
+        ),
+        (
+            "tandem_spec_draft_tokens_total",
+            "Guessed tokens scored by the target.",
+            drafted,
+        ),
+        (
+            "tandem_spec_accepted_tokens_total",
+            "Guessed tokens the target accepted.",
+            accepted,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let name = "tandem_spec_k_total";
+    let _ = writeln!(out, "# HELP {name} Decode steps by the number of guesses k the governor used.\n# TYPE {name} counter");
+    for (k, n) in c
+        .k_used
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .enumerate()
+    {
+        let _ = writeln!(out, "{name}{{k=\"{k}\"}} {n}");
+    }
+    let acceptance = accepted as f64 / drafted.max(1) as f64;
+    let per_pass = (rounds + plain + accepted) as f64 / (rounds + plain).max(1) as f64;
+    let gauges = [
+        (
+            "tandem_spec_acceptance_rate",
+            "Accepted over guessed tokens since start.",
+            acceptance,
+        ),
+        (
+            "tandem_spec_tokens_per_pass",
+            "Output tokens per target pass of speculating sequences.",
+            per_pass,
+        ),
+        (
+            "tandem_spec_draft_target_cost_ratio",
+            "Measured cost of a draft pass over a plain target step (latest; 0 = not measured).",
+            c.cost_ratio(),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     }
 }

@@ -211,28 +211,45 @@ impl Governor {
 
     /// Record a round: `drafted` guesses (0 for a plain step), `accepted` of
     /// them kept, the draft's time (and `setup_secs` it spent catching up
-    /// first) and the target's forward pass over `rows`.
+    /// first) and the target's forward pass: rows scored and seconds, or
+    /// `None` where the pass's time says nothing about this sequence (a
+    /// batched step that also read other requests' prompts).
     pub fn observe(
         &mut self,
         drafted: usize,
         accepted: usize,
         draft_secs: f64,
         setup_secs: f64,
-        rows: usize,
-        verify_secs: f64,
+        pass: Option<(usize, f64)>,
     ) {
-        if drafted == 0 {
-            self.plain_since_probe += verify_secs;
-        } else if let Some(plain) = self.verify_cost(1) {
-            let extra = setup_secs + draft_secs + verify_secs - plain * (accepted + 1) as f64;
-            self.probe_cost = Some(ema(self.probe_cost, extra.max(0.0)));
-        }
-        if rows < self.verify.len() {
-            self.verify[rows] = Some(ema(self.verify[rows], verify_secs));
+        let measured = pass.map(|(rows, secs)| {
+            if rows < self.verify.len() {
+                self.verify[rows] = Some(ema(self.verify[rows], secs));
+            }
+            secs
+        });
+        let verify_secs = measured.or_else(|| self.verify_cost(drafted + 1));
+        if let Some(v) = verify_secs {
+            if drafted == 0 {
+                self.plain_since_probe += v;
+            } else if let Some(plain) = self.verify_cost(1) {
+                let extra = setup_secs + draft_secs + v - plain * (accepted + 1) as f64;
+                self.probe_cost = Some(ema(self.probe_cost, extra.max(0.0)));
+            }
         }
         if drafted > 0 {
             self.alpha = Some(ema(self.alpha, accepted as f64 / drafted as f64));
             self.draft_cost = Some(ema(self.draft_cost, draft_secs / (drafted + 1) as f64));
+        }
+    }
+
+    /// The k actually used when it differs from the one chosen (a batched
+    /// step had no room for all the guesses).
+    pub fn settle(&mut self, used: usize) {
+        if used != self.last_k {
+            self.histogram[self.last_k] -= 1;
+            self.histogram[used] += 1;
+            self.last_k = used;
         }
     }
 }
@@ -254,7 +271,13 @@ mod tests {
                 .floor()
                 .min(k as f64) as usize;
             let verify = 1.0 + row_cost * k as f64;
-            g.observe(k, accepted, draft_cost * k as f64, 0.0, k + 1, verify);
+            g.observe(
+                k,
+                accepted,
+                draft_cost * k as f64,
+                0.0,
+                Some((k + 1, verify)),
+            );
             if round >= 200 {
                 tokens += (accepted + 1) as f64;
                 time += verify + draft_cost * k as f64;
@@ -286,7 +309,7 @@ mod tests {
         });
         for _ in 0..10 {
             assert_eq!(g.choose(100), 3);
-            g.observe(3, 0, 0.1, 0.0, 4, 1.0);
+            g.observe(3, 0, 0.1, 0.0, Some((4, 1.0)));
         }
         assert_eq!(g.choose(2), 2);
     }

@@ -99,3 +99,83 @@ pub struct SpecStats {
     /// (index = rows; null where never measured).
     pub verify_ms_by_rows: Vec<Option<f64>>,
 }
+
+/// Running counts of one sequence's rounds, turned into [`SpecStats`] at
+/// the end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpecTally {
+    pub rounds: usize,
+    pub plain_steps: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
+impl SpecTally {
+    /// Count one target pass that scored `drafted` guesses and kept `accepted`.
+    pub fn count(&mut self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            self.plain_steps += 1;
+        } else {
+            self.rounds += 1;
+            self.drafted += drafted;
+            self.accepted += accepted;
+        }
+    }
+
+    /// The report for a sequence that produced `tokens_out` tokens.
+    pub fn report(&self, proposer: &str, governor: &Governor, tokens_out: usize) -> SpecStats {
+        let passes = self.rounds + self.plain_steps;
+        SpecStats {
+            proposer: proposer.to_string(),
+            rounds: self.rounds,
+            plain_steps: self.plain_steps,
+            drafted: self.drafted,
+            accepted: self.accepted,
+            acceptance: self.accepted as f64 / self.drafted.max(1) as f64,
+            tokens_per_pass: tokens_out as f64 / passes.max(1) as f64,
+            last_k: governor.last_k,
+            k_histogram: governor.histogram.clone(),
+            draft_to_target_cost: governor.cost_ratio().unwrap_or(0.0),
+            verify_ms_by_rows: governor
+                .verify_costs()
+                .iter()
+                .map(|c| c.map(|s| s * 1e3))
+                .collect(),
+        }
+    }
+}
+
+impl SpecStats {
+    /// Several sequences' reports as one (the choices of one request):
+    /// counts add up, rates are recomputed, costs are averaged.
+    pub fn merge(all: &[SpecStats]) -> Option<SpecStats> {
+        let first = all.first()?;
+        let mut m = SpecStats {
+            proposer: first.proposer.clone(),
+            last_k: all.last().map_or(0, |s| s.last_k),
+            ..Default::default()
+        };
+        let mut passes = 0;
+        let mut tokens = 0.0;
+        for s in all {
+            m.rounds += s.rounds;
+            m.plain_steps += s.plain_steps;
+            m.drafted += s.drafted;
+            m.accepted += s.accepted;
+            let p = s.rounds + s.plain_steps;
+            passes += p;
+            tokens += s.tokens_per_pass * p as f64;
+            if m.k_histogram.len() < s.k_histogram.len() {
+                m.k_histogram.resize(s.k_histogram.len(), 0);
+            }
+            for (a, b) in m.k_histogram.iter_mut().zip(&s.k_histogram) {
+                *a += b;
+            }
+            m.draft_to_target_cost += s.draft_to_target_cost / all.len() as f64;
+        }
+        m.acceptance = m.accepted as f64 / m.drafted.max(1) as f64;
+        m.tokens_per_pass = tokens / passes.max(1) as f64;
+        m.verify_ms_by_rows = first.verify_ms_by_rows.clone();
+        Some(m)
+    }
+}

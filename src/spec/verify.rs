@@ -8,6 +8,38 @@
 //! distributed exactly as p. `p` is the sampler's final distribution (after
 //! penalties, top-k/top-p/min-p and temperature), so those are honoured too.
 
+use crate::sampler::{apply_penalties, Sampled, Sampler};
+
+/// Choose the token for one scored row of a round: `draft` is the guess
+/// this row's logits judge (`None` for the round's last row, which only
+/// samples), `q` the distribution it was drawn from. Returns the token and
+/// whether it is the guess. `history` is the text before this row (for
+/// penalties); `row` is modified in place.
+pub fn verify_row(
+    sampler: &mut Sampler,
+    row: &mut [f32],
+    history: &[u32],
+    draft: Option<u32>,
+    q: Option<&[(u32, f32)]>,
+) -> (Sampled, bool) {
+    match draft {
+        Some(d) if sampler.params.temperature > 0.0 => {
+            apply_penalties(row, history, &sampler.params);
+            let p = sampler.distribution(row);
+            let (u, u2) = (sampler.uniform(), sampler.uniform());
+            match accept_or_resample(&p, q, d, u, u2) {
+                Ok(t) => (sampler.describe(row, t), true),
+                Err(t) => (sampler.describe(row, t), false),
+            }
+        }
+        _ => {
+            let s = sampler.sample(row, history);
+            let accepted = draft == Some(s.id);
+            (s, accepted)
+        }
+    }
+}
+
 /// Probability of `id` in a sparse distribution.
 pub fn prob(dist: &[(u32, f32)], id: u32) -> f32 {
     dist.iter().find(|(t, _)| *t == id).map_or(0.0, |(_, p)| *p)
