@@ -109,6 +109,11 @@ pub struct Gpu {
     profile: Option<Mutex<Profile>>,
     /// Page-locked staging for downloads (twice the speed of pageable copies).
     pinned: Mutex<Pinned>,
+    /// Programmatic dependent launch (sm_90+, TANDEM_CUDA_PDL=0 turns it
+    /// off): a kernel may be scheduled while the one before it finishes; it
+    /// prefetches its weights, then waits (`griddepcontrol.wait`) before
+    /// touching anything the earlier kernel writes.
+    pdl: bool,
 }
 
 struct Pinned {
@@ -232,6 +237,7 @@ impl Gpu {
                 ptr: std::ptr::null_mut(),
                 len: 0,
             }),
+            pdl: major >= 9 && std::env::var("TANDEM_CUDA_PDL").map_or(true, |v| v != "0"),
             profile: std::env::var("TANDEM_CUDA_PROFILE")
                 .is_ok_and(|v| v == "1")
                 .then(|| Mutex::new(Profile::default())),
@@ -291,8 +297,12 @@ impl Gpu {
         // in its own 8-byte slot, little-endian, so 4-byte parameters read the
         // low half); pointers are live device allocations.
         unsafe {
-            result::launch_kernel(f.0, grid, (block, 1, 1), 0, self.cu_stream(), &mut ptrs)
-                .unwrap_or_else(|e| panic!("launching {name}: {e:?}"));
+            if self.pdl && events.is_none() {
+                self.launch_dependent(f.0, grid, block, &mut ptrs)
+            } else {
+                result::launch_kernel(f.0, grid, (block, 1, 1), 0, self.cu_stream(), &mut ptrs)
+            }
+            .unwrap_or_else(|e| panic!("launching {name}: {e:?}"));
         }
         if let (Some(p), Some((a, b))) = (&self.profile, events) {
             // SAFETY: as above.
@@ -301,6 +311,39 @@ impl Gpu {
                 .expect("profile lock")
                 .pending
                 .push((name.to_string(), a, b));
+        }
+    }
+
+    /// A launch allowed to overlap the previous kernel's end (PDL).
+    ///
+    /// # Safety
+    /// As for `result::launch_kernel`: `params` match the kernel's signature.
+    unsafe fn launch_dependent(
+        &self,
+        f: sys::CUfunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        params: &mut [*mut c_void],
+    ) -> Result<(), cudarc::driver::DriverError> {
+        // SAFETY: an all-zero attribute is a valid value of the C union.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let cfg = sys::CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: grid.2,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: 0,
+            hStream: self.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: the caller's contract; `cfg` and `attr` outlive the call.
+        unsafe {
+            sys::cuLaunchKernelEx(&cfg, f, params.as_mut_ptr(), std::ptr::null_mut()).result()
         }
     }
 

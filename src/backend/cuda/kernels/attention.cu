@@ -7,6 +7,10 @@
 // it for a context bucket): splits past a row's position do nothing.
 
 #define SPLIT 64
+// TANDEM_CUDA_NVRTC_OPTS=-DATTN_UNROLL=1 to compare.
+#ifndef ATTN_UNROLL
+#define ATTN_UNROLL 8
+#endif
 #define NEG_INF (-3.402823466e38f)
 
 struct SplitSmem {
@@ -33,6 +37,7 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
     if (tid < nk) {
         const u16* kr = kc + (size_t)sm.sidx[tid] * kv_dim + kvh * hd;
         s = 0.0f;
+#pragma unroll 8
         for (int i = 0; i < hd; i += 8) {
             int4 kv = *(const int4*)(kr + i);
             const u32* kp = (const u32*)&kv;
@@ -49,6 +54,9 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
     float2 acc[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) acc[i] = make_float2(0.0f, 0.0f);
+    // Unrolled so that several keys' value loads are in flight at once:
+    // one at a time, a 64-key split was 16 dependent round trips (~10 µs).
+#pragma unroll ATTN_UNROLL
     for (int j = warp; j < nk; j += 4) {
         const u32* vr = (const u32*)(vc + (size_t)sm.sidx[j] * kv_dim + kvh * hd);
         float pj = sm.p[j];
@@ -87,6 +95,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     const u32* __restrict__ seq_off, const u32* __restrict__ slots, int n_heads, int n_kv_heads,
     int hd, int kv_dim, float scale, int window, int n_splits, u32* __restrict__ counters,
     float* __restrict__ out, i8* __restrict__ xq, float2* __restrict__ xd) {
+    PDL_WAIT();
     __shared__ SplitSmem sm;
     __shared__ bool last;
     int h = blockIdx.x, row = blockIdx.y, sp = blockIdx.z, tid = threadIdx.x;
@@ -149,6 +158,7 @@ __device__ void merge_splits(const volatile float* pr, float* __restrict__ out, 
 extern "C" __global__ void attn_merge(const float* __restrict__ part, float* __restrict__ out,
                                       const u32* __restrict__ positions, int n_heads, int hd,
                                       int n_splits, i8* __restrict__ xq, float2* __restrict__ xd) {
+    PDL_WAIT();
     int h = blockIdx.x, row = blockIdx.y;
     int used = min(n_splits, (int)positions[row] / SPLIT + 1);
     const float* pr = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
@@ -163,6 +173,7 @@ extern "C" __global__ void attn_merge(const float* __restrict__ part, float* __r
 extern "C" __global__ void gather_kv(const u16* __restrict__ kc, const u16* __restrict__ vc,
                                      const u32* __restrict__ sl, u16* __restrict__ kout,
                                      u16* __restrict__ vout, int kv_dim) {
+    PDL_WAIT();
     size_t src = (size_t)sl[blockIdx.x] * kv_dim, dst = (size_t)blockIdx.x * kv_dim;
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
         kout[dst + i] = kc[src + i];
@@ -174,6 +185,7 @@ extern "C" __global__ void gather_kv(const u16* __restrict__ kc, const u16* __re
 // (first + i) or before its window get probability 0.
 extern "C" __global__ void masked_softmax(const float* __restrict__ s, u16* __restrict__ p, int n_q, int t,
                                           int first, int window) {
+    PDL_WAIT();
     __shared__ float scratch[32];
     int i = blockIdx.x, h = blockIdx.y;
     size_t off = ((size_t)h * n_q + i) * t;

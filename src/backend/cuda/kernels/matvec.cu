@@ -279,6 +279,34 @@ MV_UNROLL_PRAGMA
     }
 }
 
+// The bulk of weight row `row` (its quant plane), asked of L2 before the
+// kernel waits for its input (PDL_WAIT).
+__device__ __forceinline__ void prefetch_row_q4_k(const u8* w, int row, int rows, int cols) {
+    size_t n = (size_t)cols / 256 * 144;
+    prefetch_l2(w + row * n, n);
+}
+__device__ __forceinline__ void prefetch_row_q6_k(const u8* w, int row, int rows, int cols) {
+    size_t n = (size_t)cols / 256 * 128;
+    prefetch_l2(w + row * n, n);
+    prefetch_l2(w + (size_t)rows * n + row * n / 2, n / 2);
+}
+__device__ __forceinline__ void prefetch_row_q5_0(const u8* w, int row, int rows, int cols) {
+    size_t n = (size_t)cols / 2;
+    prefetch_l2(w + row * n, n);
+}
+__device__ __forceinline__ void prefetch_row_q8_0(const u8* w, int row, int rows, int cols) {
+    prefetch_l2(w + (size_t)row * cols, cols);
+}
+__device__ __forceinline__ void prefetch_row_q4_0(const u8* w, int row, int rows, int cols) {
+    prefetch_row_q5_0(w, row, rows, cols);
+}
+__device__ __forceinline__ void prefetch_row_q4_1(const u8* w, int row, int rows, int cols) {
+    prefetch_row_q5_0(w, row, rows, cols);
+}
+__device__ __forceinline__ void prefetch_row_f16(const u8* w, int row, int rows, int cols) {
+    prefetch_l2(w + (size_t)row * cols * 2, (size_t)cols * 2);
+}
+
 // Up to three matrices of one type sharing an input (Q, K, V): blocks
 // [0, nb0) compute matrix 0, the next nb1 matrix 1, and so on, four rows per
 // block (a warp per row). accum: add into out instead of overwriting (a
@@ -343,7 +371,10 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_m
     const float* bias = k == 0 ? m.bias[0] : k == 1 ? m.bias[1] : m.bias[2]; \
     float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2]; \
     int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2]; \
+    prefetch_row_##TY(w, row, rows, cols); \
+    PDL_WAIT(); \
     dot_##TY<T>(w, row, rows, cols, xq, xd, xf, acc); \
+    PDL_TRIGGER(); \
     store_rows<T>(acc, bias, out, row, rows, accum); \
 } \
 extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __restrict__ wg, \
@@ -351,10 +382,14 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
         const float2* __restrict__ xd, const float* __restrict__ xf, int act) { \
     int row = blockIdx.x * 4 + threadIdx.x / WARP; \
     if (row >= rows) return; \
+    prefetch_row_##TY(wg, row, rows, cols); \
+    prefetch_row_##TY(wu, row, rows, cols); \
+    PDL_WAIT(); \
     float g[T], u[T]; \
     for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; } \
     dot_##TY<T>(wg, row, rows, cols, xq, xd, xf, g); \
     dot_##TY<T>(wu, row, rows, cols, xq, xd, xf, u); \
+    PDL_TRIGGER(); \
     for (int t = 0; t < T; t++) { g[t] = warp_sum(g[t]); u[t] = warp_sum(u[t]); } \
     if (threadIdx.x % WARP == 0) \
         for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t]; \
@@ -503,7 +538,7 @@ __device__ __forceinline__ void deq8_f16(const u8* w, int rows, int cols, int ro
 }
 
 #define DEQ_KERNELS(NAME) \
-extern "C" __global__ void dequant_##NAME(const u8* w, u16* out, int rows, int cols) { \
+extern "C" __global__ void dequant_##NAME(const u8* w, u16* out, int rows, int cols) { PDL_WAIT(); \
     size_t g = (size_t)blockIdx.x * blockDim.x + threadIdx.x; \
     int gpr = cols / 8; \
     if (g >= (size_t)rows * gpr) return; \
@@ -517,7 +552,7 @@ extern "C" __global__ void dequant_##NAME(const u8* w, u16* out, int rows, int c
     v.w = f2h(o[6]) | ((u32)f2h(o[7]) << 16); \
     *(uint4*)(out + (size_t)row * cols + col) = v; \
 } \
-extern "C" __global__ void embed_##NAME(const u8* w, const u32* ids, float* out, int rows, int cols, float scale) { \
+extern "C" __global__ void embed_##NAME(const u8* w, const u32* ids, float* out, int rows, int cols, float scale) { PDL_WAIT(); \
     int r = blockIdx.y, gc = blockIdx.x * blockDim.x + threadIdx.x; \
     if (gc >= cols / 32) return; \
     float o[32]; \

@@ -6,6 +6,7 @@ __device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2
 // x [n_blocks·32] → int8 blocks with (scale, scale·Σq); one warp per block.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restrict__ xq,
                                        float2* __restrict__ xd, int n_blocks) {
+    PDL_WAIT();
     int blk = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     if (blk >= n_blocks) return;
     int lane = threadIdx.x % WARP;
@@ -13,6 +14,7 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restri
 }
 
 extern "C" __global__ void f32_to_f16(const float* __restrict__ x, u16* __restrict__ out, size_t n) {
+    PDL_WAIT();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = f2h(x[i]);
 }
@@ -37,6 +39,7 @@ __device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
                                     float* __restrict__ out, int n, float eps, i8* __restrict__ xq,
                                     float2* __restrict__ xd) {
+    PDL_WAIT();
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * n;
     float* o = out + (size_t)blockIdx.x * n;
@@ -60,6 +63,7 @@ extern "C" __global__ void rope_store(float* __restrict__ q, float* __restrict__
                                       const u32* __restrict__ slots, u16* __restrict__ kc,
                                       u16* __restrict__ vc, int q_cols, int kv_dim, int head_dim,
                                       int dims, float step, float freq_scale, int halves) {
+    PDL_WAIT();
     int half = dims / 2, nqh = q_cols / head_dim;
     int row = blockIdx.x, hh = blockIdx.y;
     bool is_k = hh >= nqh;
@@ -96,6 +100,7 @@ __device__ __forceinline__ float gelu_tanh(float x) {
 
 // gate = act(gate) * up; act 0 = SiLU, 1 = GELU (tanh).
 extern "C" __global__ void gated_act(float* __restrict__ g, const float* __restrict__ u, size_t n, int act) {
+    PDL_WAIT();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float x = g[i];
@@ -104,6 +109,7 @@ extern "C" __global__ void gated_act(float* __restrict__ g, const float* __restr
 }
 
 extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ y, size_t n) {
+    PDL_WAIT();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
@@ -111,6 +117,7 @@ extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ 
 // out[r] = x[rows[r]]; one block per output row.
 extern "C" __global__ void gather_rows(const float* __restrict__ x, const u32* __restrict__ rows,
                                        float* __restrict__ out, int cols) {
+    PDL_WAIT();
     const float* src = x + (size_t)rows[blockIdx.x] * cols;
     float* dst = out + (size_t)blockIdx.x * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
@@ -118,6 +125,7 @@ extern "C" __global__ void gather_rows(const float* __restrict__ x, const u32* _
 
 // out[r][c] += bias[c] for a [rows, cols] matrix.
 extern "C" __global__ void add_bias(float* __restrict__ out, const float* __restrict__ bias, int cols, size_t n) {
+    PDL_WAIT();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] += bias[i % cols];
 }
