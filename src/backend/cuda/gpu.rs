@@ -183,7 +183,8 @@ impl Gpu {
         let (major, minor) = ctx.compute_capability().map_err(drv)?;
         let name = ctx.name().map_err(drv)?;
         let t0 = std::time::Instant::now();
-        let options: Vec<String> = ["-default-device", "--std=c++17"]
+        let split = format!("-DSPLIT={}", super::step::ATTN_SPLIT);
+        let options: Vec<String> = ["-default-device", "--std=c++17", &split]
             .into_iter()
             .map(String::from)
             // Experiments: extra NVRTC options, e.g. -DMV_UNROLL=4.

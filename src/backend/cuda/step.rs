@@ -16,7 +16,7 @@ use super::MAX_DECODE_ROWS;
 use crate::backend::{AttnSeq, StepLayout};
 
 /// Keys per attention split (kernels/attention.cu's SPLIT).
-pub const ATTN_SPLIT: usize = 64;
+pub const ATTN_SPLIT: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GraphKey {

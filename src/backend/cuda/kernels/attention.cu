@@ -6,7 +6,14 @@
 // launch parameter that may exceed what a row needs (a captured graph sizes
 // it for a context bucket): splits past a row's position do nothing.
 
-#define SPLIT 64
+// Keys per split: step.rs's ATTN_SPLIT, passed by gpu.rs (at most the
+// block's 128 threads: one thread scores one key). 128 rather than 64: one
+// split, and no merge, for every row of a context up to 128. It changes the
+// order of the sums for longer ones: SmolLM2 on a 200-token prompt went from
+// 0.071 to 0.165 relative L2 against the CPU, greedy tokens and argmax the same.
+#ifndef SPLIT
+#define SPLIT 128
+#endif
 // TANDEM_CUDA_NVRTC_OPTS=-DATTN_UNROLL=1 to compare.
 #ifndef ATTN_UNROLL
 #define ATTN_UNROLL 8
@@ -25,9 +32,13 @@ struct SplitSmem {
 // written to pr: acc[hd], m, l. 128 threads: scores one thread per key;
 // values one warp per key (lanes across the head's dims in f16 pairs), the
 // four warps' sums added at the end.
+// With `direct` non-null the split is the row's only one: the normalised
+// output goes straight to `direct` (and its int8 form to xq/xd at `gi`),
+// with no partial to merge.
 __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__ kc,
                            const u16* __restrict__ vc, const u32* __restrict__ sl, float* __restrict__ pr,
-                           int kvh, int hd, int kv_dim, float scale, int k0, int k1, SplitSmem& sm) {
+                           int kvh, int hd, int kv_dim, float scale, int k0, int k1, SplitSmem& sm,
+                           float* __restrict__ direct, size_t gi, i8* __restrict__ xq, float2* __restrict__ xd) {
     int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
     for (int i = tid; i < hd; i += blockDim.x) sm.qs[i] = qr[i] * scale;
     int nk = k1 - k0;
@@ -79,6 +90,18 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
         }
     }
     __syncthreads();
+    if (direct) {
+        // l ≥ 1 (the largest score contributes e^0). A division, as the CPU
+        // and the merge do: a reciprocal-multiply rounds some outputs the
+        // other way, enough to flip an 8-bit activation of the next product
+        // and double SmolLM2's logit distance to the CPU (0.076 → 0.134).
+        for (int d = tid; d < hd; d += blockDim.x) {
+            float v = (sm.red[0][d] + sm.red[1][d] + sm.red[2][d] + sm.red[3][d]) / l;
+            direct[d] = v;
+            if (xq) warp_quantize(v, gi + d, xq, xd);
+        }
+        return;
+    }
     for (int d = tid; d < hd; d += blockDim.x) pr[d] = sm.red[0][d] + sm.red[1][d] + sm.red[2][d] + sm.red[3][d];
     if (tid == 0) { pr[hd] = m; pr[hd + 1] = l; }
 }
@@ -106,14 +129,19 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     int used = min(n_splits, pos / SPLIT + 1);
     float* base = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
     float* pr = base + sp * (hd + 2);
+    size_t gi = ((size_t)row * n_heads + h) * hd;
+    // Decoding a row that needs one split: no partial, no merge (four fewer
+    // trips through memory; every token of a short context).
+    bool direct = counters && used == 1;
     if (k0 >= k1) {  // wholly before the window
         if (tid == 0) { pr[hd] = NEG_INF; pr[hd + 1] = 0.0f; }
     } else {
-        const float* qr = q + ((size_t)row * n_heads + h) * hd;
+        const float* qr = q + gi;
         int kvh = h / (n_heads / n_kv_heads);
-        split_body(qr, kc, vc, slots + seq_off[row_seq[row]], pr, kvh, hd, kv_dim, scale, k0, k1, sm);
+        split_body(qr, kc, vc, slots + seq_off[row_seq[row]], pr, kvh, hd, kv_dim, scale, k0, k1, sm,
+                   direct ? out + gi : nullptr, gi, xq, xd);
     }
-    if (!counters) return;
+    if (!counters || direct) return;
     __threadfence();
     __syncthreads();
     if (tid == 0) {
