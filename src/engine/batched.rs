@@ -186,6 +186,8 @@ fn run_loop<B: Backend + 'static>(
         .store(cfg.kv_blocks, Ordering::Relaxed);
     let tok = &model.tokenizer;
     let vocab = model.hparams().vocab_size;
+    // The governor of the last request to finish: where new ones start.
+    let mut learned: Option<crate::spec::Governor> = None;
     loop {
         // Take new requests; block only when there is nothing to do.
         let mut incoming: Vec<Inbound> = rx.try_iter().collect();
@@ -207,7 +209,7 @@ fn run_loop<B: Backend + 'static>(
             let seq_spec = match &spec {
                 Some(sp) => {
                     let room = need + sp.governor.k_max + 1;
-                    match SeqSpec::new(sp, &model, room, &i.req.sampling) {
+                    match SeqSpec::new(sp, &model, room, &i.req.sampling, learned.as_ref()) {
                         Ok(s) => Some(s),
                         Err(e) => {
                             let _ = i.events.send(Event::Error(e.to_string()));
@@ -358,6 +360,9 @@ fn run_loop<B: Backend + 'static>(
             }
             if let Some(reason) = end {
                 let s = sched.remove(w.id).expect("present");
+                if let Some(sp) = &s.spec {
+                    learned = Some(sp.governor().clone());
+                }
                 finish(s, reason);
             }
         }

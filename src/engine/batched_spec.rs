@@ -99,15 +99,24 @@ pub(super) struct SeqSpec<'m> {
 }
 
 impl<'m> SeqSpec<'m> {
+    /// `learned`: the governor of a request that finished, whose
+    /// measurements this one starts from.
     pub fn new<B: Backend + 'static>(
         spec: &'m EngineSpec<B>,
         target: &LoadedModel<B>,
         ctx: usize,
         sampling: &SamplingParams,
+        learned: Option<&Governor>,
     ) -> Result<Self> {
         let proposer = spec.kind().build(target, ctx, sampling)?;
-        let mut governor = Governor::new(spec.governor.clone());
-        governor.set_draft_prior(proposer.cost_hint());
+        let governor = match learned {
+            Some(g) => g.successor(),
+            None => {
+                let mut g = Governor::new(spec.governor.clone());
+                g.set_draft_prior(proposer.cost_hint());
+                g
+            }
+        };
         Ok(Self {
             proposer,
             governor,
@@ -174,6 +183,10 @@ impl<'m> SeqSpec<'m> {
                 .store(r.to_bits(), Ordering::Relaxed);
         }
         self.proposal = Proposal::default();
+    }
+
+    pub fn governor(&self) -> &Governor {
+        &self.governor
     }
 
     pub fn report(&self, tokens_out: usize) -> SpecStats {

@@ -80,6 +80,19 @@ impl Governor {
         }
     }
 
+    /// A governor for the next request that starts from what this one has
+    /// measured (costs, acceptance) instead of from nothing: short requests
+    /// would otherwise spend much of their length exploring.
+    pub fn successor(&self) -> Governor {
+        let mut g = Governor::new(self.cfg.clone());
+        g.alpha = self.alpha;
+        g.draft_cost = self.draft_cost;
+        g.draft_prior = self.draft_prior;
+        g.probe_cost = self.probe_cost;
+        g.verify = self.verify.clone();
+        g
+    }
+
     /// The proposer's expected cost per pass in plain target steps, used
     /// until its cost is measured ([`super::Proposer::cost_hint`]).
     pub fn set_draft_prior(&mut self, steps: f64) {
@@ -312,5 +325,21 @@ mod tests {
             g.observe(3, 0, 0.1, 0.0, Some((4, 1.0)));
         }
         assert_eq!(g.choose(2), 2);
+    }
+
+    #[test]
+    fn a_successor_starts_from_the_measurements_not_the_counts() {
+        let mut g = Governor::new(GovernorConfig::default());
+        for _ in 0..20 {
+            let k = g.choose(100);
+            g.observe(k, k, 0.0, 0.0, Some((k + 1, 1.0 + 0.05 * k as f64)));
+        }
+        let next = g.successor();
+        assert_eq!(next.acceptance(), g.acceptance());
+        assert_eq!(next.verify_costs(), g.verify_costs());
+        assert_eq!(next.histogram.iter().sum::<usize>(), 0);
+        // It speculates from its first round, where a fresh one measures first.
+        assert!(next.clone().choose(100) > 0);
+        assert_eq!(Governor::new(GovernorConfig::default()).choose(100), 0);
     }
 }
