@@ -102,11 +102,16 @@ fn sixteen_concurrent_requests_equal_sequential_runs() {
 #[test]
 fn preemption_under_a_small_kv_budget_still_completes_every_request() {
     let m = model();
-    // 10 blocks × 16 = 160 positions for 6 requests of ~10 + 24 tokens.
+    // 10 blocks × 16 = 160 positions for 6 requests of 6–10 + 24 tokens (two
+    // blocks each, end-of-generation ignored so that none leaves early).
     let engine = BatchEngine::start(m.clone(), config(6, 64, 10, 160));
+    let long_request = |p: &str| Request {
+        ignore_eos: true,
+        ..request(&m, p, 24)
+    };
     let handles: Vec<_> = PROMPTS[..6]
         .iter()
-        .map(|p| engine.submit(request(&m, p, 24)).unwrap())
+        .map(|p| engine.submit(long_request(p)).unwrap())
         .collect();
     let got: Vec<_> = handles.into_iter().map(|h| h.wait()).collect();
     assert!(
@@ -114,13 +119,10 @@ fn preemption_under_a_small_kv_budget_still_completes_every_request() {
         "the budget forced preemption"
     );
     for (p, c) in PROMPTS[..6].iter().zip(&got) {
-        assert_eq!(c.tokens, one_at_a_time(&m, p, 24), "{p:?}");
-        let want = if c.tokens.len() == 24 {
-            StopReason::Length
-        } else {
-            StopReason::Eog
-        };
-        assert_eq!(c.reason, Some(want));
+        let mut s = Session::new(&m, 512);
+        let want = s.generate(&long_request(p), |_| true).unwrap().tokens;
+        assert_eq!(c.tokens, want, "{p:?}");
+        assert_eq!(c.reason, Some(StopReason::Length));
     }
     wait_for_free_blocks(&engine, 10);
     assert_eq!(engine.stats.kv_blocks_free.load(Ordering::Relaxed), 10);
