@@ -252,13 +252,12 @@ fn run_loop<B: Backend + 'static>(
 
         // Decoding sequences say how many guesses they want scored.
         for e in sched.running.iter_mut() {
+            let decoding = e.is_decoding();
             let s = &mut e.seq;
-            if let Some(sp) = s.spec.as_mut() {
-                if e.n_computed + 1 == s.tokens.len() {
-                    let room = (cfg.ctx.saturating_sub(s.tokens.len() + 1))
-                        .min(s.max_tokens.saturating_sub(s.generated + 1));
-                    sp.choose(room);
-                }
+            if let (Some(sp), true) = (s.spec.as_mut(), decoding) {
+                let room = (cfg.ctx.saturating_sub(s.tokens.len() + 1))
+                    .min(s.max_tokens.saturating_sub(s.generated + 1));
+                sp.choose(room);
             }
         }
         let mut plan = sched.schedule();
@@ -270,13 +269,12 @@ fn run_loop<B: Backend + 'static>(
         // pass and leave it again before verification.
         for w in plan.iter_mut() {
             let e = sched.get_mut(w.id).expect("planned seq runs");
-            if let Some(sp) = e.seq.spec.as_mut() {
-                if w.drafts > 0 || e.n_computed + 1 == e.seq.tokens.len() {
-                    let guesses = sp.propose(&e.seq.tokens, w.drafts);
-                    w.len = w.len - w.drafts + guesses.len();
-                    w.drafts = guesses.len();
-                    e.seq.tokens.extend_from_slice(guesses);
-                }
+            let decoding = e.is_decoding();
+            if let (Some(sp), true) = (e.seq.spec.as_mut(), decoding) {
+                let guesses = sp.propose(&e.seq.tokens, w.drafts);
+                w.len = w.len - w.drafts + guesses.len();
+                w.drafts = guesses.len();
+                e.seq.tokens.extend_from_slice(guesses);
             }
         }
         // Only a step of decodes alone prices a guess (see batched_spec).

@@ -46,6 +46,18 @@ pub struct Entry<T> {
     pub cached_at_admission: Option<usize>,
 }
 
+impl<T: HasTokens> Entry<T> {
+    /// Known tokens whose K/V are not computed yet.
+    pub fn pending(&self) -> usize {
+        self.seq.n_tokens() - self.n_computed
+    }
+
+    /// Decoding: only the last chosen token waits to be read.
+    pub fn is_decoding(&self) -> bool {
+        self.pending() == 1
+    }
+}
+
 /// One sequence's share of a step: tokens `start..start + len`, of which
 /// the last `drafts` are guesses that follow the sequence's known tokens
 /// (room for them is reserved in the KV cache; the engine supplies them).
@@ -131,7 +143,7 @@ impl<T: HasTokens> Scheduler<T> {
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let e = &self.running[i];
-            let need = e.seq.n_tokens() - e.n_computed;
+            let need = e.pending();
             if need == 0 {
                 i += 1;
                 continue;
@@ -140,7 +152,11 @@ impl<T: HasTokens> Scheduler<T> {
             let target = e.n_computed + take;
             // Guesses ride along with a decode when the budget and free
             // blocks allow; they never preempt anyone.
-            let wanted = if need == 1 { e.seq.drafts_wanted() } else { 0 };
+            let wanted = if e.is_decoding() {
+                e.seq.drafts_wanted()
+            } else {
+                0
+            };
             let kv = self.running[i]
                 .kv
                 .get_or_insert_with(|| SeqBlocks::new(self.pool.clone()));
