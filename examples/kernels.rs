@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use tandem::quant::act::{ActFormat, QuantizedActs};
-use tandem::quant::{fused_matmul, has_fused_kernel, GgmlType};
+use tandem::quant::{fused_matmul, gemm_avx2, has_fused_kernel, GgmlType};
 
 fn main() {
     let cols: usize = std::env::args()
@@ -40,7 +40,7 @@ fn main() {
                 b[f..f + 2].copy_from_slice(&0x2000u16.to_le_bytes());
             }
         }
-        let xs: Vec<QuantizedActs> = (0..4)
+        let xs: Vec<QuantizedActs> = (0..128)
             .map(|_| {
                 let x: Vec<f32> = (0..cols)
                     .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
@@ -50,11 +50,11 @@ fn main() {
                 q
             })
             .collect();
-        for n in [1usize, 4] {
+        for n in [1usize, 4, 128] {
             let refs: Vec<&QuantizedActs> = xs.iter().take(n).collect();
             let mut out = vec![0f32; n * rows];
             let mut sink = 0f32;
-            let reps = 20;
+            let reps = if n > 4 { 2 } else { 20 };
             let start = Instant::now();
             for _ in 0..reps {
                 fused_matmul(ty, &w, rows, &refs, &mut out);
@@ -67,6 +67,32 @@ fn main() {
                 w.len() as f64 / s / 1e9,
                 (rows * cols * n) as f64 / s / 1e9,
             );
+            if n > 4 && gemm_avx2::supports(ty) {
+                let panels: Vec<gemm_avx2::ActPanel> = refs
+                    .chunks(gemm_avx2::LANES)
+                    .map(|c| gemm_avx2::ActPanel::new(c, ActFormat::for_weight(ty)))
+                    .collect();
+                let mut scratch = gemm_avx2::Unpacked::default();
+                let mut out2 = vec![0f32; n * rows];
+                let start = Instant::now();
+                for _ in 0..reps {
+                    // SAFETY: AVX2 checked by has_fused_kernel; shapes from the same rows.
+                    unsafe { gemm_avx2::gemm(ty, &w, rows, &panels, &mut scratch, &mut out2) };
+                }
+                let s = start.elapsed().as_secs_f64() / reps as f64;
+                let (mut err, mut norm) = (0f64, 0f64);
+                for (a, b) in out.iter().zip(&out2) {
+                    err = err.max((a - b).abs() as f64);
+                    norm = norm.max(a.abs() as f64);
+                }
+                println!(
+                    "{ty:?} gemm x{n}: {:6.1} ns/row, {:6.2} G products/s, max |diff| {:.2e} of max {:.2e}",
+                    s * 1e9 / rows as f64,
+                    (rows * cols * n) as f64 / s / 1e9,
+                    err,
+                    norm
+                );
+            }
         }
     }
 }

@@ -88,6 +88,17 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
     /// plus how many tokens were reused. At least the last token is always
     /// recomputed so its logits exist.
     pub fn feed(&mut self, tokens: &[u32], logits_from: usize) -> Result<(Vec<f32>, usize)> {
+        self.feed_marked(tokens, logits_from, tokens.len())
+    }
+
+    /// [`Session::feed`] where only `tokens[..prompt_len]` are prompt; the
+    /// rest were generated, and are read as [`Session::extend`] reads them.
+    pub fn feed_marked(
+        &mut self,
+        tokens: &[u32],
+        logits_from: usize,
+        prompt_len: usize,
+    ) -> Result<(Vec<f32>, usize)> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -105,13 +116,26 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
             .count();
         let reuse = common.min(tokens.len() - 1).min(logits_from);
         self.truncate(reuse);
-        let logits = self.extend(&tokens[reuse..], logits_from - reuse)?;
+        let prompt = prompt_len.saturating_sub(reuse);
+        let logits = self.append(&tokens[reuse..], logits_from - reuse, prompt)?;
         Ok((logits, reuse))
     }
 
-    /// Append tokens after what is cached; returns logits for new rows
-    /// `logits_from..`.
+    /// Append generated (or guessed) tokens after what is cached; returns
+    /// logits for new rows `logits_from..`. Their logits do not depend on
+    /// how many are appended at once (`model::SeqInput::prefill`).
     pub fn extend(&mut self, new: &[u32], logits_from: usize) -> Result<Vec<f32>> {
+        self.append(new, logits_from, 0)
+    }
+
+    /// Append prompt tokens after what is cached, through the many-token
+    /// kernels; returns logits for new rows `logits_from..`.
+    pub fn prefill(&mut self, new: &[u32], logits_from: usize) -> Result<Vec<f32>> {
+        self.append(new, logits_from, new.len())
+    }
+
+    /// Append `new`, of which the first `prompt` are prompt tokens.
+    fn append(&mut self, new: &[u32], logits_from: usize, prompt: usize) -> Result<Vec<f32>> {
         let start = self.cached.len();
         if start + new.len() > self.ctx {
             return Err(EngineError::PromptTooLong {
@@ -125,7 +149,8 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
             let chunk_start = c * PREFILL_CHUNK;
             let from = logits_from.saturating_sub(chunk_start).min(chunk.len());
             let pos = start + chunk_start;
-            let batch = ForwardBatch::single(chunk, pos, &self.seq, from);
+            let prefill = prompt.saturating_sub(chunk_start).min(chunk.len());
+            let batch = ForwardBatch::single(chunk, pos, &self.seq, from, prefill);
             match self.model.forward(&batch, &mut self.kv) {
                 Ok(l) => out.extend(l),
                 Err(e) => {

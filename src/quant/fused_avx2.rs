@@ -104,7 +104,7 @@ unsafe fn f16(p: *const u8) -> f32 {
 /// The two f16 values at `p` and `p + 2`, as f32 (one 32-bit load, which
 /// has no such false dependency).
 #[inline(always)]
-unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
+pub(super) unsafe fn f16_pair(p: *const u8) -> (f32, f32) {
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
     (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
 }
@@ -255,7 +255,7 @@ unsafe fn legacy<const N: usize, B: LegacyBlock>(
 /// # Safety
 /// `p` has 16 readable bytes (the scales are followed by the values).
 #[inline(always)]
-unsafe fn k4_scales(p: *const u8) -> __m128i {
+pub(super) unsafe fn k4_scales(p: *const u8) -> __m128i {
     // Words s0, s1, s2; the result's words are
     // [s0 & 3f, (s2 & 0f) | (s0 >> 6) << 4, s1 & 3f, (s2 >> 4 & 0f) | (s1 >> 6) << 4]
     // per byte.

@@ -12,6 +12,7 @@
 pub mod act;
 mod act_avx2;
 mod fused_avx2;
+pub mod gemm_avx2;
 mod kquants;
 mod kquants_avx2;
 mod legacy;
@@ -234,6 +235,36 @@ pub fn fused_matmul(
     unsafe {
         fused_avx2::matmul_rows(ty, rows, n_rows, xs, out)
     }
+}
+
+/// Whether this CPU has a prompt GEMM kernel for `ty` ([`gemm`]).
+pub fn has_gemm_kernel(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return act::has_avx2() && gemm_avx2::supports(ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Activations interleaved for [`gemm`] (up to [`gemm_avx2::LANES`] tokens each).
+#[cfg(target_arch = "x86_64")]
+pub use gemm_avx2::{ActPanel, Unpacked as GemmScratch};
+
+/// `out[t * n_rows + r] = row_r · token t`, tokens taken in order from the
+/// panels: many tokens against a few weight rows at a time, for prompts.
+/// Panics unless [`has_gemm_kernel`].
+#[cfg(target_arch = "x86_64")]
+pub fn gemm(
+    ty: GgmlType,
+    rows: &[u8],
+    n_rows: usize,
+    panels: &[ActPanel],
+    scratch: &mut GemmScratch,
+    out: &mut [f32],
+) {
+    assert!(has_gemm_kernel(ty), "no GEMM kernel for {ty:?} on this CPU");
+    // SAFETY: the CPU features and the type were checked above; `gemm`
+    // asserts the shapes itself.
+    unsafe { gemm_avx2::gemm(ty, rows, n_rows, panels, scratch, out) }
 }
 
 /// Portable decoding, for tests of the SIMD paths.

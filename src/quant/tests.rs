@@ -399,6 +399,69 @@ fn fused_kernels_match_the_decoded_path_and_ignore_batch_size() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn gemm_matches_the_decoded_path_and_each_token_ignores_its_neighbours() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for ty in ALL_QUANT.into_iter().filter(|t| has_gemm_kernel(*t)) {
+        for blocks in [1, 3, 8] {
+            let n = ty.block_size() * blocks;
+            let format = ActFormat::for_weight(ty);
+            // 5 rows (a tile of 4 and a padded one), 11 tokens (a full panel
+            // and a partial one), one with an outlier.
+            let n_rows = 5;
+            let rows: Vec<Vec<u8>> = (0..n_rows).map(|_| random_row(ty, n, &mut rng)).collect();
+            let xs: Vec<QuantizedActs> = (0..11)
+                .map(|k| {
+                    let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                    if k == 3 {
+                        x[n / 2] = -50.0;
+                    }
+                    let mut q = QuantizedActs::default();
+                    q.quantize(&x, format);
+                    q
+                })
+                .collect();
+            let refs: Vec<&QuantizedActs> = xs.iter().collect();
+            let panels: Vec<ActPanel> = refs
+                .chunks(gemm_avx2::LANES)
+                .map(|c| ActPanel::new(c, format))
+                .collect();
+            let mut scratch = GemmScratch::default();
+            let mut out = vec![0f32; xs.len() * n_rows];
+            gemm(ty, &rows.concat(), n_rows, &panels, &mut scratch, &mut out);
+            for (r, row) in rows.iter().enumerate() {
+                let mut dec = DecodedRow::default();
+                dec.decode(ty, row, n);
+                for (t, x) in xs.iter().enumerate() {
+                    let want = dot_decoded_portable(&dec, x);
+                    let mag: f32 = (0..n)
+                        .map(|i| {
+                            let g = i / GROUP;
+                            ((dec.scale[g] * dec.q[i] as f32 - dec.min[g]) * x.d[g] * x.q[i] as f32)
+                                .abs()
+                        })
+                        .sum();
+                    let got = out[t * n_rows + r];
+                    assert!(
+                        (got - want).abs() <= 1e-5 * mag + 1e-6,
+                        "{ty:?} n={n} row {r} token {t}: gemm {got} vs decoded {want} (mag {mag})"
+                    );
+                    // Alone in its panel, with one row: the same bits.
+                    let mut alone = [0f32];
+                    let panel = [ActPanel::new(&[x], format)];
+                    gemm(ty, row, 1, &panel, &mut scratch, &mut alone);
+                    assert_eq!(
+                        alone[0].to_bits(),
+                        got.to_bits(),
+                        "{ty:?}: neighbours changed token {t}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn simd_activation_quantization_is_bit_identical_to_portable() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
