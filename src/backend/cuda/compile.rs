@@ -69,6 +69,12 @@ pub fn cubin(
     Ok((bytes, Origin::Compiled))
 }
 
+/// Compile without the cache (measurements).
+#[cfg(test)]
+pub fn compile_uncached(src: &str, arch: &str, options: &[String]) -> Result<Vec<u8>, GpuError> {
+    compile(src, arch, options)
+}
+
 fn compile(src: &str, arch: &str, options: &[String]) -> Result<Vec<u8>, GpuError> {
     let c_src = CString::new(src).map_err(|e| GpuError::Compile(e.to_string()))?;
     let prog =

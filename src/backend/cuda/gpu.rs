@@ -23,9 +23,12 @@ type Program = (String, Vec<String>);
 /// A compiled program, or why it failed.
 type Image = GpuResult<(Vec<u8>, super::compile::Origin)>;
 
-/// Row counts of the decode products compiled at start-up; the larger ones
-/// (batched decode, up to `MAX_DECODE_ROWS`) compile on a background thread
-/// and are waited for at their first launch, keeping start-up short.
+/// Row counts of the decode products compiled at start-up, four to a
+/// program: one program per count spreads better over cores in theory, but
+/// measured slower on the H100 host (58 programs 1.30–1.74 s against 15 in
+/// 0.44–0.51 s; docs/kernel-notes.md #42). The larger ones (batched decode,
+/// up to `MAX_DECODE_ROWS`) compile on a background thread and are waited for
+/// at their first launch, keeping start-up short.
 const START_ROWS: [std::ops::RangeInclusive<usize>; 2] = [1..=4, 5..=8];
 const LATE_ROWS: [std::ops::RangeInclusive<usize>; 2] = [9..=12, 13..=16];
 
@@ -701,5 +704,57 @@ mod tests {
                 assert!(generated || src.contains(&format!(" {n}(")), "{n}");
             }
         }
+    }
+
+    /// Start-up compile time without a GPU: NVRTC compiles for sm_90 on the
+    /// build machine (`pip download nvidia-cuda-nvrtc==13.0.*`, unzip, point
+    /// `LD_LIBRARY_PATH` at `nvidia/cu13/lib`), per program and in parallel
+    /// as `Gpu::new` does (`NVRTC_SERIAL=1`: one at a time, for each
+    /// program's own cost). `cargo test --release --features cuda
+    /// nvrtc_times -- --ignored --nocapture`
+    #[test]
+    #[ignore = "needs libnvrtc; a measurement, not a check"]
+    fn nvrtc_times() {
+        let split = format!("-DSPLIT={}", super::super::step::ATTN_SPLIT);
+        let options: Vec<String> = ["-default-device", "--std=c++17", &split]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let programs = programs();
+        let serial = std::env::var("NVRTC_SERIAL").is_ok();
+        let t0 = std::time::Instant::now();
+        let times: Vec<f64> = std::thread::scope(|s| {
+            let hs: Vec<_> = programs
+                .iter()
+                .map(|(src, _)| {
+                    let h = s.spawn(|| {
+                        let t = std::time::Instant::now();
+                        super::super::compile::compile_uncached(
+                            src,
+                            "--gpu-architecture=sm_90",
+                            &options,
+                        )
+                        .expect("compiles");
+                        t.elapsed().as_secs_f64()
+                    });
+                    if serial {
+                        while !h.is_finished() {
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                        }
+                    }
+                    h
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wall = t0.elapsed().as_secs_f64();
+        for ((_, names), t) in programs.iter().zip(&times) {
+            eprintln!("{t:6.2} s  {}", names.join(" "));
+        }
+        eprintln!(
+            "{} programs in parallel: {wall:.2} s wall, {:.2} s summed",
+            programs.len(),
+            times.iter().sum::<f64>()
+        );
     }
 }
