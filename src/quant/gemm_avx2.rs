@@ -47,6 +47,9 @@ pub struct ActPanel {
     q: Vec<i8>,
     /// Sums of each pair of 16-groups: `[k / 32][lane][2]`.
     sums: Vec<i16>,
+    /// Sums of each pair of 32-groups: `[k / 64][lane][2]` (Q4_K/Q5_K mins,
+    /// one `madd` per two sub-blocks).
+    sums64: Vec<i16>,
     /// Activation scale per float block of the weight format: `[block][lane]`.
     d: Vec<f32>,
     /// Q8_1's `f16(d·Σq)` per 32-block (Q4_1/Q5_1 mins): `[k / 32][lane]`.
@@ -65,6 +68,7 @@ impl ActPanel {
         let mut p = ActPanel {
             q: vec![0; n * LANES],
             sums: vec![0; n / 32 * LANES * 2],
+            sums64: vec![0; n / 64 * LANES * 2],
             d: vec![0.0; n / block * LANES],
             dsum: vec![0.0; n / 32 * LANES],
             live: xs.len(),
@@ -77,6 +81,12 @@ impl ActPanel {
                 p.sums[(b * LANES + t) * 2] = x.sum[2 * b];
                 p.sums[(b * LANES + t) * 2 + 1] = x.sum[2 * b + 1];
                 p.dsum[b * LANES + t] = x.dsum[2 * b];
+            }
+            for b in 0..n / 64 {
+                for h in 0..2 {
+                    let g = 4 * b + 2 * h;
+                    p.sums64[(b * LANES + t) * 2 + h] = x.sum[g] + x.sum[g + 1];
+                }
             }
             for b in 0..n / block {
                 p.d[b * LANES + t] = x.d[b * block / 16];
@@ -114,6 +124,9 @@ trait Format {
     /// Steps of four values summed in 16 bits before a `madd`.
     const DEPTH: usize;
     const CORRECTION: Correction;
+    /// Values each correction pair covers: 32 (two 16-groups) or 64 (two
+    /// 32-groups).
+    const CORR_SPAN: usize = 32;
     /// Write the block's values to `vals[..BLOCK]`, its scales (each i16
     /// duplicated into an i32, ready to broadcast) to `scales[..BLOCK/SUB]`,
     /// its correction pairs to `corr[..BLOCK/32]`, and return (d, second).
@@ -185,7 +198,9 @@ unsafe fn k4_scales_mins(b: *const u8, scales: *mut i32, corr: *mut i32) {
     _mm_storeu_si128(sm.as_mut_ptr() as *mut __m128i, k4_scales(b.add(4)));
     for j in 0..8 {
         *scales.add(j) = pair(sm[j] as i32, sm[j] as i32);
-        *corr.add(j) = pair(sm[8 + j] as i32, sm[8 + j] as i32);
+    }
+    for p in 0..4 {
+        *corr.add(p) = pair(sm[8 + 2 * p] as i32, sm[9 + 2 * p] as i32);
     }
 }
 
@@ -195,6 +210,7 @@ impl Format for Q4K {
     const SUB: usize = 32;
     const DEPTH: usize = 8;
     const CORRECTION: Correction = Correction::IntMin;
+    const CORR_SPAN: usize = 64;
     #[inline(always)]
     unsafe fn unpack(b: *const u8, vals: *mut u8, scales: *mut i32, corr: *mut i32) -> (f32, f32) {
         let m4 = _mm256_set1_epi8(0x0f);
@@ -217,6 +233,7 @@ impl Format for Q5K {
     const SUB: usize = 32;
     const DEPTH: usize = 4;
     const CORRECTION: Correction = Correction::IntMin;
+    const CORR_SPAN: usize = 64;
     #[inline(always)]
     unsafe fn unpack(b: *const u8, vals: *mut u8, scales: *mut i32, corr: *mut i32) -> (f32, f32) {
         let (m4, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
@@ -358,7 +375,9 @@ unsafe fn run<F: Format>(
                     row.add(i * F::BYTES),
                     s.vals.as_mut_ptr().add(r * n + i * F::BLOCK),
                     s.scales.as_mut_ptr().add((r * n + i * F::BLOCK) / F::SUB),
-                    s.corr.as_mut_ptr().add((r * n + i * F::BLOCK) / 32),
+                    s.corr
+                        .as_mut_ptr()
+                        .add((r * n + i * F::BLOCK) / F::CORR_SPAN),
                 );
             }
         }
@@ -385,7 +404,8 @@ unsafe fn tile<F: Format>(
 ) -> [[f32; LANES]; ROWS] {
     let vals: [*const u8; ROWS] = std::array::from_fn(|r| s.vals.as_ptr().add(r * n));
     let scales: [*const i32; ROWS] = std::array::from_fn(|r| s.scales.as_ptr().add(r * n / F::SUB));
-    let corr: [*const i32; ROWS] = std::array::from_fn(|r| s.corr.as_ptr().add(r * n / 32));
+    let corr: [*const i32; ROWS] =
+        std::array::from_fn(|r| s.corr.as_ptr().add(r * n / F::CORR_SPAN));
     let bcast = |q: *const i32| _mm256_set1_epi32(q.read_unaligned());
     let quads = F::BLOCK / 4;
     let mut acc = [_mm256_setzero_ps(); ROWS];
@@ -408,14 +428,19 @@ unsafe fn tile<F: Format>(
             }
         }
         let dx = _mm256_loadu_ps(p.d.as_ptr().add(LANES * i));
-        let pairs = F::BLOCK / 32;
+        let pairs = F::BLOCK / F::CORR_SPAN;
+        let group_sums = if F::CORR_SPAN == 64 {
+            &p.sums64
+        } else {
+            &p.sums
+        };
         for r in 0..ROWS {
             let (d, second) = s.fl[r * blocks + i];
             let mut c = _mm256_setzero_si256();
             if F::CORRECTION != Correction::FloatMin {
                 for j in 0..pairs {
                     let sums = _mm256_loadu_si256(
-                        p.sums.as_ptr().add(2 * LANES * (i * pairs + j)) as *const __m256i
+                        group_sums.as_ptr().add(2 * LANES * (i * pairs + j)) as *const __m256i,
                     );
                     c = _mm256_add_epi32(
                         c,
