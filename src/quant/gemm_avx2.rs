@@ -196,8 +196,8 @@ legacy_format!(Q51, 24, 4, Correction::FloatMin, 0, |b| {
 unsafe fn k4_scales_mins(b: *const u8, scales: *mut i32, corr: *mut i32) {
     let mut sm = [0u8; 16];
     _mm_storeu_si128(sm.as_mut_ptr() as *mut __m128i, k4_scales(b.add(4)));
-    for j in 0..8 {
-        *scales.add(j) = pair(sm[j] as i32, sm[j] as i32);
+    for (j, &sc) in sm[..8].iter().enumerate() {
+        *scales.add(j) = pair(sc as i32, sc as i32);
     }
     for p in 0..4 {
         *corr.add(p) = pair(sm[8 + 2 * p] as i32, sm[9 + 2 * p] as i32);
