@@ -1,5 +1,7 @@
-//! Kernel micro-benchmark: one weight matrix of each fused type (random
-//! blocks, sane scales) times 1 and 4 activation rows, single thread.
+//! Kernel micro-benchmark: one weight matrix of each quantized type (random
+//! blocks, sane scales, 6 MiB or `KERNELS_MIB`) times 1, 4, 8 and 128
+//! activation rows, single thread: the single-token kernel and the GEMM
+//! (`rows_avx2`, `gemm_avx2`), or the fused kernel (Q8_0).
 //! `cargo run --release --example kernels` prints GB/s of weights read and
 //! ns per row; use it for kernel experiments (docs/kernel-notes.md), not as a
 //! speed claim (that is `tandem bench`).
@@ -7,13 +9,19 @@
 use std::time::Instant;
 
 use tandem::quant::act::{ActFormat, QuantizedActs};
-use tandem::quant::{fused_matmul, gemm_avx2, has_fused_kernel, GgmlType};
+use tandem::quant::{
+    fused_matmul, gemm, gemm_avx2, has_fused_kernel, has_gemm_kernel, matvec, GgmlType,
+};
 
 fn main() {
     let cols: usize = std::env::args()
         .nth(1)
         .map_or(1536, |a| a.parse().expect("columns"));
-    let rows = 6 << 20 >> cols.ilog2();
+    let mib: usize = std::env::var("KERNELS_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let rows = (mib << 20) >> cols.ilog2();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -23,7 +31,7 @@ fn main() {
     };
     use GgmlType::*;
     for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
-        if !has_fused_kernel(ty) {
+        if !has_fused_kernel(ty) && !has_gemm_kernel(ty) {
             continue;
         }
         let mut w: Vec<u8> = (0..ty.row_bytes(cols) * rows)
@@ -50,49 +58,44 @@ fn main() {
                 q
             })
             .collect();
-        for n in [1usize, 4, 128] {
+        let mut scratch = gemm_avx2::Unpacked::default();
+        for n in [1usize, 4, 8, 128] {
             let refs: Vec<&QuantizedActs> = xs.iter().take(n).collect();
             let mut out = vec![0f32; n * rows];
-            let mut sink = 0f32;
-            let reps = if n > 4 { 2 } else { 20 };
-            let start = Instant::now();
-            for _ in 0..reps {
-                fused_matmul(ty, &w, rows, &refs, &mut out);
-                sink += out[0];
-            }
-            let s = start.elapsed().as_secs_f64() / reps as f64;
+            let reps = if n > 8 { 2 } else { 20 };
+            let (name, s) = if has_gemm_kernel(ty) && (n == 1 || n >= 4) {
+                let start = Instant::now();
+                for _ in 0..reps {
+                    if n == 1 {
+                        matvec(ty, &w, rows, refs[0], &mut out);
+                    } else {
+                        let panels: Vec<gemm_avx2::ActPanel> = refs
+                            .chunks(gemm_avx2::LANES)
+                            .map(|c| gemm_avx2::ActPanel::new(c, ActFormat::for_weight(ty)))
+                            .collect();
+                        gemm(ty, &w, rows, &panels, &mut scratch, &mut out);
+                    }
+                }
+                (
+                    if n == 1 { "row" } else { "gemm" },
+                    start.elapsed().as_secs_f64() / reps as f64,
+                )
+            } else if has_fused_kernel(ty) {
+                let start = Instant::now();
+                for _ in 0..reps {
+                    fused_matmul(ty, &w, rows, &refs, &mut out);
+                }
+                ("fused", start.elapsed().as_secs_f64() / reps as f64)
+            } else {
+                continue;
+            };
             println!(
-                "{ty:?} x{n}: {:6.1} ns/row, {:5.1} GB/s of weights, {:6.2} G products/s  ({sink:.0})",
+                "{ty:?} {name} x{n}: {:7.1} ns/row, {:5.1} GB/s of weights, {:6.2} G products/s  ({:.0})",
                 s * 1e9 / rows as f64,
                 w.len() as f64 / s / 1e9,
                 (rows * cols * n) as f64 / s / 1e9,
+                out[0]
             );
-            if n > 4 && gemm_avx2::supports(ty) {
-                let panels: Vec<gemm_avx2::ActPanel> = refs
-                    .chunks(gemm_avx2::LANES)
-                    .map(|c| gemm_avx2::ActPanel::new(c, ActFormat::for_weight(ty)))
-                    .collect();
-                let mut scratch = gemm_avx2::Unpacked::default();
-                let mut out2 = vec![0f32; n * rows];
-                let start = Instant::now();
-                for _ in 0..reps {
-                    // SAFETY: AVX2 checked by has_fused_kernel; shapes from the same rows.
-                    unsafe { gemm_avx2::gemm(ty, &w, rows, &panels, &mut scratch, &mut out2) };
-                }
-                let s = start.elapsed().as_secs_f64() / reps as f64;
-                let (mut err, mut norm) = (0f64, 0f64);
-                for (a, b) in out.iter().zip(&out2) {
-                    err = err.max((a - b).abs() as f64);
-                    norm = norm.max(a.abs() as f64);
-                }
-                println!(
-                    "{ty:?} gemm x{n}: {:6.1} ns/row, {:6.2} G products/s, max |diff| {:.2e} of max {:.2e}",
-                    s * 1e9 / rows as f64,
-                    (rows * cols * n) as f64 / s / 1e9,
-                    err,
-                    norm
-                );
-            }
         }
     }
 }

@@ -5,20 +5,21 @@
 //! summation order is enough) cascades through the layers, so bit-identical
 //! results would need ggml's exact kernels. Measured (docs/perf.md, "Agreement
 //! with llama.cpp"): with the reference's own tokens fed in (teacher forcing),
-//! our log-probabilities of its top-3 candidates differ by 0.04–0.15 on
+//! our log-probabilities of its top-3 candidates differ by 0.04–0.17 on
 //! average, randomly, not growing with position; the top token differs only
-//! where the reference's margin is small, or where our own two kernel paths
-//! (the prompt GEMM and the single-token kernels, equal to float rounding
-//! per product) disagree with each other: on Gemma 3, one candidate's
-//! log-probability moved by 0.74 between them at one position. The test
-//! asserts exactly that:
+//! where the reference's margin is small. How small: two summation orders of
+//! our own (the earlier row kernels and the prompt GEMM, equal per product
+//! to float rounding) moved the margin between Gemma 3's two best candidates
+//! at one position of the quicksort prompt by 0.61, where the reference's
+//! margin is 0.92; `NEAR_TIE` is set from that. The test asserts:
 //! - prompt tokens identical;
-//! - teacher forced, per prompt and per path (all tokens read as prompt;
-//!   the reference's tokens decoded one at a time): mean |Δ logprob| over
-//!   the reference top-3 ≤ `MEAN_TOL`, and wherever our best token differs
-//!   from the reference's, the reference ranks ours within `NEAR_TIE` of its
-//!   own or our two paths pick different tokens there;
-//! - free running: tokens identical up to the first such point (printed).
+//! - teacher forced: the logits of the reference's tokens read as one prompt
+//!   (the GEMM) and decoded one at a time (the single-token kernels) are the
+//!   same bits;
+//! - mean |Δ logprob| over the reference top-3 ≤ `MEAN_TOL`, and wherever our
+//!   best token differs from the reference's, the reference ranks ours
+//!   within `NEAR_TIE` of its own;
+//! - free running: tokens identical up to the first such near-tie (printed).
 //!
 //! A real bug (RoPE layout, a norm, the tokenizer) breaks these by far.
 
@@ -31,7 +32,7 @@ use tandem::model::LoadedModel;
 use tandem::sampler::{argmax, log_softmax, SamplingParams};
 
 const MEAN_TOL: f64 = 0.2;
-const NEAR_TIE: f64 = 0.6;
+const NEAR_TIE: f64 = 1.0;
 
 /// The reference's log-probability margin between its choice and `ours`
 /// (infinite if `ours` is not in its top-5).
@@ -73,37 +74,40 @@ fn check(name: &str, stem: &str) {
         for &t in &want[..want.len() - 1] {
             decoded.extend(session.extend(&[t], 0).unwrap());
         }
-        let best = |logits: &[f32], i: usize| argmax(&logits[i * vocab..(i + 1) * vocab]);
-        // Where our two paths pick different tokens, rounding decides.
-        let chaotic = |i: usize| best(&as_prompt, i) != best(&decoded, i);
-        for (path, logits) in [("prompt", &as_prompt), ("decoded", &decoded)] {
-            let (mut sum, mut n, mut flips) = (0f64, 0usize, 0usize);
-            for (i, pt) in per_token.iter().enumerate() {
-                let lp = log_softmax(&logits[i * vocab..(i + 1) * vocab]);
-                let top = pt["top5"].as_array().unwrap();
-                for c in top.iter().take(3) {
-                    sum +=
-                        (lp[c[0].as_u64().unwrap() as usize] as f64 - c[1].as_f64().unwrap()).abs();
-                    n += 1;
-                }
-                let ours = argmax(&lp);
-                if ours != want[i] {
-                    flips += 1;
-                    let m = ref_margin(top, ours);
-                    assert!(
-                        m <= NEAR_TIE || chaotic(i),
-                        "{name} {prompt:?} ({path}): at token {i} we prefer {ours}, the reference ranks it {m:.3} below {}",
-                        want[i]
-                    );
-                }
-            }
-            let mean = sum / n as f64;
-            eprintln!("{name} {prompt:?} ({path}): teacher-forced mean |Δlogprob| {mean:.4}, best token differs at {flips}/{} (near-ties)", want.len());
-            assert!(
-                mean <= MEAN_TOL,
-                "{name} {prompt:?} ({path}): mean |Δlogprob| {mean:.4}"
+        // (The prompt read includes one row more: after the last token.)
+        assert_eq!(as_prompt.len(), decoded.len() + vocab);
+        for (i, (a, b)) in as_prompt.iter().zip(&decoded).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{name} {prompt:?}: logit {i} read as prompt {a} vs decoded {b}"
             );
         }
+        let (mut sum, mut n, mut flips) = (0f64, 0usize, 0usize);
+        for (i, pt) in per_token.iter().enumerate() {
+            let lp = log_softmax(&as_prompt[i * vocab..(i + 1) * vocab]);
+            let top = pt["top5"].as_array().unwrap();
+            for c in top.iter().take(3) {
+                sum += (lp[c[0].as_u64().unwrap() as usize] as f64 - c[1].as_f64().unwrap()).abs();
+                n += 1;
+            }
+            let ours = argmax(&lp);
+            if ours != want[i] {
+                flips += 1;
+                let m = ref_margin(top, ours);
+                assert!(
+                    m <= NEAR_TIE,
+                    "{name} {prompt:?}: at token {i} we prefer {ours}, the reference ranks it {m:.3} below {}",
+                    want[i]
+                );
+            }
+        }
+        let mean = sum / n as f64;
+        eprintln!("{name} {prompt:?}: teacher-forced mean |Δlogprob| {mean:.4}, best token differs at {flips}/{} (near-ties)", want.len());
+        assert!(
+            mean <= MEAN_TOL,
+            "{name} {prompt:?}: mean |Δlogprob| {mean:.4}"
+        );
 
         // Free running.
         session.truncate(0);
@@ -127,7 +131,7 @@ fn check(name: &str, stem: &str) {
                 out.tokens[same],
             );
             assert!(
-                m <= NEAR_TIE || chaotic(same),
+                m <= NEAR_TIE,
                 "{name} {prompt:?}: free-running token {same} differs with reference margin {m:.3}"
             );
             eprintln!("{name} {prompt:?}: free running, {same}/{} identical, then a near-tie (margin {m:.4})", want.len());

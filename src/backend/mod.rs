@@ -75,9 +75,6 @@ pub struct StepLayout<'a> {
     pub write_slots: &'a [u32],
     pub seqs: &'a [AttnSeq<'a>],
     pub logit_rows: &'a [usize],
-    /// Per row: a prompt token, which may take the many-token kernels
-    /// (`model::SeqInput::prefill`).
-    pub prompt_rows: &'a [bool],
 }
 
 pub trait Backend: Send + Sync {

@@ -128,7 +128,7 @@ pub fn run<B: Backend + 'static>(
         let toks = random_tokens(p, vocab, seed);
         session.truncate(0);
         let t = Instant::now();
-        session.prefill(&toks, p - 1)?;
+        session.extend(&toks, p - 1)?;
         Ok(p as f64 / t.elapsed().as_secs_f64())
     };
     // One untimed prompt token, then n timed single-token steps.

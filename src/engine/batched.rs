@@ -271,7 +271,7 @@ fn run_loop<B: Backend + 'static>(
             let e = sched.get_mut(w.id).expect("planned seq runs");
             let decoding = e.is_decoding();
             if let (Some(sp), true) = (e.seq.spec.as_mut(), decoding) {
-                let guesses = sp.propose(&e.seq.tokens, e.seq.n_prompt, w.drafts);
+                let guesses = sp.propose(&e.seq.tokens, w.drafts);
                 w.len = w.len - w.drafts + guesses.len();
                 w.drafts = guesses.len();
                 e.seq.tokens.extend_from_slice(guesses);
@@ -300,7 +300,6 @@ fn run_loop<B: Backend + 'static>(
                         } else {
                             w.len
                         },
-                        prefill: e.seq.n_prompt.saturating_sub(w.start).min(w.len),
                     }
                 })
                 .collect();

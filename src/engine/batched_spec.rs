@@ -137,19 +137,17 @@ impl<'m> SeqSpec<'m> {
     /// Guess up to `granted` tokens after `history` (the scheduler may have
     /// granted fewer than wanted). A proposer that fails guesses nothing: the
     /// sequence decodes plainly this step.
-    pub fn propose(&mut self, history: &[u32], prompt_len: usize, granted: usize) -> &[u32] {
+    pub fn propose(&mut self, history: &[u32], granted: usize) -> &[u32] {
         self.wanted = 0;
         self.in_step = true;
         let t = Instant::now();
         self.proposal = if granted == 0 {
             Proposal::default()
         } else {
-            self.proposer
-                .propose(history, prompt_len, granted)
-                .unwrap_or_else(|e| {
-                    tracing::warn!("proposer failed, decoding plainly: {e}");
-                    Proposal::default()
-                })
+            self.proposer.propose(history, granted).unwrap_or_else(|e| {
+                tracing::warn!("proposer failed, decoding plainly: {e}");
+                Proposal::default()
+            })
         };
         self.proposal.tokens.truncate(granted);
         self.draft_secs = t.elapsed().as_secs_f64() - self.proposal.setup_secs;

@@ -186,7 +186,7 @@ impl<B: Backend + 'static> Session<'_, B> {
                 Some(sp) => {
                     let k = sp.governor.choose(room);
                     if k > 0 {
-                        sp.proposer.propose(&out.history, req.prompt.len(), k)?
+                        sp.proposer.propose(&out.history, k)?
                     } else {
                         Proposal::default()
                     }

@@ -88,17 +88,6 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
     /// plus how many tokens were reused. At least the last token is always
     /// recomputed so its logits exist.
     pub fn feed(&mut self, tokens: &[u32], logits_from: usize) -> Result<(Vec<f32>, usize)> {
-        self.feed_marked(tokens, logits_from, tokens.len())
-    }
-
-    /// [`Session::feed`] where only `tokens[..prompt_len]` are prompt; the
-    /// rest were generated, and are read as [`Session::extend`] reads them.
-    pub fn feed_marked(
-        &mut self,
-        tokens: &[u32],
-        logits_from: usize,
-        prompt_len: usize,
-    ) -> Result<(Vec<f32>, usize)> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -116,26 +105,13 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
             .count();
         let reuse = common.min(tokens.len() - 1).min(logits_from);
         self.truncate(reuse);
-        let prompt = prompt_len.saturating_sub(reuse);
-        let logits = self.append(&tokens[reuse..], logits_from - reuse, prompt)?;
+        let logits = self.extend(&tokens[reuse..], logits_from - reuse)?;
         Ok((logits, reuse))
     }
 
-    /// Append generated (or guessed) tokens after what is cached; returns
-    /// logits for new rows `logits_from..`. Their logits do not depend on
-    /// how many are appended at once (`model::SeqInput::prefill`).
+    /// Append tokens after what is cached; returns logits for new rows
+    /// `logits_from..`.
     pub fn extend(&mut self, new: &[u32], logits_from: usize) -> Result<Vec<f32>> {
-        self.append(new, logits_from, 0)
-    }
-
-    /// Append prompt tokens after what is cached, through the many-token
-    /// kernels; returns logits for new rows `logits_from..`.
-    pub fn prefill(&mut self, new: &[u32], logits_from: usize) -> Result<Vec<f32>> {
-        self.append(new, logits_from, new.len())
-    }
-
-    /// Append `new`, of which the first `prompt` are prompt tokens.
-    fn append(&mut self, new: &[u32], logits_from: usize, prompt: usize) -> Result<Vec<f32>> {
         let start = self.cached.len();
         if start + new.len() > self.ctx {
             return Err(EngineError::PromptTooLong {
@@ -149,8 +125,7 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
             let chunk_start = c * PREFILL_CHUNK;
             let from = logits_from.saturating_sub(chunk_start).min(chunk.len());
             let pos = start + chunk_start;
-            let prefill = prompt.saturating_sub(chunk_start).min(chunk.len());
-            let batch = ForwardBatch::single(chunk, pos, &self.seq, from, prefill);
+            let batch = ForwardBatch::single(chunk, pos, &self.seq, from);
             match self.model.forward(&batch, &mut self.kv) {
                 Ok(l) => out.extend(l),
                 Err(e) => {

@@ -55,7 +55,7 @@ pub fn perplexity<B: Backend + 'static>(
             chunk[0] = b;
         }
         s.truncate(0);
-        let logits = s.prefill(&chunk, first)?;
+        let logits = s.extend(&chunk, first)?;
         // Row i (of the returned rows) holds logits at position first + i,
         // which predict token first + i + 1.
         for i in 0..ctx - 1 - first {

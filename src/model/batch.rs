@@ -15,13 +15,6 @@ pub struct SeqInput<'a> {
     /// Logits are returned for new tokens with index ≥ this (0: all of them,
     /// for verification and perplexity; `tokens.len() - 1`: the last only).
     pub logits_from: usize,
-    /// The first `prefill` tokens are prompt tokens: a backend may compute
-    /// them with kernels made for many tokens, whose float rounding differs
-    /// from the single-token kernels'. The rest (generated and guessed
-    /// tokens) get the kernels whose result does not depend on what else is
-    /// in the batch, so a generated token's logits are the same whether it is
-    /// decoded alone, batched with other requests or verified as a guess.
-    pub prefill: usize,
 }
 
 pub struct ForwardBatch<'a> {
@@ -34,7 +27,6 @@ impl<'a> ForwardBatch<'a> {
         start_pos: usize,
         kv: &'a SeqBlocks,
         logits_from: usize,
-        prefill: usize,
     ) -> Self {
         Self {
             seqs: vec![SeqInput {
@@ -42,7 +34,6 @@ impl<'a> ForwardBatch<'a> {
                 start_pos,
                 kv,
                 logits_from,
-                prefill,
             }],
         }
     }
@@ -58,8 +49,6 @@ pub(crate) struct FlatBatch {
     pub seq_slots: Vec<Vec<u32>>,
     pub seq_rows: Vec<std::ops::Range<usize>>,
     pub logit_rows: Vec<usize>,
-    /// Per row: a prompt token (see [`SeqInput::prefill`]).
-    pub prompt_rows: Vec<bool>,
 }
 
 impl FlatBatch {
@@ -71,7 +60,6 @@ impl FlatBatch {
             seq_slots: Vec::new(),
             seq_rows: Vec::new(),
             logit_rows: Vec::new(),
-            prompt_rows: Vec::new(),
         };
         for s in &b.seqs {
             let end = s.start_pos + s.tokens.len();
@@ -96,8 +84,6 @@ impl FlatBatch {
                 .extend((s.start_pos..end).map(|p| s.kv.slot(p)));
             f.seq_slots.push((0..end).map(|p| s.kv.slot(p)).collect());
             f.seq_rows.push(first..f.tokens.len());
-            f.prompt_rows
-                .extend((0..s.tokens.len()).map(|i| i < s.prefill));
             f.logit_rows
                 .extend(first + s.logits_from.min(s.tokens.len())..f.tokens.len());
         }

@@ -291,7 +291,6 @@ impl<B: Backend> Decoder<B> {
                 write_slots: &flat.write_slots,
                 seqs: &seqs,
                 logit_rows: &flat.logit_rows,
-                prompt_rows: &flat.prompt_rows,
             },
             kv,
         );

@@ -1,9 +1,10 @@
-//! Fused AVX2 dot kernels: each weight block is unpacked in registers and
-//! multiplied with up to [`MAX_ROWS`] activation rows before the next block is
-//! read, so no decoded row goes through memory and a prompt's tokens share
-//! every unpacked block. k-quant sub-block scales are applied in integer
-//! (`madd` by the 6- or 8-bit scale) and converted to float once per 256
-//! values; their mins and Q6_K's offset come from the activations' per-16 sums.
+//! The fused AVX2 kernel for Q8_0 weights: each block is unpacked in
+//! registers and multiplied with up to [`MAX_ROWS`] activation rows before
+//! the next block is read. Q8_0's signed bytes take `maddubs` through the
+//! `abs`/`sign` pair and cannot be summed in 16 bits, so it stays out of the
+//! GEMM (`gemm_avx2`); in the models we run it holds only embeddings. The
+//! other types' kernels live in `gemm_avx2` and `rows_avx2`, which also use
+//! the helpers here (scales, prefetch).
 //!
 //! Each token's result is computed by the same instruction sequence whatever
 //! the number of rows beside it, so batching never changes a logit (tested
@@ -14,7 +15,6 @@
 use std::arch::x86_64::*;
 
 use super::act::QuantizedActs;
-use super::legacy_avx2::{bit_mask, fifth_bits, nibbles};
 use super::GgmlType;
 
 /// Activation rows one call of a kernel multiplies at once.
@@ -23,7 +23,7 @@ pub const MAX_ROWS: usize = 4;
 /// Whether `ty` has a fused kernel (the others use the decoded-row path).
 pub fn supports(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K)
+    matches!(ty, Q8_0)
 }
 
 /// `out[t * n_rows + r] = row_r · xs[t]` for the `n_rows` weight rows laid
@@ -75,16 +75,8 @@ unsafe fn dispatch<const N: usize>(
     pf: bool,
 ) -> [f32; N] {
     let xs: [&QuantizedActs; N] = std::array::from_fn(|t| xs[t]);
-    use GgmlType::*;
     match ty {
-        Q4_0 => legacy::<N, Q40>(row, &xs, pf),
-        Q4_1 => legacy::<N, Q41>(row, &xs, pf),
-        Q5_0 => legacy::<N, Q50>(row, &xs, pf),
-        Q5_1 => legacy::<N, Q51>(row, &xs, pf),
-        Q8_0 => legacy::<N, Q80>(row, &xs, pf),
-        Q4_K => q4_k::<N>(row, &xs, pf),
-        Q5_K => q5_k::<N>(row, &xs, pf),
-        Q6_K => q6_k::<N>(row, &xs, pf),
+        GgmlType::Q8_0 => legacy::<N, Q80>(row, &xs, pf),
         _ => unreachable!("no fused kernel for {ty:?}"),
     }
 }
@@ -117,7 +109,7 @@ const PREFETCH_AHEAD: usize = 2048;
 /// decode streams weights from DRAM and is 13% faster with it (Qwen-1.5B);
 /// a hint only, so running past the end of the weights is harmless.
 #[inline(always)]
-unsafe fn prefetch(b: *const u8, bytes: usize, pf: bool) {
+pub(super) unsafe fn prefetch(b: *const u8, bytes: usize, pf: bool) {
     if pf {
         for off in (0..bytes).step_by(64) {
             _mm_prefetch(
@@ -158,49 +150,7 @@ trait LegacyBlock {
     unsafe fn unpack(b: *const u8) -> __m256i;
 }
 
-struct Q40;
-struct Q41;
-struct Q50;
-struct Q51;
 struct Q80;
-
-impl LegacyBlock for Q40 {
-    const BYTES: usize = 18;
-    const SIGNED: bool = true;
-    #[inline(always)]
-    unsafe fn unpack(b: *const u8) -> __m256i {
-        _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8))
-    }
-}
-
-impl LegacyBlock for Q41 {
-    const BYTES: usize = 20;
-    const SIGNED: bool = false;
-    #[inline(always)]
-    unsafe fn unpack(b: *const u8) -> __m256i {
-        nibbles(b.add(4))
-    }
-}
-
-impl LegacyBlock for Q50 {
-    const BYTES: usize = 22;
-    const SIGNED: bool = true;
-    #[inline(always)]
-    unsafe fn unpack(b: *const u8) -> __m256i {
-        // q − 16 is the nibble with 0xf0 or-ed in where the fifth bit is clear.
-        let clear = _mm256_andnot_si256(bit_mask(b.add(2)), _mm256_set1_epi8(-16));
-        _mm256_or_si256(nibbles(b.add(6)), clear)
-    }
-}
-
-impl LegacyBlock for Q51 {
-    const BYTES: usize = 24;
-    const SIGNED: bool = false;
-    #[inline(always)]
-    unsafe fn unpack(b: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4)))
-    }
-}
 
 impl LegacyBlock for Q80 {
     const BYTES: usize = 34;
@@ -275,143 +225,6 @@ pub(super) unsafe fn k4_scales(p: *const u8) -> __m128i {
 
 /// Shuffle mask that repeats 16-bit lane `j` of each 128-bit half.
 #[inline(always)]
-unsafe fn lane16(j: usize) -> __m256i {
+pub(super) unsafe fn lane16(j: usize) -> __m256i {
     _mm256_set1_epi16((((2 * j + 1) << 8) | (2 * j)) as i16)
-}
-
-/// Shared by Q4_K and Q5_K: `values(block, c)` gives the 64 unsigned values of
-/// chunk c (sub-blocks 2c and 2c+1) as two vectors.
-#[inline(always)]
-unsafe fn k4_family<const N: usize>(
-    row: &[u8],
-    bytes: usize,
-    xs: &[&QuantizedActs; N],
-    pf: bool,
-    values: impl Fn(*const u8, usize) -> (__m256i, __m256i),
-) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_min = [_mm_setzero_ps(); N];
-    for i in 0..row.len() / bytes {
-        let b = row.as_ptr().add(i * bytes);
-        prefetch(b, bytes, pf);
-        let (d, dmin) = f16_pair(b);
-        let sm = _mm256_cvtepu8_epi16(k4_scales(b.add(4)));
-        let scales = _mm256_permute2x128_si256(sm, sm, 0x00);
-        let mins = _mm256_extracti128_si256(sm, 1);
-        let mut isum = [_mm256_setzero_si256(); N];
-        for c in 0..4 {
-            let (lo, hi) = values(b, c);
-            let (s_lo, s_hi) = (
-                _mm256_shuffle_epi8(scales, lane16(2 * c)),
-                _mm256_shuffle_epi8(scales, lane16(2 * c + 1)),
-            );
-            for t in 0..N {
-                let a = xs[t].q.as_ptr().add(256 * i + 64 * c);
-                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load_i8(a)), s_lo);
-                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load_i8(a.add(32))), s_hi);
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(p0, p1));
-            }
-        }
-        for t in 0..N {
-            let dx = *xs[t].d.get_unchecked(16 * i);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-            let bs = _mm256_loadu_si256(xs[t].sum.as_ptr().add(16 * i) as *const __m256i);
-            let bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs32));
-            acc_min[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * dx), m, acc_min[t]);
-        }
-    }
-    std::array::from_fn(|t| hsum_ps(acc[t]) - hsum_ps128(acc_min[t]))
-}
-
-#[inline(always)]
-unsafe fn q4_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N], pf: bool) -> [f32; N] {
-    let m4 = _mm256_set1_epi8(0x0f);
-    k4_family(row, 144, xs, pf, |b, c| {
-        let v = load(b.add(16 + 32 * c));
-        (
-            _mm256_and_si256(v, m4),
-            _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-        )
-    })
-}
-
-#[inline(always)]
-unsafe fn q5_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N], pf: bool) -> [f32; N] {
-    let (m4, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
-    k4_family(row, 176, xs, pf, |b, c| {
-        let qh = load(b.add(16));
-        // Bit s of each qh byte is the fifth bit of sub-block s.
-        let bit = |s: i32| {
-            let h = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), one);
-            _mm256_slli_epi16(h, 4)
-        };
-        let v = load(b.add(48 + 32 * c));
-        let lo = _mm256_or_si256(_mm256_and_si256(v, m4), bit(2 * c as i32));
-        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        (lo, _mm256_or_si256(hi, bit(2 * c as i32 + 1)))
-    })
-}
-
-/// Q6_K: values taken unsigned (0..63) and the offset of 32 removed through
-/// the activations' per-16 sums, once per super-block.
-#[inline(always)]
-unsafe fn q6_k<const N: usize>(row: &[u8], xs: &[&QuantizedActs; N], pf: bool) -> [f32; N] {
-    let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
-    let mut acc = [_mm256_setzero_ps(); N];
-    for i in 0..row.len() / 210 {
-        let b = row.as_ptr().add(i * 210);
-        prefetch(b, 210, pf);
-        let d = f16(b.add(208));
-        let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
-        let sc16 = _mm256_cvtepi8_epi16(sc);
-        let mut isum = [_mm256_setzero_si256(); N];
-        for t in 0..N {
-            let bs = _mm256_loadu_si256(xs[t].sum.as_ptr().add(16 * i) as *const __m256i);
-            isum[t] = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
-            isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), isum[t]);
-        }
-        for half in 0..2 {
-            let ql0 = load(b.add(64 * half));
-            let ql1 = load(b.add(64 * half + 32));
-            let qh = load(b.add(128 + 32 * half));
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, m4),
-                    _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                    _mm256_and_si256(qh, m30),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30),
-                ),
-            ];
-            for (j, qj) in q.iter().enumerate() {
-                let k = 4 * half + j;
-                // Groups 2k and 2k+1: their scales in lanes 0-7 and 8-15.
-                let pick = _mm_set_epi64x(
-                    (0x0101_0101_0101_0101u64 * (2 * k as u64 + 1)) as i64,
-                    (0x0101_0101_0101_0101u64 * (2 * k as u64)) as i64,
-                );
-                let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick));
-                for t in 0..N {
-                    let a = load_i8(xs[t].q.as_ptr().add(256 * i + 128 * half + 32 * j));
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*qj, a), s);
-                    isum[t] = _mm256_add_epi32(isum[t], p);
-                }
-            }
-        }
-        for t in 0..N {
-            let dx = *xs[t].d.get_unchecked(16 * i);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(isum[t]), acc[t]);
-        }
-    }
-    std::array::from_fn(|t| hsum_ps(acc[t]))
 }

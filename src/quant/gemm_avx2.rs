@@ -13,10 +13,10 @@
 //! all the panels of a prompt; four rows share each activation load.
 //!
 //! Every token's result comes from the same lane-wise instructions whatever
-//! the other lanes hold, so it does not depend on how a prompt is batched;
-//! it differs from the row kernels' float rounding (they keep eight partial
-//! sums per row), which is why the backend uses this path only for prompt
-//! rows and never for rows whose logits decide a generated token.
+//! the other lanes hold, so it does not depend on how tokens are batched;
+//! and `rows_avx2` computes a single token with the same arithmetic (one
+//! exact integer sum per block, then the same float steps), so the backend
+//! picks between the two by batch size alone without changing a logit.
 
 #![cfg(target_arch = "x86_64")]
 

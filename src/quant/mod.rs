@@ -18,6 +18,7 @@ mod kquants_avx2;
 mod legacy;
 mod legacy_avx2;
 pub mod quantize;
+mod rows_avx2;
 
 use half::{bf16, f16};
 
@@ -265,6 +266,19 @@ pub fn gemm(
     // SAFETY: the CPU features and the type were checked above; `gemm`
     // asserts the shapes itself.
     unsafe { gemm_avx2::gemm(ty, rows, n_rows, panels, scratch, out) }
+}
+
+/// `out[r] = row_r · x` with the GEMM's arithmetic (bit-identical to what
+/// [`gemm`] gives the same token), for the types [`has_gemm_kernel`] covers.
+#[cfg(target_arch = "x86_64")]
+pub fn matvec(ty: GgmlType, rows: &[u8], n_rows: usize, x: &act::QuantizedActs, out: &mut [f32]) {
+    assert!(
+        has_gemm_kernel(ty),
+        "no GEMM-exact row kernel for {ty:?} on this CPU"
+    );
+    // SAFETY: the CPU features and the type were checked above; `matvec`
+    // asserts the shapes itself.
+    unsafe { rows_avx2::matvec(ty, rows, n_rows, x, out) }
 }
 
 /// Portable decoding, for tests of the SIMD paths.

@@ -401,15 +401,16 @@ fn fused_kernels_match_the_decoded_path_and_ignore_batch_size() {
 
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn gemm_matches_the_decoded_path_and_each_token_ignores_its_neighbours() {
+fn gemm_matches_the_decoded_path_and_the_row_kernel_bit_for_bit() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     for ty in ALL_QUANT.into_iter().filter(|t| has_gemm_kernel(*t)) {
         for blocks in [1, 3, 8] {
             let n = ty.block_size() * blocks;
             let format = ActFormat::for_weight(ty);
-            // 5 rows (a tile of 4 and a padded one), 11 tokens (a full panel
-            // and a partial one), one with an outlier.
-            let n_rows = 5;
+            // 11 rows (GEMM: tiles of 4 and a padded one; row kernel: 8 and
+            // a padded 3), 11 tokens (a full panel and a partial one), one
+            // with an outlier.
+            let n_rows = 11;
             let rows: Vec<Vec<u8>> = (0..n_rows).map(|_| random_row(ty, n, &mut rng)).collect();
             let xs: Vec<QuantizedActs> = (0..11)
                 .map(|k| {
@@ -430,6 +431,19 @@ fn gemm_matches_the_decoded_path_and_each_token_ignores_its_neighbours() {
             let mut scratch = GemmScratch::default();
             let mut out = vec![0f32; xs.len() * n_rows];
             gemm(ty, &rows.concat(), n_rows, &panels, &mut scratch, &mut out);
+            // The single-token kernel gives the same bits.
+            for (t, x) in xs.iter().enumerate() {
+                let mut one = vec![0f32; n_rows];
+                matvec(ty, &rows.concat(), n_rows, x, &mut one);
+                for (r, v) in one.iter().enumerate() {
+                    let g = out[t * n_rows + r];
+                    assert_eq!(
+                        v.to_bits(),
+                        g.to_bits(),
+                        "{ty:?} n={n} row {r} token {t}: row kernel {v} vs gemm {g}"
+                    );
+                }
+            }
             for (r, row) in rows.iter().enumerate() {
                 let mut dec = DecodedRow::default();
                 dec.decode(ty, row, n);

@@ -55,7 +55,7 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
 }
 
 impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
-    fn propose(&mut self, history: &[u32], prompt_len: usize, k: usize) -> Result<Proposal> {
+    fn propose(&mut self, history: &[u32], k: usize) -> Result<Proposal> {
         let mut out = Proposal {
             tokens: Vec::with_capacity(k),
             dists: Vec::with_capacity(k),
@@ -68,11 +68,7 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
         // In step with the target, a round feeds at most two new tokens (the
         // last guess and the target's correction or bonus token): that is the
         // round's cost. More is catch-up after plain steps.
-        // Its own output is read as the target reads it (not as prompt), so
-        // that a draft that is the target guesses exactly the target's picks.
-        let (mut logits, reused) =
-            self.session
-                .feed_marked(history, history.len() - 1, prompt_len)?;
+        let (mut logits, reused) = self.session.feed(history, history.len() - 1)?;
         let fed = history.len() - reused;
         out.setup_secs = t.elapsed().as_secs_f64() * fed.saturating_sub(2) as f64 / fed as f64;
         let mut seen = history.to_vec();

@@ -39,15 +39,9 @@ pub struct Proposal {
 }
 
 pub trait Proposer {
-    /// Guess up to `k` tokens that follow `history` (prompt and output so
-    /// far; its first `prompt_len` tokens are the prompt). May return fewer,
-    /// or none.
-    fn propose(
-        &mut self,
-        history: &[u32],
-        prompt_len: usize,
-        k: usize,
-    ) -> crate::engine::Result<Proposal>;
+    /// Guess up to `k` tokens that follow `history` (prompt and output so far).
+    /// May return fewer, or none.
+    fn propose(&mut self, history: &[u32], k: usize) -> crate::engine::Result<Proposal>;
 
     /// A short name for telemetry ("ngram", "draft").
     fn name(&self) -> &'static str;

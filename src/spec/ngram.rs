@@ -39,12 +39,7 @@ impl NgramProposer {
 }
 
 impl Proposer for NgramProposer {
-    fn propose(
-        &mut self,
-        history: &[u32],
-        _prompt_len: usize,
-        k: usize,
-    ) -> crate::engine::Result<Proposal> {
+    fn propose(&mut self, history: &[u32], k: usize) -> crate::engine::Result<Proposal> {
         let tokens = self.lookup(history, k);
         let dists = vec![None; tokens.len()];
         Ok(Proposal {

@@ -12,15 +12,17 @@ use super::{CpuAct, CpuWeight};
 use crate::quant::act::{dot_decoded, dot_f32, ActFormat, QuantizedActs};
 use crate::quant::{dequantize_row, fused_matmul, has_fused_kernel, has_gemm_kernel, DecodedRow};
 #[cfg(target_arch = "x86_64")]
-use crate::quant::{gemm, ActPanel, GemmScratch};
+use crate::quant::{gemm, matvec, ActPanel, GemmScratch};
+
+/// Fewest tokens for which the GEMM beats the single-token kernel run once
+/// per token (`examples/kernels`: one panel of 8 costs about three
+/// single-token passes).
+const GEMM_MIN_TOKENS: usize = 4;
 
 thread_local! {
     /// Per-thread scratch: a task's [tokens × rows] results, a decoded row,
     /// a dequantized row, unpacked rows for the GEMM.
     static SCRATCH: RefCell<(Vec<f32>, DecodedRow, Vec<f32>, Scratch)> = RefCell::default();
-    /// Which rows of the current forward pass are prompt tokens (set by
-    /// the backend's `begin_forward`, on the thread that runs the pass).
-    static PROMPT_ROWS: RefCell<Vec<bool>> = const { RefCell::new(Vec::new()) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -28,35 +30,54 @@ type Scratch = GemmScratch;
 #[cfg(not(target_arch = "x86_64"))]
 type Scratch = ();
 
-#[cfg(not(target_arch = "x86_64"))]
-struct ActPanel;
-
-/// Mark the rows of the forward pass about to run that are prompt tokens
-/// (`model::SeqInput::prefill`); an empty slice marks none.
-pub fn set_prompt_rows(rows: &[bool]) {
-    PROMPT_ROWS.with_borrow_mut(|p| {
-        p.clear();
-        p.extend_from_slice(rows);
-    });
-}
-
-/// `TANDEM_GEMM=0` sends prompt rows through the row kernels too (for
-/// side-by-side measurements of the GEMM).
+/// `TANDEM_GEMM=0` sends every token through the single-token kernels (for
+/// side-by-side measurements of the GEMM; the results are the same bits).
 fn gemm_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("TANDEM_GEMM").map_or(true, |v| v != "0"))
 }
 
+/// How one weight's products are computed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Dequantized rows against f32 activations (float weights).
+    Float,
+    /// The prompt GEMM, many tokens per weight row.
+    Gemm,
+    /// The GEMM's arithmetic one token at a time (bit-identical to `Gemm`).
+    Exact,
+    /// The fused row kernels, up to four tokens per row (Q8_0).
+    Fused,
+    /// Rows decoded to integers, then dotted (Q2_K, Q3_K; CPUs without AVX2).
+    Decoded,
+}
+
 /// outs[i][t, r] = Σ_k x[t, k] · ws[i][r, k], each out laid out
 /// [x.rows, ws[i].rows]: several weights applied to the same input.
 ///
-/// Prompt rows (when the marks cover exactly `x`'s rows) go through the
-/// GEMM for the weight types that have one; the other rows through the row
-/// kernels, whose result for a token does not depend on its neighbours.
+/// Every kernel computes a token's result independently of the other
+/// tokens in the batch, and the GEMM and the single-token kernels of a type
+/// give the same bits, so the choice between them (by batch size) never
+/// changes a logit.
 pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
     assert_eq!(ws.len(), outs.len());
     let n_tok = x.rows;
     let pool = pool::global();
+    let kernels: Vec<Kernel> = ws
+        .iter()
+        .map(|w| match w.ty {
+            t if !t.is_quantized() => Kernel::Float,
+            t if has_gemm_kernel(t) => {
+                if n_tok >= GEMM_MIN_TOKENS && gemm_enabled() {
+                    Kernel::Gemm
+                } else {
+                    Kernel::Exact
+                }
+            }
+            t if has_fused_kernel(t) => Kernel::Fused,
+            _ => Kernel::Decoded,
+        })
+        .collect();
     // Activations quantized once per format the weights need.
     let formats: Vec<Option<ActFormat>> = ws
         .iter()
@@ -73,24 +94,17 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
     let q8_k = formats
         .contains(&Some(ActFormat::Q8_K))
         .then(|| quantized(ActFormat::Q8_K));
-
-    // Prompt rows for the GEMM; the rest for the row kernels.
-    let prompt: Vec<bool> = PROMPT_ROWS.with_borrow(|p| {
-        if p.len() == n_tok {
-            p.clone()
-        } else {
-            vec![false; n_tok]
-        }
-    });
-    let gemm_for = |i: usize| gemm_enabled() && has_gemm_kernel(ws[i].ty) && prompt.contains(&true);
-    let gemm_tokens: Vec<usize> = (0..n_tok).filter(|&t| prompt[t]).collect();
-    let row_tokens: Vec<usize> = (0..n_tok).filter(|&t| !prompt[t]).collect();
-    let panels = |acts: &Option<Vec<QuantizedActs>>, format: ActFormat| -> Vec<ActPanel> {
-        let wanted = (0..ws.len()).any(|i| gemm_for(i) && formats[i] == Some(format));
-        match acts {
-            #[cfg(target_arch = "x86_64")]
-            Some(acts) if wanted => {
-                let refs: Vec<&QuantizedActs> = gemm_tokens.iter().map(|&t| &acts[t]).collect();
+    let acts = |format: ActFormat| match format {
+        ActFormat::Q8_0 => q8_0.as_ref(),
+        ActFormat::Q8_K => q8_k.as_ref(),
+    };
+    #[cfg(target_arch = "x86_64")]
+    let panels = |format: ActFormat| -> Vec<ActPanel> {
+        let wanted =
+            (0..ws.len()).any(|i| kernels[i] == Kernel::Gemm && formats[i] == Some(format));
+        match acts(format) {
+            Some(xq) if wanted => {
+                let refs: Vec<&QuantizedActs> = xq.iter().collect();
                 refs.chunks(crate::quant::gemm_avx2::LANES)
                     .map(|c| ActPanel::new(c, format))
                     .collect()
@@ -98,18 +112,8 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
             _ => Vec::new(),
         }
     };
-    let panels_0 = panels(&q8_0, ActFormat::Q8_0);
-    let panels_k = panels(&q8_k, ActFormat::Q8_K);
-    fn refs<'a>(
-        acts: &'a Option<Vec<QuantizedActs>>,
-        tokens: &[usize],
-    ) -> Option<Vec<&'a QuantizedActs>> {
-        acts.as_ref()
-            .map(|v| tokens.iter().map(|&t| &v[t]).collect())
-    }
-    let all_tokens: Vec<usize> = (0..n_tok).collect();
-    let (all_0, all_k) = (refs(&q8_0, &all_tokens), refs(&q8_k, &all_tokens));
-    let (rest_0, rest_k) = (refs(&q8_0, &row_tokens), refs(&q8_k, &row_tokens));
+    #[cfg(target_arch = "x86_64")]
+    let (panels_0, panels_k) = (panels(ActFormat::Q8_0), panels(ActFormat::Q8_K));
 
     // Tasks: (weight, first row, end row). Enough per weight to balance the
     // pool, each big enough to amortise the hand-off.
@@ -132,62 +136,62 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
         // in bounds by the assert above.
         let write = |t: usize, r: usize, v: f32| unsafe { *ptr.get().add(t * n_out + r) = v };
         SCRATCH.with_borrow_mut(|(tile, dec, wrow, _unpacked)| {
-            let Some(format) = formats[i] else {
-                wrow.resize(w.cols, 0.0);
-                for r in r0..r1 {
-                    dequantize_row(w.ty, w.row(r), wrow);
-                    for t in 0..n_tok {
-                        write(t, r, dot_f32(wrow, x.row(t)));
-                    }
-                }
-                return;
-            };
             let rb = w.row_bytes();
             let rows = &w.bytes()[r0 * rb..r1 * rb];
-            // Which tokens the row kernels take, and their indices in `x`.
-            let (xs, tokens): (&Vec<&QuantizedActs>, &[usize]) = if gemm_for(i) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let panels = match format {
-                        ActFormat::Q8_0 => &panels_0,
-                        ActFormat::Q8_K => &panels_k,
-                    };
-                    tile.resize(gemm_tokens.len() * (r1 - r0), 0.0);
-                    gemm(w.ty, rows, r1 - r0, panels, _unpacked, tile);
-                    for (j, vals) in tile.chunks_exact(r1 - r0).enumerate() {
-                        for (k, v) in vals.iter().enumerate() {
-                            write(gemm_tokens[j], r0 + k, *v);
+            let nr = r1 - r0;
+            // The tile holds [tokens × rows] results of the fused kernels
+            // and of the GEMM.
+            let put_tile = |tile: &[f32]| {
+                for (t, vals) in tile.chunks_exact(nr).enumerate() {
+                    for (k, v) in vals.iter().enumerate() {
+                        write(t, r0 + k, *v);
+                    }
+                }
+            };
+            let xq = formats[i].and_then(acts);
+            match kernels[i] {
+                Kernel::Float => {
+                    wrow.resize(w.cols, 0.0);
+                    for r in r0..r1 {
+                        dequantize_row(w.ty, w.row(r), wrow);
+                        for t in 0..n_tok {
+                            write(t, r, dot_f32(wrow, x.row(t)));
                         }
                     }
                 }
-                let rest = match format {
-                    ActFormat::Q8_0 => rest_0.as_ref(),
-                    ActFormat::Q8_K => rest_k.as_ref(),
-                };
-                (rest.expect("quantized above"), &row_tokens)
-            } else {
-                let all = match format {
-                    ActFormat::Q8_0 => all_0.as_ref(),
-                    ActFormat::Q8_K => all_k.as_ref(),
-                };
-                (all.expect("quantized above"), &all_tokens)
-            };
-            if xs.is_empty() {
-                return;
-            }
-            if has_fused_kernel(w.ty) {
-                tile.resize(xs.len() * (r1 - r0), 0.0);
-                fused_matmul(w.ty, rows, r1 - r0, xs, tile);
-                for (j, vals) in tile.chunks_exact(r1 - r0).enumerate() {
-                    for (k, v) in vals.iter().enumerate() {
-                        write(tokens[j], r0 + k, *v);
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Gemm => {
+                    let panels = match formats[i] {
+                        Some(ActFormat::Q8_0) => &panels_0,
+                        _ => &panels_k,
+                    };
+                    tile.resize(n_tok * nr, 0.0);
+                    gemm(w.ty, rows, nr, panels, _unpacked, tile);
+                    put_tile(tile);
+                }
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Exact => {
+                    tile.resize(nr, 0.0);
+                    for (t, xt) in xq.expect("quantized above").iter().enumerate() {
+                        matvec(w.ty, rows, nr, xt, tile);
+                        for (k, v) in tile.iter().enumerate() {
+                            write(t, r0 + k, *v);
+                        }
                     }
                 }
-            } else {
-                for r in r0..r1 {
-                    dec.decode(w.ty, w.row(r), w.cols);
-                    for (j, xt) in xs.iter().enumerate() {
-                        write(tokens[j], r, dot_decoded(dec, xt));
+                Kernel::Fused => {
+                    let xs: Vec<&QuantizedActs> = xq.expect("quantized above").iter().collect();
+                    tile.resize(n_tok * nr, 0.0);
+                    fused_matmul(w.ty, rows, nr, &xs, tile);
+                    put_tile(tile);
+                }
+                _ => {
+                    let xq = xq.expect("quantized above");
+                    for r in r0..r1 {
+                        dec.decode(w.ty, w.row(r), w.cols);
+                        for (t, xt) in xq.iter().enumerate() {
+                            write(t, r, dot_decoded(dec, xt));
+                        }
                     }
                 }
             }

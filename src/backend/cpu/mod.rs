@@ -222,15 +222,6 @@ impl Backend for CpuBackend {
         x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
     }
 
-    fn begin_forward(&self, step: &super::StepLayout<'_>, _kv: &CpuKv) -> Option<Vec<f32>> {
-        matmul::set_prompt_rows(step.prompt_rows);
-        None
-    }
-
-    fn end_forward(&self) {
-        matmul::set_prompt_rows(&[]);
-    }
-
     fn gather_rows(&self, x: &CpuAct, rows: &[usize], out: &mut CpuAct) {
         reshape(out, rows.len(), x.cols);
         for (o, &r) in out.data.chunks_mut(x.cols).zip(rows) {

@@ -1,0 +1,455 @@
+//! Single-token products for the types the prompt GEMM covers, computed with
+//! the GEMM's arithmetic so that a token's result is the same bits whichever
+//! kernel computes it: per block, one exact integer dot (and one exact
+//! integer offset or min term), then one float step in the same order
+//! (`acc = fma(d·dx, x, acc)`, then the min's). The GEMM lays tokens in
+//! lanes; here eight weight rows share the lanes: each row's integer sum is
+//! formed in a vector and the eight are folded into one by a `hadd` tree,
+//! so the float step runs once per block for eight rows.
+//!
+//! This is what lets the backend pick a kernel by batch size alone: one
+//! token (or a few) here, many through the GEMM, with no logit depending on
+//! the choice (tested bit for bit).
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use super::act::QuantizedActs;
+use super::fused_avx2::{k4_scales, lane16};
+use super::legacy_avx2::{fifth_bits, nibbles};
+use super::GgmlType;
+
+/// Rows per kernel call (one per lane).
+const ROWS: usize = 8;
+
+/// `out[r] = row_r · x` for the `n_rows` weight rows laid end to end in `rows`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `gemm_avx2::supports(ty)`; `x` was quantized (in
+/// `ActFormat::for_weight(ty)`) from as many values as a row encodes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn matvec(ty: GgmlType, rows: &[u8], n_rows: usize, x: &QuantizedActs, out: &mut [f32]) {
+    assert!(n_rows > 0 && rows.len().is_multiple_of(n_rows) && out.len() == n_rows);
+    let row_bytes = rows.len() / n_rows;
+    assert!(row_bytes.is_multiple_of(ty.block_bytes()), "partial block");
+    let blocks = row_bytes / ty.block_bytes();
+    let n = blocks * ty.block_size();
+    assert!(
+        x.q.len() == n && x.d.len() == n / 16 && x.sum.len() == n / 16 && x.dsum.len() == n / 16
+    );
+    // Row offsets fit the gathers' i32 indices.
+    assert!(row_bytes * ROWS < i32::MAX as usize);
+    use GgmlType::*;
+    for r0 in (0..n_rows).step_by(ROWS) {
+        let live = (n_rows - r0).min(ROWS);
+        // Missing rows repeat the last one; their lanes are dropped.
+        let ptrs: [*const u8; ROWS] =
+            std::array::from_fn(|r| rows.as_ptr().add((r0 + r.min(live - 1)) * row_bytes));
+        let v = match ty {
+            Q4_0 => legacy::<Q40>(&ptrs, blocks, x),
+            Q4_1 => legacy::<Q41>(&ptrs, blocks, x),
+            Q5_0 => legacy::<Q50>(&ptrs, blocks, x),
+            Q5_1 => legacy::<Q51>(&ptrs, blocks, x),
+            Q4_K => k4::<Q4K>(&ptrs, blocks, x),
+            Q5_K => k4::<Q5K>(&ptrs, blocks, x),
+            Q6_K => q6_k(&ptrs, blocks, x),
+            _ => panic!("no row kernel for {ty:?}"),
+        };
+        let mut lanes = [0f32; ROWS];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        out[r0..r0 + live].copy_from_slice(&lanes[..live]);
+    }
+}
+
+/// How far ahead in a row its cache lines are requested. Measured on
+/// Qwen2.5-Coder-1.5B decode (tok/s): 1 KiB 26.6, 2 KiB 24.5, 3 KiB 27.6,
+/// 4 KiB 27.4–27.6, 8 KiB 27.0; the row kernels of `fused_avx2` use 2 KiB.
+const AHEAD: usize = 4096;
+
+/// Ask for the cache lines [`AHEAD`] bytes past `bytes` bytes at `b` (a
+/// hint only: past the end of the weights is harmless).
+#[inline(always)]
+unsafe fn prefetch(b: *const u8, bytes: usize, on: bool) {
+    if on {
+        for off in (0..bytes).step_by(64) {
+            _mm_prefetch(b.wrapping_add(AHEAD + off) as *const i8, _MM_HINT_T0);
+        }
+    }
+}
+
+/// Lane r = the sum of the eight lanes of `p[r]` (exact).
+#[inline(always)]
+unsafe fn fold8(p: &[__m256i; ROWS]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(p[0], p[1]);
+    let h23 = _mm256_hadd_epi32(p[2], p[3]);
+    let h45 = _mm256_hadd_epi32(p[4], p[5]);
+    let h67 = _mm256_hadd_epi32(p[6], p[7]);
+    // [rows 0–3 over lanes 0–3 | rows 0–3 over lanes 4–7], then rows 4–7.
+    let q0 = _mm256_hadd_epi32(h01, h23);
+    let q1 = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(q0, q1, 0x20),
+        _mm256_permute2x128_si256(q0, q1, 0x31),
+    )
+}
+
+/// The sum of the eight lanes (exact).
+#[inline(always)]
+unsafe fn hsum8(v: __m256i) -> i32 {
+    hsum4(_mm_add_epi32(
+        _mm256_castsi256_si128(v),
+        _mm256_extracti128_si256(v, 1),
+    ))
+}
+
+/// The sum of the four lanes (exact).
+#[inline(always)]
+unsafe fn hsum4(v: __m128i) -> i32 {
+    let s = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01)))
+}
+
+/// The low (`HIGH` = false) or high f16 of each 32-bit lane, as f32.
+#[inline(always)]
+unsafe fn halves<const HIGH: bool>(v: __m256i) -> __m256 {
+    let o: i8 = if HIGH { 2 } else { 0 };
+    let pick = _mm256_setr_epi8(
+        o,
+        o + 1,
+        o + 4,
+        o + 5,
+        o + 8,
+        o + 9,
+        o + 12,
+        o + 13,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        o,
+        o + 1,
+        o + 4,
+        o + 5,
+        o + 8,
+        o + 9,
+        o + 12,
+        o + 13,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+        -1,
+    );
+    let packed = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0b00_00_10_00);
+    _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+}
+
+/// A 32-element format as the GEMM sees it: unsigned values, and an offset
+/// (Q4_0, Q5_0) or a float min (Q4_1, Q5_1).
+trait Legacy {
+    const BYTES: usize;
+    /// Subtracted times the activations' block sum; 0 for the min formats.
+    const OFFSET: i32;
+    unsafe fn values(b: *const u8) -> __m256i;
+}
+
+struct Q40;
+struct Q41;
+struct Q50;
+struct Q51;
+
+impl Legacy for Q40 {
+    const BYTES: usize = 18;
+    const OFFSET: i32 = 8;
+    #[inline(always)]
+    unsafe fn values(b: *const u8) -> __m256i {
+        nibbles(b.add(2))
+    }
+}
+
+impl Legacy for Q41 {
+    const BYTES: usize = 20;
+    const OFFSET: i32 = 0;
+    #[inline(always)]
+    unsafe fn values(b: *const u8) -> __m256i {
+        nibbles(b.add(4))
+    }
+}
+
+impl Legacy for Q50 {
+    const BYTES: usize = 22;
+    const OFFSET: i32 = 16;
+    #[inline(always)]
+    unsafe fn values(b: *const u8) -> __m256i {
+        _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)))
+    }
+}
+
+impl Legacy for Q51 {
+    const BYTES: usize = 24;
+    const OFFSET: i32 = 0;
+    #[inline(always)]
+    unsafe fn values(b: *const u8) -> __m256i {
+        _mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4)))
+    }
+}
+
+#[inline(always)]
+unsafe fn legacy<F: Legacy>(rows: &[*const u8; ROWS], blocks: usize, x: &QuantizedActs) -> __m256 {
+    let ones = _mm256_set1_epi16(1);
+    let (dots, _, _, heads) = scratch(blocks);
+    {
+        // Each row streamed on its own (eight rows interleaved ran 1.5×
+        // slower from DRAM): its per-block integer sums to scratch.
+        for (r, &row) in rows.iter().enumerate() {
+            for i in 0..blocks {
+                let b = row.add(i * F::BYTES);
+                // One hint per cache line, at the block that starts in it.
+                prefetch(b, 1, (i * F::BYTES) % 64 < F::BYTES);
+                let a = _mm256_loadu_si256(x.q.as_ptr().add(32 * i) as *const __m256i);
+                dots[i * ROWS + r] = _mm256_madd_epi16(_mm256_maddubs_epi16(F::values(b), a), ones);
+                heads[i * ROWS + r] = head(b, 0);
+            }
+        }
+        let mut acc = _mm256_setzero_ps();
+        for i in 0..blocks {
+            let mut dot = fold8(&*(dots.as_ptr().add(i * ROWS) as *const [__m256i; ROWS]));
+            let head = lanes_of(heads, i);
+            let scale = _mm256_mul_ps(
+                halves::<false>(head),
+                _mm256_set1_ps(*x.d.get_unchecked(2 * i)),
+            );
+            if F::OFFSET != 0 {
+                let sum =
+                    *x.sum.get_unchecked(2 * i) as i32 + *x.sum.get_unchecked(2 * i + 1) as i32;
+                dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(F::OFFSET * sum));
+                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+            } else {
+                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+                let dsum = _mm256_set1_ps(*x.dsum.get_unchecked(2 * i));
+                acc = _mm256_fmadd_ps(halves::<true>(head), dsum, acc);
+            }
+        }
+        acc
+    }
+}
+
+/// Phase one's results for eight rows, `[block][row]`: vectors of sums
+/// (32-element formats, folded in phase two), or integers (k-quants:
+/// reduced at once, as eight rows' vectors for a whole wide row crowded L1);
+/// and each block's head (its f16 scales).
+#[derive(Default)]
+struct Scratch {
+    dots: Vec<__m256i>,
+    int_dots: Vec<i32>,
+    int_mins: Vec<i32>,
+    heads: Vec<i32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The scratch sized for `blocks`, as slices built from raw pointers: the
+/// kernels use them inline (in a closure they would not be inlined, and the
+/// intrinsics, outside the kernels' target features, would become calls).
+///
+/// # Safety
+/// Valid until the next call on this thread; the kernels do not nest.
+#[allow(clippy::type_complexity)]
+unsafe fn scratch(
+    blocks: usize,
+) -> (
+    &'static mut [__m256i],
+    &'static mut [i32],
+    &'static mut [i32],
+    &'static mut [i32],
+) {
+    let n = blocks * ROWS;
+    let (d, a, b, h) = SCRATCH.with_borrow_mut(|s| {
+        s.dots.resize(n, _mm256_setzero_si256());
+        for v in [&mut s.int_dots, &mut s.int_mins, &mut s.heads] {
+            v.resize(n, 0);
+        }
+        (
+            s.dots.as_mut_ptr(),
+            s.int_dots.as_mut_ptr(),
+            s.int_mins.as_mut_ptr(),
+            s.heads.as_mut_ptr(),
+        )
+    });
+    (
+        std::slice::from_raw_parts_mut(d, n),
+        std::slice::from_raw_parts_mut(a, n),
+        std::slice::from_raw_parts_mut(b, n),
+        std::slice::from_raw_parts_mut(h, n),
+    )
+}
+
+/// Eight rows' integers saved in phase one (`[block][row]`), one row per lane.
+#[inline(always)]
+unsafe fn lanes_of(v: &[i32], i: usize) -> __m256i {
+    _mm256_loadu_si256(v.as_ptr().add(i * ROWS) as *const __m256i)
+}
+
+/// The u32 at `b + offset`, kept for the float step (the block's f16
+/// scales: read again then, eight rows later, they had left L1).
+#[inline(always)]
+unsafe fn head(b: *const u8, offset: usize) -> i32 {
+    (b.add(offset) as *const i32).read_unaligned()
+}
+
+/// Q4_K/Q5_K: the 64 unsigned values of chunk c (sub-blocks 2c, 2c+1).
+trait K4 {
+    const BYTES: usize;
+    unsafe fn values(b: *const u8, c: usize) -> (__m256i, __m256i);
+}
+
+struct Q4K;
+struct Q5K;
+
+impl K4 for Q4K {
+    const BYTES: usize = 144;
+    #[inline(always)]
+    unsafe fn values(b: *const u8, c: usize) -> (__m256i, __m256i) {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let v = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
+        (
+            _mm256_and_si256(v, m4),
+            _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+        )
+    }
+}
+
+impl K4 for Q5K {
+    const BYTES: usize = 176;
+    #[inline(always)]
+    unsafe fn values(b: *const u8, c: usize) -> (__m256i, __m256i) {
+        let (m4, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
+        let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
+        // Bit s of each qh byte is the fifth bit of sub-block s.
+        let bit = |s: i32| {
+            let h = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), one);
+            _mm256_slli_epi16(h, 4)
+        };
+        let v = _mm256_loadu_si256(b.add(48 + 32 * c) as *const __m256i);
+        let lo = _mm256_or_si256(_mm256_and_si256(v, m4), bit(2 * c as i32));
+        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        (lo, _mm256_or_si256(hi, bit(2 * c as i32 + 1)))
+    }
+}
+
+#[inline(always)]
+unsafe fn k4<F: K4>(rows: &[*const u8; ROWS], blocks: usize, x: &QuantizedActs) -> __m256 {
+    let (_, int_dots, int_mins, heads) = scratch(blocks);
+    {
+        for (r, &row) in rows.iter().enumerate() {
+            for i in 0..blocks {
+                let b = row.add(i * F::BYTES);
+                prefetch(b, F::BYTES, true);
+                let a = x.q.as_ptr().add(256 * i);
+                let bs = _mm256_loadu_si256(x.sum.as_ptr().add(16 * i) as *const __m256i);
+                // Sums per 32-group, as the mins need them.
+                let bs32 =
+                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+                let sm = _mm256_cvtepu8_epi16(k4_scales(b.add(4)));
+                let scales = _mm256_permute2x128_si256(sm, sm, 0x00);
+                let min = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), bs32);
+                let mut dot = _mm256_setzero_si256();
+                for c in 0..4 {
+                    let (lo, hi) = F::values(b, c);
+                    let a0 = _mm256_loadu_si256(a.add(64 * c) as *const __m256i);
+                    let a1 = _mm256_loadu_si256(a.add(64 * c + 32) as *const __m256i);
+                    let s0 = _mm256_shuffle_epi8(scales, lane16(2 * c));
+                    let s1 = _mm256_shuffle_epi8(scales, lane16(2 * c + 1));
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), s0);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), s1);
+                    dot = _mm256_add_epi32(dot, _mm256_add_epi32(p0, p1));
+                }
+                int_dots[i * ROWS + r] = hsum8(dot);
+                int_mins[i * ROWS + r] = hsum4(min);
+                heads[i * ROWS + r] = head(b, 0);
+            }
+        }
+        let mut acc = _mm256_setzero_ps();
+        for i in 0..blocks {
+            let dot = lanes_of(int_dots, i);
+            let min = lanes_of(int_mins, i);
+            let head = lanes_of(heads, i);
+            let dx = _mm256_set1_ps(*x.d.get_unchecked(16 * i));
+            let scale = _mm256_mul_ps(halves::<false>(head), dx);
+            acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+            let neg_dmin = _mm256_xor_ps(halves::<true>(head), _mm256_set1_ps(-0.0));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(neg_dmin, dx), _mm256_cvtepi32_ps(min), acc);
+        }
+        acc
+    }
+}
+
+/// Q6_K: values taken unsigned (0..63); 32 times each group's scaled
+/// activation sum subtracted in integer before the block scale.
+#[inline(always)]
+unsafe fn q6_k(rows: &[*const u8; ROWS], blocks: usize, x: &QuantizedActs) -> __m256 {
+    let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
+    let (_, int_dots, _, heads) = scratch(blocks);
+    {
+        for (r, &row) in rows.iter().enumerate() {
+            for i in 0..blocks {
+                let b = row.add(i * 210);
+                prefetch(b, 210, true);
+                let a = x.q.as_ptr().add(256 * i);
+                let bs = _mm256_loadu_si256(x.sum.as_ptr().add(16 * i) as *const __m256i);
+                let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
+                let offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bs), 5);
+                let mut dot = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+                for half in 0..2 {
+                    let ql0 = _mm256_loadu_si256(b.add(64 * half) as *const __m256i);
+                    let ql1 = _mm256_loadu_si256(b.add(64 * half + 32) as *const __m256i);
+                    let qh = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
+                    let low = |v: __m256i| _mm256_and_si256(v, m4);
+                    let high = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                    let bits = |v: __m256i| _mm256_and_si256(v, m30);
+                    let q = [
+                        _mm256_or_si256(low(ql0), bits(_mm256_slli_epi16(qh, 4))),
+                        _mm256_or_si256(low(ql1), bits(_mm256_slli_epi16(qh, 2))),
+                        _mm256_or_si256(high(ql0), bits(qh)),
+                        _mm256_or_si256(high(ql1), bits(_mm256_srli_epi16(qh, 2))),
+                    ];
+                    for (j, qj) in q.iter().enumerate() {
+                        let k = 4 * half + j;
+                        // Groups 2k and 2k+1: their scales in lanes 0-7 and 8-15.
+                        let pick = _mm_set_epi64x(
+                            (0x0101_0101_0101_0101u64 * (2 * k as u64 + 1)) as i64,
+                            (0x0101_0101_0101_0101u64 * (2 * k as u64)) as i64,
+                        );
+                        let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick));
+                        let av = _mm256_loadu_si256(a.add(128 * half + 32 * j) as *const __m256i);
+                        dot = _mm256_add_epi32(
+                            dot,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(*qj, av), s),
+                        );
+                    }
+                }
+                int_dots[i * ROWS + r] = hsum8(dot);
+                // d is the block's last two bytes: the u32 ending there.
+                heads[i * ROWS + r] = head(b, 206);
+            }
+        }
+        let mut acc = _mm256_setzero_ps();
+        for i in 0..blocks {
+            let dot = lanes_of(int_dots, i);
+            let d = halves::<true>(lanes_of(heads, i));
+            let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.d.get_unchecked(16 * i)));
+            acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+        }
+        acc
+    }
+}
