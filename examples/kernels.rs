@@ -11,6 +11,7 @@ use std::time::Instant;
 use tandem::quant::act::{ActFormat, QuantizedActs};
 use tandem::quant::{
     fused_matmul, gemm, gemm_avx2, has_fused_kernel, has_gemm_kernel, matvec, GgmlType,
+    MATVEC_MAX_TOKENS,
 };
 
 fn main() {
@@ -59,15 +60,15 @@ fn main() {
             })
             .collect();
         let mut scratch = gemm_avx2::Unpacked::default();
-        for n in [1usize, 4, 8, 128] {
+        for n in [1usize, 2, 3, 4, 8, 128] {
             let refs: Vec<&QuantizedActs> = xs.iter().take(n).collect();
             let mut out = vec![0f32; n * rows];
             let reps = if n > 8 { 2 } else { 20 };
-            let (name, s) = if has_gemm_kernel(ty) && (n == 1 || n >= 4) {
+            let (name, s) = if has_gemm_kernel(ty) {
                 let start = Instant::now();
                 for _ in 0..reps {
-                    if n == 1 {
-                        matvec(ty, &w, rows, refs[0], &mut out);
+                    if n <= MATVEC_MAX_TOKENS {
+                        matvec(ty, &w, rows, &refs, &mut out);
                     } else {
                         let panels: Vec<gemm_avx2::ActPanel> = refs
                             .chunks(gemm_avx2::LANES)
@@ -77,7 +78,11 @@ fn main() {
                     }
                 }
                 (
-                    if n == 1 { "row" } else { "gemm" },
+                    if n <= MATVEC_MAX_TOKENS {
+                        "row"
+                    } else {
+                        "gemm"
+                    },
                     start.elapsed().as_secs_f64() / reps as f64,
                 )
             } else if has_fused_kernel(ty) {

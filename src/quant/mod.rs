@@ -268,17 +268,34 @@ pub fn gemm(
     unsafe { gemm_avx2::gemm(ty, rows, n_rows, panels, scratch, out) }
 }
 
-/// `out[r] = row_r · x` with the GEMM's arithmetic (bit-identical to what
-/// [`gemm`] gives the same token), for the types [`has_gemm_kernel`] covers.
+/// Most tokens one [`matvec`] call takes.
 #[cfg(target_arch = "x86_64")]
-pub fn matvec(ty: GgmlType, rows: &[u8], n_rows: usize, x: &act::QuantizedActs, out: &mut [f32]) {
+pub const MATVEC_MAX_TOKENS: usize = rows_avx2::MAX_TOKENS;
+
+/// Most tokens for which [`matvec`] beats [`gemm`] on `ty`.
+#[cfg(target_arch = "x86_64")]
+pub fn matvec_beats_gemm_up_to(ty: GgmlType) -> usize {
+    rows_avx2::tokens_before_gemm(ty)
+}
+
+/// `out[t * n_rows + r] = row_r · xs[t]` for up to [`MATVEC_MAX_TOKENS`]
+/// tokens, with the GEMM's arithmetic (bit-identical to what [`gemm`] gives
+/// the same token), for the types [`has_gemm_kernel`] covers.
+#[cfg(target_arch = "x86_64")]
+pub fn matvec(
+    ty: GgmlType,
+    rows: &[u8],
+    n_rows: usize,
+    xs: &[&act::QuantizedActs],
+    out: &mut [f32],
+) {
     assert!(
         has_gemm_kernel(ty),
         "no GEMM-exact row kernel for {ty:?} on this CPU"
     );
     // SAFETY: the CPU features and the type were checked above; `matvec`
     // asserts the shapes itself.
-    unsafe { rows_avx2::matvec(ty, rows, n_rows, x, out) }
+    unsafe { rows_avx2::matvec(ty, rows, n_rows, xs, out) }
 }
 
 /// Portable decoding, for tests of the SIMD paths.

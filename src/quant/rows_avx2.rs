@@ -23,42 +23,87 @@ use super::GgmlType;
 /// Rows per kernel call (one per lane).
 const ROWS: usize = 8;
 
-/// `out[r] = row_r · x` for the `n_rows` weight rows laid end to end in `rows`.
+/// Most tokens per call.
+pub const MAX_TOKENS: usize = 4;
+
+/// Most tokens for which this beats the GEMM (`examples/kernels`, 1536
+/// columns, ns/row): k-quants share their unpacking well (Q6_K 3 tokens 118,
+/// the GEMM's one panel 245), the 32-element formats less (Q4_0 3 tokens
+/// 231, 4 would be ~310 against the GEMM's 270).
+pub fn tokens_before_gemm(ty: GgmlType) -> usize {
+    if ty.block_size() == 256 {
+        4
+    } else {
+        3
+    }
+}
+
+/// `out[t * n_rows + r] = row_r · xs[t]` for the `n_rows` weight rows laid
+/// end to end in `rows` and up to [`MAX_TOKENS`] tokens (each row's values
+/// unpacked once for all of them).
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; `gemm_avx2::supports(ty)`; `x` was quantized (in
-/// `ActFormat::for_weight(ty)`) from as many values as a row encodes.
+/// The CPU has AVX2, FMA and F16C; `gemm_avx2::supports(ty)`; every `xs[t]`
+/// was quantized (in `ActFormat::for_weight(ty)`) from as many values as a
+/// row encodes.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn matvec(ty: GgmlType, rows: &[u8], n_rows: usize, x: &QuantizedActs, out: &mut [f32]) {
-    assert!(n_rows > 0 && rows.len().is_multiple_of(n_rows) && out.len() == n_rows);
+pub unsafe fn matvec(
+    ty: GgmlType,
+    rows: &[u8],
+    n_rows: usize,
+    xs: &[&QuantizedActs],
+    out: &mut [f32],
+) {
+    assert!(!xs.is_empty() && xs.len() <= MAX_TOKENS);
+    assert!(n_rows > 0 && rows.len().is_multiple_of(n_rows) && out.len() == n_rows * xs.len());
     let row_bytes = rows.len() / n_rows;
     assert!(row_bytes.is_multiple_of(ty.block_bytes()), "partial block");
     let blocks = row_bytes / ty.block_bytes();
     let n = blocks * ty.block_size();
-    assert!(
-        x.q.len() == n && x.d.len() == n / 16 && x.sum.len() == n / 16 && x.dsum.len() == n / 16
-    );
-    // Row offsets fit the gathers' i32 indices.
-    assert!(row_bytes * ROWS < i32::MAX as usize);
+    for x in xs {
+        assert!(x.q.len() == n && x.d.len() == n / 16 && x.sum.len() == n / 16);
+        assert!(x.dsum.len() == n / 16);
+    }
+    match xs.len() {
+        1 => by_rows::<1>(ty, rows, n_rows, row_bytes, blocks, xs, out),
+        2 => by_rows::<2>(ty, rows, n_rows, row_bytes, blocks, xs, out),
+        3 => by_rows::<3>(ty, rows, n_rows, row_bytes, blocks, xs, out),
+        _ => by_rows::<4>(ty, rows, n_rows, row_bytes, blocks, xs, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn by_rows<const N: usize>(
+    ty: GgmlType,
+    rows: &[u8],
+    n_rows: usize,
+    row_bytes: usize,
+    blocks: usize,
+    xs: &[&QuantizedActs],
+    out: &mut [f32],
+) {
+    let xs: [&QuantizedActs; N] = std::array::from_fn(|t| xs[t]);
     use GgmlType::*;
     for r0 in (0..n_rows).step_by(ROWS) {
         let live = (n_rows - r0).min(ROWS);
         // Missing rows repeat the last one; their lanes are dropped.
         let ptrs: [*const u8; ROWS] =
             std::array::from_fn(|r| rows.as_ptr().add((r0 + r.min(live - 1)) * row_bytes));
-        let v = match ty {
-            Q4_0 => legacy::<Q40>(&ptrs, blocks, x),
-            Q4_1 => legacy::<Q41>(&ptrs, blocks, x),
-            Q5_0 => legacy::<Q50>(&ptrs, blocks, x),
-            Q5_1 => legacy::<Q51>(&ptrs, blocks, x),
-            Q4_K => k4::<Q4K>(&ptrs, blocks, x),
-            Q5_K => k4::<Q5K>(&ptrs, blocks, x),
-            Q6_K => q6_k(&ptrs, blocks, x),
+        let v: [__m256; N] = match ty {
+            Q4_0 => legacy::<Q40, N>(&ptrs, blocks, &xs),
+            Q4_1 => legacy::<Q41, N>(&ptrs, blocks, &xs),
+            Q5_0 => legacy::<Q50, N>(&ptrs, blocks, &xs),
+            Q5_1 => legacy::<Q51, N>(&ptrs, blocks, &xs),
+            Q4_K => k4::<Q4K, N>(&ptrs, blocks, &xs),
+            Q5_K => k4::<Q5K, N>(&ptrs, blocks, &xs),
+            Q6_K => q6_k::<N>(&ptrs, blocks, &xs),
             _ => panic!("no row kernel for {ty:?}"),
         };
-        let mut lanes = [0f32; ROWS];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-        out[r0..r0 + live].copy_from_slice(&lanes[..live]);
+        for (t, v) in v.iter().enumerate() {
+            let mut lanes = [0f32; ROWS];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
+            out[t * n_rows + r0..t * n_rows + r0 + live].copy_from_slice(&lanes[..live]);
+        }
     }
 }
 
@@ -203,25 +248,35 @@ impl Legacy for Q51 {
 }
 
 #[inline(always)]
-unsafe fn legacy<F: Legacy>(rows: &[*const u8; ROWS], blocks: usize, x: &QuantizedActs) -> __m256 {
+unsafe fn legacy<F: Legacy, const N: usize>(
+    rows: &[*const u8; ROWS],
+    blocks: usize,
+    xs: &[&QuantizedActs; N],
+) -> [__m256; N] {
     let ones = _mm256_set1_epi16(1);
-    let (dots, _, _, heads) = scratch(blocks);
-    {
-        // Each row streamed on its own (eight rows interleaved ran 1.5×
-        // slower from DRAM): its per-block integer sums to scratch.
-        for (r, &row) in rows.iter().enumerate() {
-            for i in 0..blocks {
-                let b = row.add(i * F::BYTES);
-                // One hint per cache line, at the block that starts in it.
-                prefetch(b, 1, (i * F::BYTES) % 64 < F::BYTES);
-                let a = _mm256_loadu_si256(x.q.as_ptr().add(32 * i) as *const __m256i);
-                dots[i * ROWS + r] = _mm256_madd_epi16(_mm256_maddubs_epi16(F::values(b), a), ones);
-                heads[i * ROWS + r] = head(b, 0);
-            }
-        }
-        let mut acc = _mm256_setzero_ps();
+    let (dots, _, _, heads) = scratch(blocks * N);
+    // Phase one: each row streamed on its own (eight rows interleaved ran
+    // 1.5× slower from DRAM), its per-block integer sums to scratch.
+    for (r, &row) in rows.iter().enumerate() {
         for i in 0..blocks {
-            let mut dot = fold8(&*(dots.as_ptr().add(i * ROWS) as *const [__m256i; ROWS]));
+            let b = row.add(i * F::BYTES);
+            // One hint per cache line, at the block that starts in it.
+            prefetch(b, 1, (i * F::BYTES) % 64 < F::BYTES);
+            let w = F::values(b);
+            for (t, x) in xs.iter().enumerate() {
+                let a = _mm256_loadu_si256(x.q.as_ptr().add(32 * i) as *const __m256i);
+                dots[((t * blocks) + i) * ROWS + r] =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones);
+            }
+            heads[i * ROWS + r] = head(b, 0);
+        }
+    }
+    // Phase two: per block, eight rows' sums folded and scaled together.
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (t, x) in xs.iter().enumerate() {
+        for i in 0..blocks {
+            let at = ((t * blocks) + i) * ROWS;
+            let mut dot = fold8(&*(dots.as_ptr().add(at) as *const [__m256i; ROWS]));
             let head = lanes_of(heads, i);
             let scale = _mm256_mul_ps(
                 halves::<false>(head),
@@ -231,15 +286,15 @@ unsafe fn legacy<F: Legacy>(rows: &[*const u8; ROWS], blocks: usize, x: &Quantiz
                 let sum =
                     *x.sum.get_unchecked(2 * i) as i32 + *x.sum.get_unchecked(2 * i + 1) as i32;
                 dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(F::OFFSET * sum));
-                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
             } else {
-                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
                 let dsum = _mm256_set1_ps(*x.dsum.get_unchecked(2 * i));
-                acc = _mm256_fmadd_ps(halves::<true>(head), dsum, acc);
+                acc[t] = _mm256_fmadd_ps(halves::<true>(head), dsum, acc[t]);
             }
         }
-        acc
     }
+    acc
 }
 
 /// Phase one's results for eight rows, `[block][row]`: vectors of sums
@@ -348,108 +403,128 @@ impl K4 for Q5K {
 }
 
 #[inline(always)]
-unsafe fn k4<F: K4>(rows: &[*const u8; ROWS], blocks: usize, x: &QuantizedActs) -> __m256 {
-    let (_, int_dots, int_mins, heads) = scratch(blocks);
-    {
-        for (r, &row) in rows.iter().enumerate() {
-            for i in 0..blocks {
-                let b = row.add(i * F::BYTES);
-                prefetch(b, F::BYTES, true);
-                let a = x.q.as_ptr().add(256 * i);
+unsafe fn k4<F: K4, const N: usize>(
+    rows: &[*const u8; ROWS],
+    blocks: usize,
+    xs: &[&QuantizedActs; N],
+) -> [__m256; N] {
+    let (_, int_dots, int_mins, heads) = scratch(blocks * N);
+    for (r, &row) in rows.iter().enumerate() {
+        for i in 0..blocks {
+            let b = row.add(i * F::BYTES);
+            prefetch(b, F::BYTES, true);
+            let sm = _mm256_cvtepu8_epi16(k4_scales(b.add(4)));
+            let scales = _mm256_permute2x128_si256(sm, sm, 0x00);
+            let mut dot = [_mm256_setzero_si256(); N];
+            for c in 0..4 {
+                let (lo, hi) = F::values(b, c);
+                let s0 = _mm256_shuffle_epi8(scales, lane16(2 * c));
+                let s1 = _mm256_shuffle_epi8(scales, lane16(2 * c + 1));
+                for (t, x) in xs.iter().enumerate() {
+                    let a = x.q.as_ptr().add(256 * i + 64 * c);
+                    let a0 = _mm256_loadu_si256(a as *const __m256i);
+                    let a1 = _mm256_loadu_si256(a.add(32) as *const __m256i);
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), s0);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), s1);
+                    dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(p0, p1));
+                }
+            }
+            for (t, x) in xs.iter().enumerate() {
                 let bs = _mm256_loadu_si256(x.sum.as_ptr().add(16 * i) as *const __m256i);
                 // Sums per 32-group, as the mins need them.
                 let bs32 =
                     _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-                let sm = _mm256_cvtepu8_epi16(k4_scales(b.add(4)));
-                let scales = _mm256_permute2x128_si256(sm, sm, 0x00);
                 let min = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), bs32);
-                let mut dot = _mm256_setzero_si256();
-                for c in 0..4 {
-                    let (lo, hi) = F::values(b, c);
-                    let a0 = _mm256_loadu_si256(a.add(64 * c) as *const __m256i);
-                    let a1 = _mm256_loadu_si256(a.add(64 * c + 32) as *const __m256i);
-                    let s0 = _mm256_shuffle_epi8(scales, lane16(2 * c));
-                    let s1 = _mm256_shuffle_epi8(scales, lane16(2 * c + 1));
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), s0);
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), s1);
-                    dot = _mm256_add_epi32(dot, _mm256_add_epi32(p0, p1));
-                }
-                int_dots[i * ROWS + r] = hsum8(dot);
-                int_mins[i * ROWS + r] = hsum4(min);
-                heads[i * ROWS + r] = head(b, 0);
+                let at = ((t * blocks) + i) * ROWS + r;
+                int_dots[at] = hsum8(dot[t]);
+                int_mins[at] = hsum4(min);
             }
+            heads[i * ROWS + r] = head(b, 0);
         }
-        let mut acc = _mm256_setzero_ps();
+    }
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (t, x) in xs.iter().enumerate() {
         for i in 0..blocks {
-            let dot = lanes_of(int_dots, i);
-            let min = lanes_of(int_mins, i);
+            let at = (t * blocks) + i;
+            let dot = lanes_of(int_dots, at);
+            let min = lanes_of(int_mins, at);
             let head = lanes_of(heads, i);
             let dx = _mm256_set1_ps(*x.d.get_unchecked(16 * i));
             let scale = _mm256_mul_ps(halves::<false>(head), dx);
-            acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
             let neg_dmin = _mm256_xor_ps(halves::<true>(head), _mm256_set1_ps(-0.0));
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(neg_dmin, dx), _mm256_cvtepi32_ps(min), acc);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(neg_dmin, dx), _mm256_cvtepi32_ps(min), acc[t]);
         }
-        acc
     }
+    acc
 }
 
 /// Q6_K: values taken unsigned (0..63); 32 times each group's scaled
 /// activation sum subtracted in integer before the block scale.
 #[inline(always)]
-unsafe fn q6_k(rows: &[*const u8; ROWS], blocks: usize, x: &QuantizedActs) -> __m256 {
+unsafe fn q6_k<const N: usize>(
+    rows: &[*const u8; ROWS],
+    blocks: usize,
+    xs: &[&QuantizedActs; N],
+) -> [__m256; N] {
     let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
-    let (_, int_dots, _, heads) = scratch(blocks);
-    {
-        for (r, &row) in rows.iter().enumerate() {
-            for i in 0..blocks {
-                let b = row.add(i * 210);
-                prefetch(b, 210, true);
-                let a = x.q.as_ptr().add(256 * i);
+    let (_, int_dots, _, heads) = scratch(blocks * N);
+    for (r, &row) in rows.iter().enumerate() {
+        for i in 0..blocks {
+            let b = row.add(i * 210);
+            prefetch(b, 210, true);
+            let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
+            let sc16 = _mm256_cvtepi8_epi16(sc);
+            let mut dot = [_mm256_setzero_si256(); N];
+            for (t, x) in xs.iter().enumerate() {
                 let bs = _mm256_loadu_si256(x.sum.as_ptr().add(16 * i) as *const __m256i);
-                let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
-                let offset = _mm256_slli_epi32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bs), 5);
-                let mut dot = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
-                for half in 0..2 {
-                    let ql0 = _mm256_loadu_si256(b.add(64 * half) as *const __m256i);
-                    let ql1 = _mm256_loadu_si256(b.add(64 * half + 32) as *const __m256i);
-                    let qh = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
-                    let low = |v: __m256i| _mm256_and_si256(v, m4);
-                    let high = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                    let bits = |v: __m256i| _mm256_and_si256(v, m30);
-                    let q = [
-                        _mm256_or_si256(low(ql0), bits(_mm256_slli_epi16(qh, 4))),
-                        _mm256_or_si256(low(ql1), bits(_mm256_slli_epi16(qh, 2))),
-                        _mm256_or_si256(high(ql0), bits(qh)),
-                        _mm256_or_si256(high(ql1), bits(_mm256_srli_epi16(qh, 2))),
-                    ];
-                    for (j, qj) in q.iter().enumerate() {
-                        let k = 4 * half + j;
-                        // Groups 2k and 2k+1: their scales in lanes 0-7 and 8-15.
-                        let pick = _mm_set_epi64x(
-                            (0x0101_0101_0101_0101u64 * (2 * k as u64 + 1)) as i64,
-                            (0x0101_0101_0101_0101u64 * (2 * k as u64)) as i64,
-                        );
-                        let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick));
-                        let av = _mm256_loadu_si256(a.add(128 * half + 32 * j) as *const __m256i);
-                        dot = _mm256_add_epi32(
-                            dot,
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(*qj, av), s),
-                        );
+                let offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
+                dot[t] = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+            }
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(b.add(64 * half) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(b.add(64 * half + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
+                let low = |v: __m256i| _mm256_and_si256(v, m4);
+                let high = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                let bits = |v: __m256i| _mm256_and_si256(v, m30);
+                let q = [
+                    _mm256_or_si256(low(ql0), bits(_mm256_slli_epi16(qh, 4))),
+                    _mm256_or_si256(low(ql1), bits(_mm256_slli_epi16(qh, 2))),
+                    _mm256_or_si256(high(ql0), bits(qh)),
+                    _mm256_or_si256(high(ql1), bits(_mm256_srli_epi16(qh, 2))),
+                ];
+                for (j, qj) in q.iter().enumerate() {
+                    let k = 4 * half + j;
+                    // Groups 2k and 2k+1: their scales in lanes 0-7 and 8-15.
+                    let pick = _mm_set_epi64x(
+                        (0x0101_0101_0101_0101u64 * (2 * k as u64 + 1)) as i64,
+                        (0x0101_0101_0101_0101u64 * (2 * k as u64)) as i64,
+                    );
+                    let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, pick));
+                    for (t, x) in xs.iter().enumerate() {
+                        let av = x.q.as_ptr().add(256 * i + 128 * half + 32 * j);
+                        let av = _mm256_loadu_si256(av as *const __m256i);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(*qj, av), s);
+                        dot[t] = _mm256_add_epi32(dot[t], p);
                     }
                 }
-                int_dots[i * ROWS + r] = hsum8(dot);
-                // d is the block's last two bytes: the u32 ending there.
-                heads[i * ROWS + r] = head(b, 206);
             }
+            for (t, d) in dot.iter().enumerate() {
+                int_dots[((t * blocks) + i) * ROWS + r] = hsum8(*d);
+            }
+            // d is the block's last two bytes: the u32 ending there.
+            heads[i * ROWS + r] = head(b, 206);
         }
-        let mut acc = _mm256_setzero_ps();
+    }
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (t, x) in xs.iter().enumerate() {
         for i in 0..blocks {
-            let dot = lanes_of(int_dots, i);
+            let dot = lanes_of(int_dots, (t * blocks) + i);
             let d = halves::<true>(lanes_of(heads, i));
             let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.d.get_unchecked(16 * i)));
-            acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+            acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
         }
-        acc
     }
+    acc
 }

@@ -431,17 +431,20 @@ fn gemm_matches_the_decoded_path_and_the_row_kernel_bit_for_bit() {
             let mut scratch = GemmScratch::default();
             let mut out = vec![0f32; xs.len() * n_rows];
             gemm(ty, &rows.concat(), n_rows, &panels, &mut scratch, &mut out);
-            // The single-token kernel gives the same bits.
-            for (t, x) in xs.iter().enumerate() {
-                let mut one = vec![0f32; n_rows];
-                matvec(ty, &rows.concat(), n_rows, x, &mut one);
-                for (r, v) in one.iter().enumerate() {
-                    let g = out[t * n_rows + r];
-                    assert_eq!(
-                        v.to_bits(),
-                        g.to_bits(),
-                        "{ty:?} n={n} row {r} token {t}: row kernel {v} vs gemm {g}"
-                    );
+            // The row kernel gives the same bits, one to three tokens a call.
+            for k in 1..=MATVEC_MAX_TOKENS {
+                for (c, group) in refs.chunks(k).enumerate() {
+                    let mut got = vec![0f32; n_rows * group.len()];
+                    matvec(ty, &rows.concat(), n_rows, group, &mut got);
+                    for (j, v) in got.iter().enumerate() {
+                        let (t, r) = (c * k + j / n_rows, j % n_rows);
+                        let g = out[t * n_rows + r];
+                        assert_eq!(
+                            v.to_bits(),
+                            g.to_bits(),
+                            "{ty:?} n={n} row {r} token {t} ({k} a call): row kernel {v} vs gemm {g}"
+                        );
+                    }
                 }
             }
             for (r, row) in rows.iter().enumerate() {

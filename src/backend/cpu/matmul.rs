@@ -12,12 +12,9 @@ use super::{CpuAct, CpuWeight};
 use crate::quant::act::{dot_decoded, dot_f32, ActFormat, QuantizedActs};
 use crate::quant::{dequantize_row, fused_matmul, has_fused_kernel, has_gemm_kernel, DecodedRow};
 #[cfg(target_arch = "x86_64")]
-use crate::quant::{gemm, matvec, ActPanel, GemmScratch};
-
-/// Fewest tokens for which the GEMM beats the single-token kernel run once
-/// per token (`examples/kernels`: one panel of 8 costs about three
-/// single-token passes).
-const GEMM_MIN_TOKENS: usize = 4;
+use crate::quant::{
+    gemm, matvec, matvec_beats_gemm_up_to, ActPanel, GemmScratch, MATVEC_MAX_TOKENS,
+};
 
 thread_local! {
     /// Per-thread scratch: a task's [tokens × rows] results, a decoded row,
@@ -44,7 +41,7 @@ enum Kernel {
     Float,
     /// The prompt GEMM, many tokens per weight row.
     Gemm,
-    /// The GEMM's arithmetic one token at a time (bit-identical to `Gemm`).
+    /// The GEMM's arithmetic, a few tokens at a time (bit-identical to `Gemm`).
     Exact,
     /// The fused row kernels, up to four tokens per row (Q8_0).
     Fused,
@@ -68,7 +65,7 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
         .map(|w| match w.ty {
             t if !t.is_quantized() => Kernel::Float,
             t if has_gemm_kernel(t) => {
-                if n_tok >= GEMM_MIN_TOKENS && gemm_enabled() {
+                if n_tok > matvec_beats_gemm_up_to(t) && gemm_enabled() {
                     Kernel::Gemm
                 } else {
                     Kernel::Exact
@@ -171,11 +168,14 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
                 }
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Exact => {
-                    tile.resize(nr, 0.0);
-                    for (t, xt) in xq.expect("quantized above").iter().enumerate() {
-                        matvec(w.ty, rows, nr, xt, tile);
-                        for (k, v) in tile.iter().enumerate() {
-                            write(t, r0 + k, *v);
+                    let xs: Vec<&QuantizedActs> = xq.expect("quantized above").iter().collect();
+                    for (c, group) in xs.chunks(MATVEC_MAX_TOKENS).enumerate() {
+                        tile.resize(group.len() * nr, 0.0);
+                        matvec(w.ty, rows, nr, group, tile);
+                        for (t, vals) in tile.chunks_exact(nr).enumerate() {
+                            for (k, v) in vals.iter().enumerate() {
+                                write(c * MATVEC_MAX_TOKENS + t, r0 + k, *v);
+                            }
                         }
                     }
                 }
