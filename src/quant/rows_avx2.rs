@@ -1,15 +1,17 @@
-//! Single-token products for the types the prompt GEMM covers, computed with
-//! the GEMM's arithmetic so that a token's result is the same bits whichever
-//! kernel computes it: per block, one exact integer dot (and one exact
-//! integer offset or min term), then one float step in the same order
+//! Products for one to four tokens, for the types the GEMM covers, computed
+//! with the GEMM's arithmetic so that a token's result is the same bits
+//! whichever kernel computes it: per block, one exact integer dot (and one
+//! exact integer offset or min term), then one float step in the same order
 //! (`acc = fma(d·dx, x, acc)`, then the min's). The GEMM lays tokens in
-//! lanes; here eight weight rows share the lanes: each row's integer sum is
-//! formed in a vector and the eight are folded into one by a `hadd` tree,
-//! so the float step runs once per block for eight rows.
+//! lanes; here eight weight rows share the lanes. Phase one streams the
+//! eight rows one after another (as the weights lie in memory), each row's
+//! values unpacked once for all the tokens, and keeps each (row, block)
+//! integer sum in scratch; phase two folds the eight rows' sums of a block
+//! into one vector and runs the float step once per block for all eight.
 //!
-//! This is what lets the backend pick a kernel by batch size alone: one
-//! token (or a few) here, many through the GEMM, with no logit depending on
-//! the choice (tested bit for bit).
+//! This is what lets the backend pick a kernel by batch size alone: a few
+//! tokens here, more through the GEMM, with no logit depending on the
+//! choice (tested bit for bit).
 
 #![cfg(target_arch = "x86_64")]
 
