@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 
 use super::act::{ActFormat, QuantizedActs};
 use super::fused_avx2::{f16_pair, k4_scales};
-use super::legacy_avx2::{bit_mask, nibbles};
+use super::values_avx2::{q6_k_values, Legacy, K4, Q40, Q41, Q4K, Q50, Q51, Q5K};
 use super::{f16_at, GgmlType};
 
 /// Tokens per panel (lanes of a 256-bit vector of i32).
@@ -143,53 +143,45 @@ unsafe fn store(p: *mut u8, v: __m256i) {
     _mm256_storeu_si256(p as *mut __m256i, v)
 }
 
-struct Q40;
-struct Q41;
-struct Q50;
-struct Q51;
-struct Q4K;
-struct Q5K;
-struct Q6K;
-
-/// The legacy formats share everything but their value unpacking.
+/// The 32-element formats: their values, and the offset or min each has.
+/// Depth from the largest value: 4 bits, 8 steps; 5 bits, 4.
 macro_rules! legacy_format {
-    ($t:ty, $bytes:expr, $depth:expr, $corr:expr, $offset:expr, |$b:ident| $values:expr) => {
+    ($t:ty, $depth:expr) => {
         impl Format for $t {
             const BLOCK: usize = 32;
-            const BYTES: usize = $bytes;
+            const BYTES: usize = <$t as Legacy>::BYTES;
             const SUB: usize = 32;
             const DEPTH: usize = $depth;
-            const CORRECTION: Correction = $corr;
+            const CORRECTION: Correction = if <$t as Legacy>::OFFSET != 0 {
+                Correction::Subtract
+            } else {
+                Correction::FloatMin
+            };
             #[inline(always)]
             unsafe fn unpack(
-                $b: *const u8,
+                b: *const u8,
                 vals: *mut u8,
                 scales: *mut i32,
                 corr: *mut i32,
             ) -> (f32, f32) {
-                store(vals, $values);
+                store(vals, <$t as Legacy>::values(b));
                 *scales = pair(1, 1);
-                *corr = pair($offset, $offset);
+                let offset = <$t as Legacy>::OFFSET;
+                *corr = pair(offset, offset);
                 if Self::CORRECTION == Correction::FloatMin {
-                    f16_pair($b)
+                    f16_pair(b)
                 } else {
-                    (f16_at(std::slice::from_raw_parts($b, 2), 0), 0.0)
+                    (f16_at(std::slice::from_raw_parts(b, 2), 0), 0.0)
                 }
             }
         }
     };
 }
 
-legacy_format!(Q40, 18, 8, Correction::Subtract, 8, |b| nibbles(b.add(2)));
-legacy_format!(Q41, 20, 8, Correction::FloatMin, 0, |b| nibbles(b.add(4)));
-legacy_format!(Q50, 22, 4, Correction::Subtract, 16, |b| {
-    let fifth = _mm256_and_si256(bit_mask(b.add(2)), _mm256_set1_epi8(0x10));
-    _mm256_or_si256(nibbles(b.add(6)), fifth)
-});
-legacy_format!(Q51, 24, 4, Correction::FloatMin, 0, |b| {
-    let fifth = _mm256_and_si256(bit_mask(b.add(4)), _mm256_set1_epi8(0x10));
-    _mm256_or_si256(nibbles(b.add(8)), fifth)
-});
+legacy_format!(Q40, 8);
+legacy_format!(Q41, 8);
+legacy_format!(Q50, 4);
+legacy_format!(Q51, 4);
 
 /// Q4_K/Q5_K's eight 6-bit scales and mins, as broadcastable pairs.
 #[inline(always)]
@@ -204,59 +196,42 @@ unsafe fn k4_scales_mins(b: *const u8, scales: *mut i32, corr: *mut i32) {
     }
 }
 
-impl Format for Q4K {
-    const BLOCK: usize = 256;
-    const BYTES: usize = 144;
-    const SUB: usize = 32;
-    const DEPTH: usize = 8;
-    const CORRECTION: Correction = Correction::IntMin;
-    const CORR_SPAN: usize = 64;
-    #[inline(always)]
-    unsafe fn unpack(b: *const u8, vals: *mut u8, scales: *mut i32, corr: *mut i32) -> (f32, f32) {
-        let m4 = _mm256_set1_epi8(0x0f);
-        for c in 0..4 {
-            let v = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
-            store(vals.add(64 * c), _mm256_and_si256(v, m4));
-            store(
-                vals.add(64 * c + 32),
-                _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-            );
+/// Q4_K and Q5_K: eight sub-blocks of 32 with 6-bit scales and mins.
+/// Depth from the largest value: 4 bits, 8 steps; 5 bits, 4.
+macro_rules! k4_format {
+    ($t:ty, $depth:expr) => {
+        impl Format for $t {
+            const BLOCK: usize = 256;
+            const BYTES: usize = <$t as K4>::BYTES;
+            const SUB: usize = 32;
+            const DEPTH: usize = $depth;
+            const CORRECTION: Correction = Correction::IntMin;
+            const CORR_SPAN: usize = 64;
+            #[inline(always)]
+            unsafe fn unpack(
+                b: *const u8,
+                vals: *mut u8,
+                scales: *mut i32,
+                corr: *mut i32,
+            ) -> (f32, f32) {
+                for c in 0..4 {
+                    let (lo, hi) = <$t as K4>::values(b, c);
+                    store(vals.add(64 * c), lo);
+                    store(vals.add(64 * c + 32), hi);
+                }
+                k4_scales_mins(b, scales, corr);
+                f16_pair(b)
+            }
         }
-        k4_scales_mins(b, scales, corr);
-        f16_pair(b)
-    }
+    };
 }
 
-impl Format for Q5K {
-    const BLOCK: usize = 256;
-    const BYTES: usize = 176;
-    const SUB: usize = 32;
-    const DEPTH: usize = 4;
-    const CORRECTION: Correction = Correction::IntMin;
-    const CORR_SPAN: usize = 64;
-    #[inline(always)]
-    unsafe fn unpack(b: *const u8, vals: *mut u8, scales: *mut i32, corr: *mut i32) -> (f32, f32) {
-        let (m4, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
-        let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
-        // Bit s of each qh byte is the fifth bit of sub-block s.
-        let bit = |s: i32| {
-            let h = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), one);
-            _mm256_slli_epi16(h, 4)
-        };
-        for c in 0..4 {
-            let v = _mm256_loadu_si256(b.add(48 + 32 * c) as *const __m256i);
-            let lo = _mm256_or_si256(_mm256_and_si256(v, m4), bit(2 * c as i32));
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            store(vals.add(64 * c), lo);
-            store(
-                vals.add(64 * c + 32),
-                _mm256_or_si256(hi, bit(2 * c as i32 + 1)),
-            );
-        }
-        k4_scales_mins(b, scales, corr);
-        f16_pair(b)
-    }
-}
+k4_format!(Q4K, 8);
+k4_format!(Q5K, 4);
+
+/// Q6_K: sixteen sub-blocks of 16 with signed 8-bit scales, values offset
+/// by 32.
+struct Q6K;
 
 impl Format for Q6K {
     const BLOCK: usize = 256;
@@ -266,25 +241,10 @@ impl Format for Q6K {
     const CORRECTION: Correction = Correction::Subtract;
     #[inline(always)]
     unsafe fn unpack(b: *const u8, vals: *mut u8, scales: *mut i32, corr: *mut i32) -> (f32, f32) {
-        let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
         for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(b.add(64 * half) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(b.add(64 * half + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
-            let v = vals.add(128 * half);
-            let low = |x: __m256i| _mm256_and_si256(x, m4);
-            let high = |x: __m256i| _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
-            let bits = |x: __m256i| _mm256_and_si256(x, m30);
-            store(v, _mm256_or_si256(low(ql0), bits(_mm256_slli_epi16(qh, 4))));
-            store(
-                v.add(32),
-                _mm256_or_si256(low(ql1), bits(_mm256_slli_epi16(qh, 2))),
-            );
-            store(v.add(64), _mm256_or_si256(high(ql0), bits(qh)));
-            store(
-                v.add(96),
-                _mm256_or_si256(high(ql1), bits(_mm256_srli_epi16(qh, 2))),
-            );
+            for (j, v) in q6_k_values(b, half).into_iter().enumerate() {
+                store(vals.add(128 * half + 32 * j), v);
+            }
         }
         let sc = b.add(192) as *const i8;
         for g in 0..16 {

@@ -19,6 +19,7 @@ mod legacy;
 mod legacy_avx2;
 pub mod quantize;
 mod rows_avx2;
+mod values_avx2;
 
 use half::{bf16, f16};
 

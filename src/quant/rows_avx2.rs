@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use super::act::QuantizedActs;
 use super::fused_avx2::{k4_scales, lane16};
-use super::legacy_avx2::{fifth_bits, nibbles};
+use super::values_avx2::{q6_k_values, Legacy, K4, Q40, Q41, Q4K, Q50, Q51, Q5K};
 use super::GgmlType;
 
 /// Rows per kernel call (one per lane).
@@ -160,93 +160,13 @@ unsafe fn hsum4(v: __m128i) -> i32 {
 /// The low (`HIGH` = false) or high f16 of each 32-bit lane, as f32.
 #[inline(always)]
 unsafe fn halves<const HIGH: bool>(v: __m256i) -> __m256 {
-    let o: i8 = if HIGH { 2 } else { 0 };
-    let pick = _mm256_setr_epi8(
-        o,
-        o + 1,
-        o + 4,
-        o + 5,
-        o + 8,
-        o + 9,
-        o + 12,
-        o + 13,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        o,
-        o + 1,
-        o + 4,
-        o + 5,
-        o + 8,
-        o + 9,
-        o + 12,
-        o + 13,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-        -1,
-    );
+    // In each 128-bit half, bytes 0,1,4,5,8,9,12,13 (the low f16 of every
+    // lane) or 2,3,6,7,10,11,14,15 (the high) to the front; the rest zeroed.
+    let shift = if HIGH { 0x0202_0202 } else { 0 };
+    let (a, b) = (0x0504_0100 + shift, 0x0d0c_0908 + shift);
+    let pick = _mm256_setr_epi32(a, b, -1, -1, a, b, -1, -1);
     let packed = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0b00_00_10_00);
     _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
-}
-
-/// A 32-element format as the GEMM sees it: unsigned values, and an offset
-/// (Q4_0, Q5_0) or a float min (Q4_1, Q5_1).
-trait Legacy {
-    const BYTES: usize;
-    /// Subtracted times the activations' block sum; 0 for the min formats.
-    const OFFSET: i32;
-    unsafe fn values(b: *const u8) -> __m256i;
-}
-
-struct Q40;
-struct Q41;
-struct Q50;
-struct Q51;
-
-impl Legacy for Q40 {
-    const BYTES: usize = 18;
-    const OFFSET: i32 = 8;
-    #[inline(always)]
-    unsafe fn values(b: *const u8) -> __m256i {
-        nibbles(b.add(2))
-    }
-}
-
-impl Legacy for Q41 {
-    const BYTES: usize = 20;
-    const OFFSET: i32 = 0;
-    #[inline(always)]
-    unsafe fn values(b: *const u8) -> __m256i {
-        nibbles(b.add(4))
-    }
-}
-
-impl Legacy for Q50 {
-    const BYTES: usize = 22;
-    const OFFSET: i32 = 16;
-    #[inline(always)]
-    unsafe fn values(b: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)))
-    }
-}
-
-impl Legacy for Q51 {
-    const BYTES: usize = 24;
-    const OFFSET: i32 = 0;
-    #[inline(always)]
-    unsafe fn values(b: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4)))
-    }
 }
 
 #[inline(always)]
@@ -364,46 +284,6 @@ unsafe fn head(b: *const u8, offset: usize) -> i32 {
     (b.add(offset) as *const i32).read_unaligned()
 }
 
-/// Q4_K/Q5_K: the 64 unsigned values of chunk c (sub-blocks 2c, 2c+1).
-trait K4 {
-    const BYTES: usize;
-    unsafe fn values(b: *const u8, c: usize) -> (__m256i, __m256i);
-}
-
-struct Q4K;
-struct Q5K;
-
-impl K4 for Q4K {
-    const BYTES: usize = 144;
-    #[inline(always)]
-    unsafe fn values(b: *const u8, c: usize) -> (__m256i, __m256i) {
-        let m4 = _mm256_set1_epi8(0x0f);
-        let v = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
-        (
-            _mm256_and_si256(v, m4),
-            _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
-        )
-    }
-}
-
-impl K4 for Q5K {
-    const BYTES: usize = 176;
-    #[inline(always)]
-    unsafe fn values(b: *const u8, c: usize) -> (__m256i, __m256i) {
-        let (m4, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
-        let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
-        // Bit s of each qh byte is the fifth bit of sub-block s.
-        let bit = |s: i32| {
-            let h = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), one);
-            _mm256_slli_epi16(h, 4)
-        };
-        let v = _mm256_loadu_si256(b.add(48 + 32 * c) as *const __m256i);
-        let lo = _mm256_or_si256(_mm256_and_si256(v, m4), bit(2 * c as i32));
-        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        (lo, _mm256_or_si256(hi, bit(2 * c as i32 + 1)))
-    }
-}
-
 #[inline(always)]
 unsafe fn k4<F: K4, const N: usize>(
     rows: &[*const u8; ROWS],
@@ -469,7 +349,6 @@ unsafe fn q6_k<const N: usize>(
     blocks: usize,
     xs: &[&QuantizedActs; N],
 ) -> [__m256; N] {
-    let (m4, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
     let (_, int_dots, _, heads) = scratch(blocks * N);
     for (r, &row) in rows.iter().enumerate() {
         for i in 0..blocks {
@@ -484,18 +363,7 @@ unsafe fn q6_k<const N: usize>(
                 dot[t] = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
             }
             for half in 0..2 {
-                let ql0 = _mm256_loadu_si256(b.add(64 * half) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(b.add(64 * half + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
-                let low = |v: __m256i| _mm256_and_si256(v, m4);
-                let high = |v: __m256i| _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                let bits = |v: __m256i| _mm256_and_si256(v, m30);
-                let q = [
-                    _mm256_or_si256(low(ql0), bits(_mm256_slli_epi16(qh, 4))),
-                    _mm256_or_si256(low(ql1), bits(_mm256_slli_epi16(qh, 2))),
-                    _mm256_or_si256(high(ql0), bits(qh)),
-                    _mm256_or_si256(high(ql1), bits(_mm256_srli_epi16(qh, 2))),
-                ];
+                let q = q6_k_values(b, half);
                 for (j, qj) in q.iter().enumerate() {
                     let k = 4 * half + j;
                     // Groups 2k and 2k+1: their scales in lanes 0-7 and 8-15.

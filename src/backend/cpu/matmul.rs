@@ -91,21 +91,23 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
     let q8_k = formats
         .contains(&Some(ActFormat::Q8_K))
         .then(|| quantized(ActFormat::Q8_K));
+    // The kernels take the token rows as a slice of references: made once
+    // here, not in every task.
+    let refs_0: Option<Vec<&QuantizedActs>> = q8_0.as_ref().map(|v| v.iter().collect());
+    let refs_k: Option<Vec<&QuantizedActs>> = q8_k.as_ref().map(|v| v.iter().collect());
     let acts = |format: ActFormat| match format {
-        ActFormat::Q8_0 => q8_0.as_ref(),
-        ActFormat::Q8_K => q8_k.as_ref(),
+        ActFormat::Q8_0 => refs_0.as_deref(),
+        ActFormat::Q8_K => refs_k.as_deref(),
     };
     #[cfg(target_arch = "x86_64")]
     let panels = |format: ActFormat| -> Vec<ActPanel> {
         let wanted =
             (0..ws.len()).any(|i| kernels[i] == Kernel::Gemm && formats[i] == Some(format));
         match acts(format) {
-            Some(xq) if wanted => {
-                let refs: Vec<&QuantizedActs> = xq.iter().collect();
-                refs.chunks(crate::quant::gemm_avx2::LANES)
-                    .map(|c| ActPanel::new(c, format))
-                    .collect()
-            }
+            Some(xs) if wanted => xs
+                .chunks(crate::quant::gemm_avx2::LANES)
+                .map(|c| ActPanel::new(c, format))
+                .collect(),
             _ => Vec::new(),
         }
     };
@@ -136,16 +138,15 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
             let rb = w.row_bytes();
             let rows = &w.bytes()[r0 * rb..r1 * rb];
             let nr = r1 - r0;
-            // The tile holds [tokens × rows] results of the fused kernels
-            // and of the GEMM.
-            let put_tile = |tile: &[f32]| {
+            // A tile holds [tokens × rows] results, tokens from `t0` on.
+            let put_tile = |tile: &[f32], t0: usize| {
                 for (t, vals) in tile.chunks_exact(nr).enumerate() {
                     for (k, v) in vals.iter().enumerate() {
-                        write(t, r0 + k, *v);
+                        write(t0 + t, r0 + k, *v);
                     }
                 }
             };
-            let xq = formats[i].and_then(acts);
+            let xs = formats[i].and_then(acts);
             match kernels[i] {
                 Kernel::Float => {
                     wrow.resize(w.cols, 0.0);
@@ -164,32 +165,27 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
                     };
                     tile.resize(n_tok * nr, 0.0);
                     gemm(w.ty, rows, nr, panels, _unpacked, tile);
-                    put_tile(tile);
+                    put_tile(tile, 0);
                 }
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Exact => {
-                    let xs: Vec<&QuantizedActs> = xq.expect("quantized above").iter().collect();
+                    let xs = xs.expect("quantized above");
                     for (c, group) in xs.chunks(MATVEC_MAX_TOKENS).enumerate() {
                         tile.resize(group.len() * nr, 0.0);
                         matvec(w.ty, rows, nr, group, tile);
-                        for (t, vals) in tile.chunks_exact(nr).enumerate() {
-                            for (k, v) in vals.iter().enumerate() {
-                                write(c * MATVEC_MAX_TOKENS + t, r0 + k, *v);
-                            }
-                        }
+                        put_tile(tile, c * MATVEC_MAX_TOKENS);
                     }
                 }
                 Kernel::Fused => {
-                    let xs: Vec<&QuantizedActs> = xq.expect("quantized above").iter().collect();
                     tile.resize(n_tok * nr, 0.0);
-                    fused_matmul(w.ty, rows, nr, &xs, tile);
-                    put_tile(tile);
+                    fused_matmul(w.ty, rows, nr, xs.expect("quantized above"), tile);
+                    put_tile(tile, 0);
                 }
                 _ => {
-                    let xq = xq.expect("quantized above");
+                    let xs = xs.expect("quantized above");
                     for r in r0..r1 {
                         dec.decode(w.ty, w.row(r), w.cols);
-                        for (t, xt) in xq.iter().enumerate() {
+                        for (t, xt) in xs.iter().enumerate() {
                             write(t, r, dot_decoded(dec, xt));
                         }
                     }
