@@ -186,10 +186,8 @@ impl Gpu {
         let (major, minor) = ctx.compute_capability().map_err(drv)?;
         let name = ctx.name().map_err(drv)?;
         let t0 = std::time::Instant::now();
-        let split = format!("-DSPLIT={}", super::step::ATTN_SPLIT);
-        let options: Vec<String> = ["-default-device", "--std=c++17", &split]
+        let options: Vec<String> = nvrtc_options()
             .into_iter()
-            .map(String::from)
             // Experiments: extra NVRTC options, e.g. -DMV_UNROLL=4.
             .chain(
                 std::env::var("TANDEM_CUDA_NVRTC_OPTS")
@@ -467,6 +465,15 @@ impl Gpu {
     }
 }
 
+/// The NVRTC options every program is compiled with.
+fn nvrtc_options() -> Vec<String> {
+    let split = format!("-DSPLIT={}", super::step::ATTN_SPLIT);
+    ["-default-device", "--std=c++17", &split]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
 /// Loaded kernel programs; `late` is the background compile of the rest.
 struct Kernels {
     modules: Vec<Arc<CudaModule>>,
@@ -715,44 +722,32 @@ mod tests {
     #[test]
     #[ignore = "needs libnvrtc; a measurement, not a check"]
     fn nvrtc_times() {
-        let split = format!("-DSPLIT={}", super::super::step::ATTN_SPLIT);
-        let options: Vec<String> = ["-default-device", "--std=c++17", &split]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let options = nvrtc_options();
         let programs = programs();
-        let serial = std::env::var("NVRTC_SERIAL").is_ok();
+        let time = |src: &str| {
+            let t = std::time::Instant::now();
+            super::super::compile::compile_uncached(src, "--gpu-architecture=sm_90", &options)
+                .expect("compiles");
+            t.elapsed().as_secs_f64()
+        };
         let t0 = std::time::Instant::now();
-        let times: Vec<f64> = std::thread::scope(|s| {
-            let hs: Vec<_> = programs
-                .iter()
-                .map(|(src, _)| {
-                    let h = s.spawn(|| {
-                        let t = std::time::Instant::now();
-                        super::super::compile::compile_uncached(
-                            src,
-                            "--gpu-architecture=sm_90",
-                            &options,
-                        )
-                        .expect("compiles");
-                        t.elapsed().as_secs_f64()
-                    });
-                    if serial {
-                        while !h.is_finished() {
-                            std::thread::sleep(std::time::Duration::from_millis(5));
-                        }
-                    }
-                    h
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+        let times: Vec<f64> = if std::env::var("NVRTC_SERIAL").is_ok() {
+            programs.iter().map(|(src, _)| time(src)).collect()
+        } else {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = programs
+                    .iter()
+                    .map(|(src, _)| s.spawn(|| time(src)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            })
+        };
         let wall = t0.elapsed().as_secs_f64();
         for ((_, names), t) in programs.iter().zip(&times) {
             eprintln!("{t:6.2} s  {}", names.join(" "));
         }
         eprintln!(
-            "{} programs in parallel: {wall:.2} s wall, {:.2} s summed",
+            "{} programs: {wall:.2} s wall, {:.2} s summed",
             programs.len(),
             times.iter().sum::<f64>()
         );
