@@ -143,10 +143,15 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| (i as u32, l))
             .collect();
-        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if p.top_k > 0 {
+        // Most likely first, ties by id: a total order, so selecting the top k
+        // and sorting only them gives exactly the full sort's first k (a full
+        // sort of a 152k vocabulary took 4.5 ms a token).
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if p.top_k > 0 && p.top_k < cand.len() {
+            cand.select_nth_unstable_by(p.top_k - 1, order);
             cand.truncate(p.top_k);
         }
+        cand.sort_unstable_by(order);
         // Softmax over the survivors at temperature 1 for top-p/min-p.
         let probs = softmax(&cand.iter().map(|c| c.1).collect::<Vec<_>>());
         if p.top_p < 1.0 {

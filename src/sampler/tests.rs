@@ -168,3 +168,31 @@ fn fast_exp_and_log_sum_exp_match_f64() {
     let got = crate::sampler::log_sum_exp(&xs) as f64;
     assert!((got - want).abs() < 1e-4, "{got} vs {want}");
 }
+
+#[test]
+fn top_k_selection_keeps_the_full_sorts_order_with_ties() {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // Logits on a coarse grid, so many tie; ties must go to the lower id.
+    let logits: Vec<f32> = (0..5000)
+        .map(|_| (rng.random_range(-40i32..40) as f32) * 0.25)
+        .collect();
+    let mut sorted: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, l))
+        .collect();
+    sorted.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+    for k in [1, 2, 40, 177, 4999, 5000, 9000] {
+        let s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: k,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplingParams::default()
+        });
+        let ids: Vec<u32> = s.distribution(&logits).iter().map(|c| c.0).collect();
+        let want: Vec<u32> = sorted.iter().take(k).map(|c| c.0).collect();
+        assert_eq!(ids, want, "top_k {k}");
+    }
+}
