@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::cpu::{CpuAct, CpuBackend, CpuKv, CpuWeight};
 #[cfg(feature = "cuda")]
 use super::cuda::{CudaAct, CudaBackend, CudaKv, CudaVector, CudaWeight};
-use super::{Activation, AttnParams, AttnSeq, Backend, Result, Rope, StepLayout};
+use super::{Activation, AttnParams, AttnSeq, Backend, Logits, Readout, Result, Rope, StepLayout};
 use crate::gguf::{GgufFile, Tensor};
 
 /// Where a model runs.
@@ -201,6 +201,14 @@ impl Backend for AnyBackend {
         dispatch!(self, |b, V| b.to_host(inner!(x, V::Act)))
     }
 
+    fn read_logits(&self, x: &AnyAct, vocab: usize, readout: Readout) -> Logits {
+        dispatch!(self, |b, V| b.read_logits(
+            inner!(x, V::Act),
+            vocab,
+            readout
+        ))
+    }
+
     fn embed(&self, table: &AnyWeight, ids: &[u32], scale: f32, out: &mut AnyAct) {
         dispatch!(self, |b, V| b.embed(
             inner!(table, V::Weight),
@@ -352,7 +360,7 @@ impl Backend for AnyBackend {
         ))
     }
 
-    fn begin_forward(&self, step: &StepLayout<'_>, kv: &AnyKv) -> Option<Vec<f32>> {
+    fn begin_forward(&self, step: &StepLayout<'_>, kv: &AnyKv) -> Option<Logits> {
         dispatch!(self, |b, V| b.begin_forward(step, inner!(kv, V::Kv)))
     }
 

@@ -6,6 +6,9 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+pub mod logits;
+
+pub use logits::{Logits, Readout, Row, TopRow};
 
 use crate::gguf::Tensor;
 
@@ -75,6 +78,7 @@ pub struct StepLayout<'a> {
     pub write_slots: &'a [u32],
     pub seqs: &'a [AttnSeq<'a>],
     pub logit_rows: &'a [usize],
+    pub readout: Readout,
 }
 
 pub trait Backend: Send + Sync {
@@ -100,6 +104,15 @@ pub trait Backend: Send + Sync {
     fn act(&self, rows: usize, cols: usize) -> Self::Act;
     fn act_from_host(&self, rows: usize, cols: usize, data: Vec<f32>) -> Self::Act;
     fn to_host(&self, x: &Self::Act) -> Vec<f32>;
+    /// The pass's logits ([rows, vocab]) as `readout` asks. Summarising is
+    /// a backend's choice: the default hands back every logit.
+    fn read_logits(&self, x: &Self::Act, vocab: usize, readout: Readout) -> Logits {
+        let _ = readout;
+        Logits::Full {
+            vocab,
+            data: self.to_host(x),
+        }
+    }
 
     /// out[i] = table[ids[i]] * scale.
     fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Act);
@@ -193,11 +206,11 @@ pub trait Backend: Send + Sync {
         self.kv_store(kv, layer, k, v, slots);
     }
 
-    /// A forward pass over `step` begins; its last op is `to_host` of the
-    /// logits, then [`Backend::end_forward`]. A backend that has recorded this
-    /// step before may run it whole here and return the logits: the model
-    /// then skips its ops (and still calls `end_forward`).
-    fn begin_forward(&self, _step: &StepLayout<'_>, _kv: &Self::KvCache) -> Option<Vec<f32>> {
+    /// A forward pass over `step` begins; its last op is `read_logits`, then
+    /// [`Backend::end_forward`]. A backend that has recorded this step before
+    /// may run it whole here and return the logits: the model then skips its
+    /// ops (and still calls `end_forward`).
+    fn begin_forward(&self, _step: &StepLayout<'_>, _kv: &Self::KvCache) -> Option<Logits> {
         None
     }
     fn end_forward(&self) {}

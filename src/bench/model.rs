@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Readout};
 use crate::engine::Session;
 use crate::model::LoadedModel;
 
@@ -131,14 +131,16 @@ pub fn run<B: Backend + 'static>(
         session.extend(&toks, p - 1)?;
         Ok(p as f64 / t.elapsed().as_secs_f64())
     };
-    // One untimed prompt token, then n timed single-token steps.
+    // One untimed prompt token, then n timed single-token steps, each read
+    // out as greedy decoding reads it (the best candidate; a device computes
+    // it where the logits are).
     let tg_run = |seed: u64, session: &mut Session<'_, B>| -> crate::engine::Result<f64> {
         let toks = random_tokens(n + 1, vocab, seed);
         session.truncate(0);
         session.extend(&toks[..1], 0)?;
         let t = Instant::now();
         for &tok in &toks[1..] {
-            session.extend(&[tok], 0)?;
+            session.extend_as(&[tok], 0, Readout::Top(1))?;
         }
         Ok(n as f64 / t.elapsed().as_secs_f64())
     };

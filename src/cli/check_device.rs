@@ -2,13 +2,16 @@
 //! compared. Logits of a prompt (the prefill path) and of teacher-forced
 //! decode steps (the decode path, recorded graphs included) must agree
 //! within a relative L2 tolerance; free-running greedy generations are
-//! compared token by token. Exits non-zero when they disagree.
+//! compared token by token. The device's own summaries of its logit rows
+//! (top-k and log-sum-exp, computed where the logits are) must equal what
+//! the host computes from the same rows. Exits non-zero when they disagree.
 
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
 
 use tandem::backend::device::{AnyBackend, Device};
+use tandem::backend::{Logits, Readout, Row};
 use tandem::engine::Session;
 use tandem::model::LoadedModel;
 
@@ -48,6 +51,78 @@ struct Report {
     greedy_cpu: Vec<u32>,
     greedy_dev: Vec<u32>,
     greedy_same_prefix: usize,
+    /// Rows whose device-side top-k readout differs from the host's
+    /// selection over the same full row (ids, values, or lse by > 1e-5).
+    readout_rows: usize,
+    readout_mismatches: usize,
+}
+
+/// Candidate counts the readout check cycles through: one stage, the
+/// default top-k, and the most a backend is asked for.
+const READOUT_KS: [usize; 3] = [1, 40, tandem::backend::logits::MAX_TOP_K];
+
+/// The device's readout of rows it did not compute, at the model's width
+/// and at widths that take one, two and three stages (SmolLM2's 49,152,
+/// Gemma 3's 262,144): coarse values (ties everywhere, ranked by id), fine
+/// random values, and a constant row. Returns (rows checked, rows that
+/// differ).
+fn synthetic_readout(be: &AnyBackend, vocab: usize) -> (usize, usize) {
+    let (mut rows, mut bad) = (0, 0);
+    for width in [vocab, 1000, 2048, 49_152, 262_144] {
+        let (r, b) = synthetic_readout_at(be, width);
+        rows += r;
+        bad += b;
+    }
+    (rows, bad)
+}
+
+fn synthetic_readout_at(be: &AnyBackend, vocab: usize) -> (usize, usize) {
+    use tandem::backend::Backend;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f32 / (1u64 << 53) as f32 * 16.0 - 8.0
+    };
+    let mut data: Vec<f32> = (0..vocab).map(|_| (next() * 16.0).round() / 16.0).collect();
+    data.extend((0..vocab).map(|_| next()));
+    data.extend(std::iter::repeat_n(0.5, vocab));
+    let (mut rows, mut bad) = (0, 0);
+    for k in READOUT_KS.into_iter().filter(|&k| k <= vocab) {
+        let act = be.act_from_host(3, vocab, data.clone());
+        let top = be.read_logits(&act, vocab, Readout::Top(k));
+        bad += readout_mismatches(&data, &top, vocab);
+        rows += 3;
+    }
+    (rows, bad)
+}
+
+/// Rows of `top` that differ from the host's summary of `full`.
+fn readout_mismatches(full: &[f32], top: &Logits, vocab: usize) -> usize {
+    let mut bad = 0;
+    for (i, row) in full.chunks(vocab).enumerate() {
+        let Row::Top(t) = top.row(i) else {
+            // A backend may answer in full; then it must be the same row.
+            bad += matches!(top.row(i), Row::Full(r) if r != row) as usize;
+            continue;
+        };
+        let want = tandem::sampler::top_by_logit(row, t.ids.len());
+        let lse = tandem::sampler::log_sum_exp(row);
+        let same = want.iter().map(|c| c.0).eq(t.ids.iter().copied())
+            && want.iter().map(|c| c.1).eq(t.values.iter().copied())
+            && ((t.lse - lse) / lse.abs().max(1.0)).abs() <= 1e-5;
+        if !same {
+            eprintln!(
+                "readout row {i}: device {:?}… lse {} / host {:?}… lse {lse}",
+                &t.ids[..t.ids.len().min(4)],
+                t.lse,
+                &want[..want.len().min(4)]
+            );
+        }
+        bad += !same as usize;
+    }
+    bad
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
@@ -121,11 +196,21 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
         agree += (argmax(c) == argmax(d)) as usize;
         rows += 1;
     }
+    let (mut readout_rows, mut readout_bad) = synthetic_readout(&dev.backend, vocab);
+    // A third session reads the same rows as device-side summaries.
+    let mut st = Session::new(&dev, ctx);
+    let (top, _) = st.feed_as(&prompt, 0, Readout::Top(READOUT_KS[1]))?;
+    readout_bad += readout_mismatches(&ld, &top, vocab);
+    readout_rows += top.rows();
     let mut decode_err = 0f64;
     let mut next = argmax(&lc[lc.len() - vocab..]);
-    for _ in 0..a.n {
+    for i in 0..a.n {
         let c = sc.extend(&[next], 0)?;
         let d = sd.extend(&[next], 0)?;
+        let k = READOUT_KS[i % READOUT_KS.len()];
+        let t = st.extend_as(&[next], 0, Readout::Top(k))?;
+        readout_bad += readout_mismatches(&d, &t, vocab);
+        readout_rows += t.rows();
         decode_err = decode_err.max(rel_err(&c, &d));
         max_kl = max_kl.max(kl(&c, &d));
         agree += (argmax(&c) == argmax(&d)) as usize;
@@ -148,6 +233,8 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
         argmax_agree: agree,
         argmax_rows: rows,
         greedy_same_prefix: same,
+        readout_rows,
+        readout_mismatches: readout_bad,
         greedy_cpu,
         greedy_dev,
     };
@@ -171,6 +258,11 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
             "free-running greedy: first {}/{} tokens identical",
             r.greedy_same_prefix, a.n
         );
+        println!(
+            "device-side top-k readout (k = {READOUT_KS:?}): {}/{} rows equal to the host's",
+            r.readout_rows - r.readout_mismatches,
+            r.readout_rows
+        );
     }
     let mut fails = Vec::new();
     if prefill_err > a.tol {
@@ -183,6 +275,12 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
         fails.push(format!(
             "greedy tokens differ after {}",
             r.greedy_same_prefix
+        ));
+    }
+    if r.readout_mismatches > 0 {
+        fails.push(format!(
+            "{} of {} top-k readout rows differ from the host's",
+            r.readout_mismatches, r.readout_rows
         ));
     }
     if !fails.is_empty() {

@@ -22,7 +22,7 @@ use super::request::{Event, Inbound, Request, RequestHandle, Usage};
 use super::scheduler::{HasTokens, Scheduler, SchedulerConfig};
 use super::stop::{StopCheck, StopMatcher};
 use super::EngineError;
-use crate::backend::Backend;
+use crate::backend::{Backend, Logits, Readout};
 use crate::kv::{BlockPool, DEFAULT_BLOCK_SIZE};
 use crate::model::{ForwardBatch, LoadedModel, SeqInput};
 use crate::sampler::{Sampled, Sampler};
@@ -185,7 +185,6 @@ fn run_loop<B: Backend + 'static>(
         .kv_blocks_total
         .store(cfg.kv_blocks, Ordering::Relaxed);
     let tok = &model.tokenizer;
-    let vocab = model.hparams().vocab_size;
     // The governor of the last request to finish: where new ones start.
     let mut learned: Option<crate::spec::Governor> = None;
     loop {
@@ -279,6 +278,10 @@ fn run_loop<B: Backend + 'static>(
         }
         // Only a step of decodes alone prices a guess (see batched_spec).
         let all_decodes = plan.iter().all(|w| w.len - w.drafts == 1);
+        let readout = step_readout(plan.iter().map(|w| {
+            let e = sched.running.iter().find(|e| e.id == w.id);
+            e.expect("planned seq runs").seq.sampler.readout()
+        }));
         let logits = {
             let seqs = plan
                 .iter()
@@ -303,7 +306,7 @@ fn run_loop<B: Backend + 'static>(
                     }
                 })
                 .collect();
-            model.forward(&ForwardBatch { seqs }, &mut kv)
+            model.forward(&ForwardBatch { seqs, readout }, &mut kv)
         };
         stats.steps.fetch_add(1, Ordering::Relaxed);
         for w in &plan {
@@ -312,7 +315,7 @@ fn run_loop<B: Backend + 'static>(
                 e.seq.tokens.truncate(known);
             }
         }
-        let mut logits = match logits {
+        let logits = match logits {
             Ok(l) => l,
             Err(e) => {
                 // A failed step fails the sequences in it, not the engine.
@@ -343,9 +346,9 @@ fn run_loop<B: Backend + 'static>(
                 }
                 continue;
             }
-            let rows = &mut logits[row * vocab..(row + 1 + w.drafts) * vocab];
+            let rows = row..row + 1 + w.drafts;
             row += 1 + w.drafts;
-            let (kept, end) = verify_step(&mut e.seq, rows, vocab, tok, cfg.ctx, &stats);
+            let (kept, end) = verify_step(&mut e.seq, &logits, rows, tok, cfg.ctx, &stats);
             // The accepted guesses' K/V stay; the rejected ones' go.
             e.n_computed += kept;
             if let Some(kv) = e.kv.as_mut() {
@@ -368,21 +371,35 @@ fn run_loop<B: Backend + 'static>(
     }
 }
 
+/// One readout for a step's rows: summaries when every sequence's sampler
+/// can use them (k enough for the most demanding), else full rows.
+fn step_readout(wants: impl Iterator<Item = Readout>) -> Readout {
+    let mut k = 0;
+    for w in wants {
+        match w {
+            Readout::Full => return Readout::Full,
+            Readout::Top(n) => k = k.max(n),
+        }
+    }
+    Readout::Top(k.max(1))
+}
+
 /// Choose a sequence's tokens from its rows of logits: one row for a plain
 /// decode, or the pending token's row and one per guess, kept while the
 /// target agrees. Returns the guesses kept and, if the sequence is
 /// finished, why.
 fn verify_step(
     s: &mut Seq,
-    rows: &mut [f32],
-    vocab: usize,
+    logits: &Logits,
+    rows: std::ops::Range<usize>,
     tok: &crate::tokenizer::Tokenizer,
     ctx: usize,
     stats: &EngineStats,
 ) -> (usize, Option<StopReason>) {
     let mut kept = 0;
-    for (i, row) in rows.chunks_mut(vocab).enumerate() {
+    for (i, r) in rows.enumerate() {
         let (guess, q) = s.spec.as_ref().map_or((None, None), |sp| sp.guess(i));
+        let row = logits.row(r);
         let (sampled, accepted) = verify_row(&mut s.sampler, row, &s.tokens, guess, q);
         if let Some(reason) = emit(s, sampled, tok, ctx, stats) {
             return (kept + accepted as usize, Some(reason));

@@ -144,13 +144,14 @@ impl<B: Backend + 'static> Session<'_, B> {
             .validate()
             .map_err(super::EngineError::Invalid)?;
         let tok = &self.model.tokenizer;
-        let vocab = self.model.hparams().vocab_size;
+        let mut sampler = Sampler::new(req.sampling.clone());
+        // Only what the sampler needs crosses from the device.
+        let readout = sampler.readout();
         let t0 = Instant::now();
         let n = req.prompt.len();
-        let (mut logits, cached_n) = self.feed(&req.prompt, n.saturating_sub(1))?;
+        let (logits, cached_n) = self.feed_as(&req.prompt, n.saturating_sub(1), readout)?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
 
-        let mut sampler = Sampler::new(req.sampling.clone());
         let mut out = Output {
             tok,
             stream: tok.stream(),
@@ -170,7 +171,7 @@ impl<B: Backend + 'static> Session<'_, B> {
         }
         let t1 = Instant::now();
         let mut going = req.max_tokens > 0 && {
-            let first = sampler.sample(&mut logits, &out.history);
+            let first = sampler.sample(logits.last(), &out.history);
             out.push(first)
         };
         while going {
@@ -199,15 +200,14 @@ impl<B: Backend + 'static> Session<'_, B> {
             rows.push(pending);
             rows.extend_from_slice(drafts);
             let t_verify = Instant::now();
-            let all = self.extend(&rows, 0)?;
+            let all = self.extend_as(&rows, 0, readout)?;
             let verify_secs = t_verify.elapsed().as_secs_f64();
 
             let mut kept = 0;
             for i in 0..rows.len() {
-                let mut row = all[i * vocab..(i + 1) * vocab].to_vec();
                 let q = proposal.dists.get(i).and_then(|q| q.as_deref());
                 let draft = drafts.get(i).copied();
-                let (s, accepted) = verify_row(&mut sampler, &mut row, &out.history, draft, q);
+                let (s, accepted) = verify_row(&mut sampler, all.row(i), &out.history, draft, q);
                 going = out.push(s);
                 if accepted {
                     kept += 1;

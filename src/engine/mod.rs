@@ -13,7 +13,7 @@ pub mod request;
 pub mod scheduler;
 pub mod stop;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Logits, Readout};
 use crate::kv::{BlockPool, KvError, SeqBlocks, DEFAULT_BLOCK_SIZE};
 use crate::model::{ForwardBatch, LoadedModel, ModelError};
 
@@ -88,6 +88,17 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
     /// plus how many tokens were reused. At least the last token is always
     /// recomputed so its logits exist.
     pub fn feed(&mut self, tokens: &[u32], logits_from: usize) -> Result<(Vec<f32>, usize)> {
+        let (logits, reused) = self.feed_as(tokens, logits_from, Readout::Full)?;
+        Ok((full(logits), reused))
+    }
+
+    /// [`Session::feed`] with the logits read out as `readout` asks.
+    pub fn feed_as(
+        &mut self,
+        tokens: &[u32],
+        logits_from: usize,
+        readout: Readout,
+    ) -> Result<(Logits, usize)> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -105,13 +116,23 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
             .count();
         let reuse = common.min(tokens.len() - 1).min(logits_from);
         self.truncate(reuse);
-        let logits = self.extend(&tokens[reuse..], logits_from - reuse)?;
+        let logits = self.extend_as(&tokens[reuse..], logits_from - reuse, readout)?;
         Ok((logits, reuse))
     }
 
     /// Append tokens after what is cached; returns logits for new rows
     /// `logits_from..`.
     pub fn extend(&mut self, new: &[u32], logits_from: usize) -> Result<Vec<f32>> {
+        Ok(full(self.extend_as(new, logits_from, Readout::Full)?))
+    }
+
+    /// [`Session::extend`] with the logits read out as `readout` asks.
+    pub fn extend_as(
+        &mut self,
+        new: &[u32],
+        logits_from: usize,
+        readout: Readout,
+    ) -> Result<Logits> {
         let start = self.cached.len();
         if start + new.len() > self.ctx {
             return Err(EngineError::PromptTooLong {
@@ -120,14 +141,14 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
             });
         }
         self.seq.grow_to(start + new.len())?;
-        let mut out = Vec::new();
+        let mut out = Logits::empty();
         for (c, chunk) in new.chunks(PREFILL_CHUNK).enumerate() {
             let chunk_start = c * PREFILL_CHUNK;
             let from = logits_from.saturating_sub(chunk_start).min(chunk.len());
             let pos = start + chunk_start;
-            let batch = ForwardBatch::single(chunk, pos, &self.seq, from);
+            let batch = ForwardBatch::single(chunk, pos, &self.seq, from, readout);
             match self.model.forward(&batch, &mut self.kv) {
-                Ok(l) => out.extend(l),
+                Ok(l) => out.append(l),
                 Err(e) => {
                     self.truncate(pos);
                     return Err(e.into());
@@ -142,4 +163,10 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
         }
         Ok(out)
     }
+}
+
+/// Logits a backend was asked for in full.
+fn full(l: Logits) -> Vec<f32> {
+    l.into_full()
+        .expect("a backend answers a full readout with full rows")
 }

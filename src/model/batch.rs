@@ -3,7 +3,7 @@
 //! the rows the backend works on.
 
 use super::{ModelError, Result};
-use crate::backend::AttnSeq;
+use crate::backend::{AttnSeq, Readout};
 use crate::kv::SeqBlocks;
 
 /// New tokens of one sequence. Its `kv` must already hold room for
@@ -19,6 +19,8 @@ pub struct SeqInput<'a> {
 
 pub struct ForwardBatch<'a> {
     pub seqs: Vec<SeqInput<'a>>,
+    /// What the caller needs of each logit row.
+    pub readout: Readout,
 }
 
 impl<'a> ForwardBatch<'a> {
@@ -27,6 +29,7 @@ impl<'a> ForwardBatch<'a> {
         start_pos: usize,
         kv: &'a SeqBlocks,
         logits_from: usize,
+        readout: Readout,
     ) -> Self {
         Self {
             seqs: vec![SeqInput {
@@ -35,6 +38,7 @@ impl<'a> ForwardBatch<'a> {
                 kv,
                 logits_from,
             }],
+            readout,
         }
     }
 }

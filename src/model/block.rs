@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{HParams, ModelError, Result};
-use crate::backend::{Activation, AttnParams, Backend, Rope, RopeStyle};
+use crate::backend::{Activation, AttnParams, Backend, Logits, Rope, RopeStyle};
 use crate::gguf::{GgufError, GgufFile};
 
 /// Which optional tensors an architecture requires.
@@ -277,11 +277,11 @@ impl<B: Backend> Decoder<B> {
         spec: impl Fn(usize) -> LayerSpec,
         batch: &super::ForwardBatch<'_>,
         kv: &mut B::KvCache,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Logits> {
         let h = &self.h;
         let flat = super::batch::FlatBatch::new(batch, h.vocab_size, h.ctx_len)?;
         if flat.tokens.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Logits::empty());
         }
         let seqs = flat.attn_seqs();
         let replayed = be.begin_forward(
@@ -291,6 +291,7 @@ impl<B: Backend> Decoder<B> {
                 write_slots: &flat.write_slots,
                 seqs: &seqs,
                 logit_rows: &flat.logit_rows,
+                readout: batch.readout,
             },
             kv,
         );
@@ -309,7 +310,7 @@ impl<B: Backend> Decoder<B> {
         be.rms_norm(&last, &self.out_norm, h.rms_eps, &mut normed);
         let mut logits = be.act(0, 0);
         be.linear(&normed, &self.output, None, &mut logits);
-        let out = be.to_host(&logits);
+        let out = be.read_logits(&logits, h.vocab_size, batch.readout);
         be.end_forward();
         Ok(out)
     }

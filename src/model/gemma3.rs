@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::block::{BlockKind, Decoder, LayerSpec};
 use super::{ForwardBatch, HParams, Model, ModelError, Result};
-use crate::backend::{Activation, Backend, RopeStyle};
+use crate::backend::{Activation, Backend, Logits, RopeStyle};
 use crate::gguf::GgufFile;
 
 /// Every sixth layer is global.
@@ -72,7 +72,7 @@ impl<B: Backend> Model<B> for Gemma3<B> {
         &self.dec.h
     }
 
-    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
+    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits> {
         let scale = (self.dec.h.d_model as f32).sqrt();
         self.dec.forward(be, scale, |i| self.spec(i), batch, kv)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::block::{BlockKind, Decoder};
 use super::{ForwardBatch, HParams, Model, Result};
-use crate::backend::{Activation, Backend, RopeStyle};
+use crate::backend::{Activation, Backend, Logits, RopeStyle};
 use crate::gguf::GgufFile;
 
 pub struct Llama<B: Backend> {
@@ -27,7 +27,7 @@ impl<B: Backend> Model<B> for Llama<B> {
         &self.dec.h
     }
 
-    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
+    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits> {
         let spec = self
             .dec
             .plain_spec(RopeStyle::Interleaved, Activation::Silu);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub use batch::{ForwardBatch, SeqInput};
 pub use hparams::HParams;
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Logits};
 use crate::gguf::{GgufError, GgufFile};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
@@ -49,8 +49,9 @@ pub type Result<T> = std::result::Result<T, ModelError>;
 /// One architecture's forward pass.
 pub trait Model<B: Backend>: Send + Sync {
     fn hparams(&self) -> &HParams;
-    /// Run the batch; returns logits [rows wanted, vocab] in batch order.
-    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>>;
+    /// Run the batch; returns the logits of the rows wanted, in batch order,
+    /// as the batch's readout asks.
+    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits>;
 }
 
 /// A model file opened for inference: weights, tokenizer, architecture.
@@ -96,7 +97,7 @@ impl<B: Backend + 'static> LoadedModel<B> {
         self.backend.alloc_kv(h.n_layers, n_slots, h.kv_dim())
     }
 
-    pub fn forward(&self, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
+    pub fn forward(&self, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits> {
         self.model.forward(&self.backend, batch, kv)
     }
 }

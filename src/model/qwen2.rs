@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::block::{BlockKind, Decoder};
 use super::{ForwardBatch, HParams, Model, Result};
-use crate::backend::{Activation, Backend, RopeStyle};
+use crate::backend::{Activation, Backend, Logits, RopeStyle};
 use crate::gguf::GgufFile;
 
 pub struct Qwen2<B: Backend> {
@@ -29,7 +29,7 @@ impl<B: Backend> Model<B> for Qwen2<B> {
         &self.dec.h
     }
 
-    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Vec<f32>> {
+    fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits> {
         let spec = self.dec.plain_spec(RopeStyle::Halves, Activation::Silu);
         self.dec.forward(be, 1.0, |_| spec, batch, kv)
     }

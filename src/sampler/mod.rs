@@ -7,6 +7,10 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use crate::backend::logits::MAX_TOP_K;
+use crate::backend::{Readout, Row, TopRow};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SamplingParams {
@@ -57,6 +61,11 @@ impl SamplingParams {
         }
     }
 
+    /// Whether a penalty moves any logit.
+    pub fn has_penalties(&self) -> bool {
+        self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let bad = |what: &str| Err(format!("{what} is out of range"));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
@@ -87,6 +96,12 @@ pub struct Sampled {
     pub top: Vec<(u32, f32)>,
 }
 
+/// A logit row with the penalties applied, ready to choose from.
+pub enum Scored<'a> {
+    Full(Cow<'a, [f32]>),
+    Top(TopRow<'a>),
+}
+
 pub struct Sampler {
     pub params: SamplingParams,
     rng: ChaCha8Rng,
@@ -98,47 +113,128 @@ impl Sampler {
         Self { params, rng }
     }
 
-    /// Sample from `logits` (modified in place by the penalties), given the
-    /// tokens generated or read so far.
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Sampled {
-        apply_penalties(logits, history, &self.params);
-        let id = if self.params.temperature <= 0.0 {
-            argmax(logits)
+    /// What this sampler needs of a logit row: the k best candidates decide
+    /// a greedy choice, or a draw with top-k set, when no penalty moves
+    /// logits (a penalty can lift a token from anywhere in the vocabulary).
+    pub fn readout(&self) -> Readout {
+        let p = &self.params;
+        let k = if p.has_penalties() {
+            return Readout::Full;
+        } else if p.temperature <= 0.0 {
+            1
+        } else if p.top_k > 0 {
+            p.top_k
         } else {
-            self.draw(logits)
+            return Readout::Full;
         };
-        self.describe(logits, id)
-    }
-
-    /// What `sample` reports for choosing `id` from `logits` (penalties
-    /// already applied): its log-probability and the top candidates.
-    pub fn describe(&self, logits: &[f32], id: u32) -> Sampled {
-        // log-softmax is the logits shifted by one constant: rank the logits,
-        // shift only what is reported (a full log-softmax vector of a 152k
-        // vocabulary cost more per token than a GPU decode step).
-        let lse = log_sum_exp(logits);
-        Sampled {
-            id,
-            logprob: logits[id as usize] - lse,
-            top: top_by_logit(logits, self.params.n_probs)
-                .into_iter()
-                .map(|(i, l)| (i, l - lse))
-                .collect(),
+        let k = k.max(p.n_probs);
+        if k > MAX_TOP_K {
+            Readout::Full
+        } else {
+            Readout::Top(k)
         }
     }
 
-    fn draw(&mut self, logits: &[f32]) -> u32 {
-        let dist = self.distribution(logits);
-        self.draw_from(&dist)
+    /// Choose from one row of logits, given the tokens generated or read so
+    /// far (for the penalties).
+    pub fn sample(&mut self, row: Row<'_>, history: &[u32]) -> Sampled {
+        let scored = self.score(row, history);
+        let id = self.choose(&scored);
+        self.describe(&scored, id)
+    }
+
+    /// The row with penalties applied. A summarised row must have come from
+    /// this sampler's [`Sampler::readout`], which asks for full rows whenever
+    /// penalties are on.
+    pub fn score<'a>(&self, row: Row<'a>, history: &[u32]) -> Scored<'a> {
+        match row {
+            Row::Full(l) if self.params.has_penalties() => {
+                let mut l = l.to_vec();
+                apply_penalties(&mut l, history, &self.params);
+                Scored::Full(Cow::Owned(l))
+            }
+            Row::Full(l) => Scored::Full(Cow::Borrowed(l)),
+            Row::Top(t) => {
+                debug_assert!(
+                    self.readout() == Readout::Top(t.ids.len())
+                        || matches!(self.readout(), Readout::Top(k) if k > t.ids.len()),
+                    "a summarised row this sampler cannot use"
+                );
+                Scored::Top(t)
+            }
+        }
+    }
+
+    /// The argmax at temperature 0, else a draw from [`Sampler::distribution`].
+    pub fn choose(&mut self, s: &Scored<'_>) -> u32 {
+        if self.params.temperature > 0.0 {
+            let dist = self.distribution(s);
+            return self.draw_from(&dist);
+        }
+        match s {
+            Scored::Full(l) => argmax(l),
+            Scored::Top(t) => t.ids[0],
+        }
+    }
+
+    /// What `sample` reports for choosing `id`: its log-probability and the
+    /// top candidates.
+    pub fn describe(&self, s: &Scored<'_>, id: u32) -> Sampled {
+        let n = self.params.n_probs;
+        match s {
+            Scored::Full(logits) => {
+                // log-softmax is the logits shifted by one constant: rank the
+                // logits, shift only what is reported (a full log-softmax
+                // vector of a 152k vocabulary cost more per token than a GPU
+                // decode step).
+                let lse = log_sum_exp(logits);
+                Sampled {
+                    id,
+                    logprob: logits[id as usize] - lse,
+                    top: top_by_logit(logits, n)
+                        .into_iter()
+                        .map(|(i, l)| (i, l - lse))
+                        .collect(),
+                }
+            }
+            Scored::Top(t) => Sampled {
+                id,
+                // Every token this sampler can choose is a candidate (its
+                // readout asks for enough of them).
+                logprob: t.logit(id).unwrap_or(f32::NEG_INFINITY) - t.lse,
+                top: t
+                    .ids
+                    .iter()
+                    .zip(t.values)
+                    .take(n)
+                    .map(|(&i, &l)| (i, l - t.lse))
+                    .collect(),
+            },
+        }
     }
 
     /// The distribution a draw at temperature > 0 samples from, after top-k,
-    /// top-p, min-p and temperature (penalties are already in `logits`):
-    /// the surviving candidates, most likely first, with probabilities summing
+    /// top-p, min-p and temperature (penalties are already in `s`): the
+    /// surviving candidates, most likely first, with probabilities summing
     /// to 1. Speculative decoding verifies drafts against exactly this.
-    pub fn distribution(&self, logits: &[f32]) -> Vec<(u32, f32)> {
+    pub fn distribution(&self, s: &Scored<'_>) -> Vec<(u32, f32)> {
+        let top_k = self.params.top_k;
+        let cand = match s {
+            Scored::Full(l) => top_by_logit(l, if top_k > 0 { top_k } else { l.len() }),
+            Scored::Top(t) => t
+                .ids
+                .iter()
+                .zip(t.values)
+                .take(if top_k > 0 { top_k } else { t.ids.len() })
+                .map(|(&i, &l)| (i, l))
+                .collect(),
+        };
+        self.truncate_and_scale(cand)
+    }
+
+    /// Top-p, min-p and temperature over candidates ranked best first.
+    fn truncate_and_scale(&self, mut cand: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
         let p = &self.params;
-        let mut cand = top_by_logit(logits, if p.top_k > 0 { p.top_k } else { logits.len() });
         // Softmax over the survivors at temperature 1 for top-p/min-p.
         let probs = softmax(&cand.iter().map(|c| c.1).collect::<Vec<_>>());
         if p.top_p < 1.0 {
@@ -197,7 +293,7 @@ pub fn pick(dist: &[(u32, f32)], r: f32) -> u32 {
 }
 
 pub fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams) {
-    if p.repeat_penalty == 1.0 && p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 {
+    if !p.has_penalties() {
         return;
     }
     let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
@@ -284,7 +380,7 @@ pub fn exp_neg(x: f32) -> f32 {
 /// lower id. That order is total, so selecting the first `n` and sorting only
 /// them gives exactly a full sort's first `n` (a full sort of a 152k
 /// vocabulary took 4.5 ms a token).
-fn top_by_logit(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+pub fn top_by_logit(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
     let n = n.min(logits.len());
     if n == 0 {
         return Vec::new();

@@ -10,7 +10,7 @@ fn greedy_takes_argmax_and_reports_logprobs() {
         n_probs: 3,
         ..SamplingParams::greedy()
     });
-    let out = s.sample(&mut logits(), &[]);
+    let out = s.sample(Row::Full(&logits()), &[]);
     assert_eq!(out.id, 1);
     let lp = log_softmax(&logits());
     assert!((out.logprob - lp[1]).abs() < 1e-6);
@@ -31,7 +31,7 @@ fn same_seed_same_tokens_different_seed_differs() {
             ..Default::default()
         });
         (0..64)
-            .map(|_| s.sample(&mut logits(), &[]).id)
+            .map(|_| s.sample(Row::Full(&logits()), &[]).id)
             .collect::<Vec<_>>()
     };
     assert_eq!(run(7), run(7));
@@ -49,7 +49,7 @@ fn top_k_one_is_greedy_and_top_k_limits_choices() {
         ..Default::default()
     });
     for _ in 0..200 {
-        let id = s.sample(&mut logits(), &[]).id;
+        let id = s.sample(Row::Full(&logits()), &[]).id;
         assert!(id == 1 || id == 4, "top-2 drew {id}");
     }
 }
@@ -77,7 +77,7 @@ fn top_p_and_min_p_cut_the_tail() {
             ..params
         });
         for _ in 0..200 {
-            assert_eq!(s.sample(&mut l.clone(), &[]).id, 0);
+            assert_eq!(s.sample(Row::Full(&l), &[]).id, 0);
         }
     }
     // min_p 0.05 keeps token 1 (0.09/0.9 = 0.1) but drops token 2.
@@ -89,9 +89,7 @@ fn top_p_and_min_p_cut_the_tail() {
         seed: 4,
         ..Default::default()
     });
-    let ids: Vec<u32> = (0..2000)
-        .map(|_| s.sample(&mut l.clone(), &[]).id)
-        .collect();
+    let ids: Vec<u32> = (0..2000).map(|_| s.sample(Row::Full(&l), &[]).id).collect();
     assert!(ids.contains(&1) && !ids.contains(&2));
 }
 
@@ -108,7 +106,7 @@ fn sampling_frequencies_follow_the_distribution() {
     });
     let n = 20000;
     let ones = (0..n)
-        .filter(|_| s.sample(&mut l.clone(), &[]).id == 1)
+        .filter(|_| s.sample(Row::Full(&l), &[]).id == 1)
         .count();
     let frac = ones as f64 / n as f64;
     assert!((frac - 0.75).abs() < 0.02, "{frac}");
@@ -191,8 +189,102 @@ fn top_k_selection_keeps_the_full_sorts_order_with_ties() {
             min_p: 0.0,
             ..SamplingParams::default()
         });
-        let ids: Vec<u32> = s.distribution(&logits).iter().map(|c| c.0).collect();
+        let ids: Vec<u32> = s
+            .distribution(&Scored::Full(logits.as_slice().into()))
+            .iter()
+            .map(|c| c.0)
+            .collect();
         let want: Vec<u32> = sorted.iter().take(k).map(|c| c.0).collect();
         assert_eq!(ids, want, "top_k {k}");
     }
+}
+
+/// A row summarised as a backend would: its k best candidates and its lse.
+fn summarise(l: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32) {
+    let top = top_by_logit(l, k);
+    (
+        top.iter().map(|c| c.0).collect(),
+        top.iter().map(|c| c.1).collect(),
+        log_sum_exp(l),
+    )
+}
+
+#[test]
+fn summarised_rows_choose_and_report_as_full_rows_do() {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % 10_000) as f32 / 1000.0 - 5.0
+    };
+    // Ties on purpose: every logit rounded to a tenth.
+    let l: Vec<f32> = (0..5000).map(|_| (next() * 10.0).round() / 10.0).collect();
+    for params in [
+        SamplingParams {
+            n_probs: 5,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            n_probs: 3,
+            seed: 7,
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            top_k: 12,
+            top_p: 0.6,
+            min_p: 0.0,
+            temperature: 1.3,
+            seed: 9,
+            ..SamplingParams::default()
+        },
+    ] {
+        let (mut full, mut top) = (Sampler::new(params.clone()), Sampler::new(params));
+        let Readout::Top(k) = top.readout() else {
+            panic!("these settings need only candidates")
+        };
+        let (ids, values, lse) = summarise(&l, k);
+        let row = Row::Top(TopRow {
+            ids: &ids,
+            values: &values,
+            lse,
+        });
+        for _ in 0..200 {
+            let (a, b) = (full.sample(Row::Full(&l), &[]), top.sample(row, &[]));
+            assert_eq!(a.id, b.id);
+            assert!((a.logprob - b.logprob).abs() < 1e-6);
+            assert_eq!(a.top, b.top);
+            if full.params.temperature > 0.0 {
+                let (sa, sb) = (full.score(Row::Full(&l), &[]), top.score(row, &[]));
+                assert_eq!(full.distribution(&sa), top.distribution(&sb));
+            }
+        }
+    }
+}
+
+#[test]
+fn readout_asks_for_full_rows_where_candidates_do_not_decide() {
+    let s = |p: SamplingParams| Sampler::new(p).readout();
+    assert_eq!(s(SamplingParams::greedy()), Readout::Top(1));
+    let probs = SamplingParams {
+        n_probs: 20,
+        ..SamplingParams::greedy()
+    };
+    assert_eq!(s(probs), Readout::Top(20));
+    assert_eq!(s(SamplingParams::default()), Readout::Top(40));
+    let no_top_k = SamplingParams {
+        top_k: 0,
+        ..SamplingParams::default()
+    };
+    assert_eq!(s(no_top_k), Readout::Full);
+    let penalised = SamplingParams {
+        presence_penalty: 0.5,
+        ..SamplingParams::greedy()
+    };
+    assert_eq!(s(penalised), Readout::Full);
+    let wide = SamplingParams {
+        top_k: MAX_TOP_K + 1,
+        ..SamplingParams::default()
+    };
+    assert_eq!(s(wide), Readout::Full);
 }

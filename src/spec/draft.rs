@@ -68,23 +68,24 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
         // In step with the target, a round feeds at most two new tokens (the
         // last guess and the target's correction or bonus token): that is the
         // round's cost. More is catch-up after plain steps.
-        let (mut logits, reused) = self.session.feed(history, history.len() - 1)?;
+        let readout = self.sampler.readout();
+        let (mut logits, reused) = self.session.feed_as(history, history.len() - 1, readout)?;
         let fed = history.len() - reused;
         out.setup_secs = t.elapsed().as_secs_f64() * fed.saturating_sub(2) as f64 / fed as f64;
         let mut seen = history.to_vec();
         for i in 0..k {
-            crate::sampler::apply_penalties(&mut logits, &seen, &self.sampler.params);
+            let scored = self.sampler.score(logits.last(), &seen);
             let (id, dist) = if self.greedy {
-                (crate::sampler::argmax(&logits), None)
+                (self.sampler.choose(&scored), None)
             } else {
-                let d = self.sampler.distribution(&logits);
+                let d = self.sampler.distribution(&scored);
                 (self.sampler.draw_from(&d), Some(d))
             };
             out.tokens.push(id);
             out.dists.push(dist);
             seen.push(id);
             if i + 1 < k {
-                logits = self.session.extend(&[id], 0)?;
+                logits = self.session.extend_as(&[id], 0, readout)?;
             }
         }
         Ok(out)

@@ -8,28 +8,29 @@
 //! distributed exactly as p. `p` is the sampler's final distribution (after
 //! penalties, top-k/top-p/min-p and temperature), so those are honoured too.
 
-use crate::sampler::{apply_penalties, Sampled, Sampler};
+use crate::backend::Row;
+use crate::sampler::{Sampled, Sampler};
 
 /// Choose the token for one scored row of a round: `draft` is the guess
 /// this row's logits judge (`None` for the round's last row, which only
 /// samples), `q` the distribution it was drawn from. Returns the token and
 /// whether it is the guess. `history` is the text before this row (for
-/// penalties); `row` is modified in place.
+/// penalties).
 pub fn verify_row(
     sampler: &mut Sampler,
-    row: &mut [f32],
+    row: Row<'_>,
     history: &[u32],
     draft: Option<u32>,
     q: Option<&[(u32, f32)]>,
 ) -> (Sampled, bool) {
     match draft {
         Some(d) if sampler.params.temperature > 0.0 => {
-            apply_penalties(row, history, &sampler.params);
-            let p = sampler.distribution(row);
+            let scored = sampler.score(row, history);
+            let p = sampler.distribution(&scored);
             let (u, u2) = (sampler.uniform(), sampler.uniform());
             match accept_or_resample(&p, q, d, u, u2) {
-                Ok(t) => (sampler.describe(row, t), true),
-                Err(t) => (sampler.describe(row, t), false),
+                Ok(t) => (sampler.describe(&scored, t), true),
+                Err(t) => (sampler.describe(&scored, t), false),
             }
         }
         _ => {

@@ -12,9 +12,10 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{result, sys, CudaContext, CudaModule, CudaStream};
 
 const COMMON: &str = include_str!("kernels/common.cuh");
-const OPS: [&str; 2] = [
+const OPS: [&str; 3] = [
     include_str!("kernels/ops.cu"),
     include_str!("kernels/attention.cu"),
+    include_str!("kernels/sample.cu"),
 ];
 const MATVEC: &str = include_str!("kernels/matvec.cu");
 
@@ -36,7 +37,7 @@ const LATE_ROWS: [std::ops::RangeInclusive<usize>; 2] = [9..=12, 13..=16];
 /// attention, then per weight type and group of row counts its decode
 /// products (the type's dequantization with the first group).
 fn programs() -> Vec<Program> {
-    let base = format!("{COMMON}{}{}", OPS[0], OPS[1]);
+    let base = format!("{COMMON}{}", OPS.concat());
     let names = kernel_names(&base);
     let mut out = vec![(base, names)];
     out.extend(product_programs(&START_ROWS));
@@ -697,6 +698,7 @@ mod tests {
             "attn_split",
             "rms_norm",
             "rope_store",
+            "top_k_stage",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
         }

@@ -8,6 +8,7 @@ mod compile;
 pub mod gpu;
 mod prefill_attention;
 mod products;
+mod readout;
 mod step;
 mod weights;
 
@@ -15,11 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Activation, AttnParams, AttnSeq, Backend, BackendError, Result, Rope, RopeStyle, StepLayout,
+    Activation, AttnParams, AttnSeq, Backend, BackendError, Logits, Readout, Result, Rope,
+    RopeStyle, StepLayout,
 };
 use crate::gguf::{GgufFile, Tensor};
 use gpu::{DevBuf, Gpu, GpuResult, KArgs, OwnedBuf};
-use step::{Mode, StepState};
+use step::{Mode, OutShape, StepState};
 use weights::DevType;
 
 /// Rows up to which a linear layer runs as matrix-vector kernels (and a
@@ -272,9 +274,31 @@ impl Backend for CudaBackend {
         self.gpu.bind();
         let mut out = vec![0f32; x.len()];
         let ptr = x.buf.as_ref().map(|b| b.ptr);
-        let src = self.state().finish_step(&self.gpu, ptr, x.len());
+        let shape = OutShape::Full { cols: x.cols };
+        let src = self.state().finish_step(&self.gpu, ptr, x.len(), shape);
         self.gpu.download(src, &mut out);
         out
+    }
+
+    fn read_logits(&self, x: &CudaAct, vocab: usize, readout: Readout) -> Logits {
+        let k = match readout {
+            Readout::Top(k) if x.rows > 0 && x.cols == vocab => k.clamp(1, vocab),
+            _ => {
+                return Logits::Full {
+                    vocab,
+                    data: self.to_host(x),
+                }
+            }
+        };
+        self.gpu.bind();
+        let (out, shape) = self.top_k(x, k);
+        let len = shape.len(x.rows);
+        let src = self
+            .state()
+            .finish_step(&self.gpu, Some(out.ptr), len, shape);
+        let mut data = vec![0f32; len];
+        self.gpu.download(src, &mut data);
+        shape.unpack(data)
     }
 
     fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaAct) {
@@ -665,7 +689,7 @@ impl Backend for CudaBackend {
         );
     }
 
-    fn begin_forward(&self, step: &StepLayout<'_>, kv: &CudaKv) -> Option<Vec<f32>> {
+    fn begin_forward(&self, step: &StepLayout<'_>, kv: &CudaKv) -> Option<Logits> {
         self.gpu.bind();
         self.state().begin(&self.gpu, step, kv.id)
     }

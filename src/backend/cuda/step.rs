@@ -13,7 +13,7 @@ use cudarc::driver::{sys, CudaGraph};
 
 use super::gpu::{DevBuf, Gpu, OwnedBuf};
 use super::MAX_DECODE_ROWS;
-use crate::backend::{AttnSeq, StepLayout};
+use crate::backend::{AttnSeq, Logits, Readout, StepLayout};
 
 /// Keys per attention split (kernels/attention.cu's SPLIT).
 pub const ATTN_SPLIT: usize = 128;
@@ -25,6 +25,41 @@ pub struct GraphKey {
     logit_rows: Vec<usize>,
     /// Context bucket (a power of two): attention is launched for this many keys.
     bucket: usize,
+    readout: Readout,
+}
+
+/// What a pass leaves for the host: full logit rows, or per row k
+/// candidates' values, then their ids (as f32 bits), then one log-sum-exp
+/// per row ([`super::CudaBackend::top_k`]'s layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutShape {
+    Full { cols: usize },
+    Top { k: usize, rows: usize },
+}
+
+impl OutShape {
+    pub fn len(self, rows: usize) -> usize {
+        match self {
+            OutShape::Full { cols } => rows * cols,
+            OutShape::Top { k, rows } => rows * (2 * k + 1),
+        }
+    }
+
+    pub fn unpack(self, data: Vec<f32>) -> Logits {
+        match self {
+            OutShape::Full { cols } => Logits::Full { vocab: cols, data },
+            OutShape::Top { k, rows } => {
+                let (values, rest) = data.split_at(rows * k);
+                let (ids, lse) = rest.split_at(rows * k);
+                Logits::Top {
+                    k,
+                    values: values.to_vec(),
+                    ids: ids.iter().map(|f| f.to_bits()).collect(),
+                    lse: lse.to_vec(),
+                }
+            }
+        }
+    }
 }
 
 pub enum Mode {
@@ -43,9 +78,10 @@ pub struct AttnMeta {
 
 struct Graph {
     exec: CudaGraph,
-    /// Where the recorded pass leaves the logits, and how many floats.
+    /// Where the recorded pass leaves its output, and its layout.
     out: u64,
     out_len: usize,
+    shape: OutShape,
 }
 
 /// Host identity of the current step's slices, to recognise them when ops
@@ -130,7 +166,7 @@ impl StepState {
     }
 
     /// Upload the step; returns the logits when a recorded graph ran it.
-    pub fn begin(&mut self, gpu: &Gpu, step: &StepLayout<'_>, kv: u64) -> Option<Vec<f32>> {
+    pub fn begin(&mut self, gpu: &Gpu, step: &StepLayout<'_>, kv: u64) -> Option<Logits> {
         let n_rows = step.tokens.len();
         let n_slots: usize = step.seqs.iter().map(|s| s.slots.len()).sum();
         let need = Caps {
@@ -199,6 +235,7 @@ impl StepState {
             rows_per_seq: step.seqs.iter().map(|s| s.rows.len()).collect(),
             logit_rows: step.logit_rows.to_vec(),
             bucket,
+            readout: step.readout,
         };
         let graphable = self.graphs_enabled
             && n_rows > 0
@@ -207,11 +244,11 @@ impl StepState {
         if graphable {
             if let Some(g) = self.graphs.get(&key) {
                 g.exec.launch().expect("launching CUDA graph");
-                let mut logits = vec![0f32; g.out_len];
-                gpu.download(g.out, &mut logits);
+                let mut out = vec![0f32; g.out_len];
+                gpu.download(g.out, &mut out);
                 self.mode = Mode::Eager;
                 self.current = None;
-                return Some(logits);
+                return Some(g.shape.unpack(out));
             }
         }
         self.mode = if !graphable {
@@ -277,9 +314,9 @@ impl StepState {
         })
     }
 
-    /// Called by `to_host`: ends a recording (and runs it); returns where the
-    /// result to download lives.
-    pub fn finish_step(&mut self, gpu: &Gpu, ptr: Option<u64>, len: usize) -> u64 {
+    /// Called before the pass's output is read: ends a recording (and runs
+    /// it); returns where the result to download lives.
+    pub fn finish_step(&mut self, gpu: &Gpu, ptr: Option<u64>, len: usize, shape: OutShape) -> u64 {
         match std::mem::replace(&mut self.mode, Mode::Eager) {
             Mode::Eager => ptr.expect("activation has no device memory"),
             Mode::Capture(key) => {
@@ -296,6 +333,7 @@ impl StepState {
                         exec,
                         out,
                         out_len: len,
+                        shape,
                     },
                 );
                 out

@@ -1,0 +1,97 @@
+// What sampling needs of a logits row, computed where the logits are: the k
+// largest logits (logit descending, ties to the lower id: the host's
+// order) and ln Σ exp of the row. A row goes through stages: each block
+// sorts a chunk of TOPK_CHUNK candidates in shared memory and keeps its best
+// k, until one block holds them all. 152k logits with k = 40: 75 blocks,
+// then 2, then 1.
+
+#define TOPK_CHUNK 2048
+#define TOPK_THREADS 1024
+
+// A candidate as one u64 whose unsigned order is the ranking: the logit's
+// bits mapped to an unsigned key ordered as Rust's f32::total_cmp, above the
+// complemented id (a lower id ranks higher on equal logits). 0 is a padding
+// that ranks below every real candidate.
+__device__ __forceinline__ u64 cand_pack(float v, u32 id) {
+    u32 b = __float_as_uint(v);
+    u32 key = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    return ((u64)key << 32) | (u64)(~id);
+}
+
+__device__ __forceinline__ float cand_value(u64 c) {
+    u32 key = (u32)(c >> 32);
+    return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+}
+
+__device__ __forceinline__ u32 cand_id(u64 c) { return ~(u32)c; }
+
+// One stage over `n` candidates per row (row r's start at r·in_stride):
+// block (b, r) sorts candidates [b·CHUNK, (b+1)·CHUNK) and writes its best k
+// at r·out_stride + b·k. `in_ids` null means the candidates are a row of
+// logits and their ids their indices. The first stage of a multi-stage row
+// leaves each block's (max, Σ exp(x − max)) in `parts_out`; the last stage
+// (one block per row) combines the first stage's `n_parts` partials from
+// `parts_in` (or, null, its own chunk: a row of at most one chunk) into
+// `lse_out`. Launched with TOPK_THREADS threads.
+extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
+                                       const u32* __restrict__ in_ids, int n, int in_stride, int k,
+                                       float* __restrict__ out_vals, u32* __restrict__ out_ids,
+                                       int out_stride, float2* __restrict__ parts_out,
+                                       const float2* __restrict__ parts_in, int n_parts,
+                                       float* __restrict__ lse_out) {
+    PDL_WAIT();
+    __shared__ u64 s[TOPK_CHUNK];
+    __shared__ float scratch[32];
+    const int row = blockIdx.y, t = threadIdx.x;
+    const float* v = in_vals + (size_t)row * in_stride;
+    const u32* ids = in_ids ? in_ids + (size_t)row * in_stride : 0;
+    const int base = blockIdx.x * TOPK_CHUNK;
+    for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
+        int gi = base + i;
+        s[i] = gi < n ? cand_pack(v[gi], ids ? ids[gi] : (u32)gi) : 0ull;
+    }
+    // Bitonic sort, descending: thread t orders pair (i, i + stride) of each
+    // step, in the direction of its run of `size`.
+    for (int size = 2; size <= TOPK_CHUNK; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            __syncthreads();
+            int i = 2 * t - (t & (stride - 1));
+            u64 a = s[i], b = s[i + stride];
+            bool desc = (i & size) == 0;
+            if ((a < b) == desc) {
+                s[i] = b;
+                s[i + stride] = a;
+            }
+        }
+    }
+    __syncthreads();
+    if (t < k) {
+        size_t o = (size_t)row * out_stride + (size_t)blockIdx.x * k + t;
+        out_vals[o] = cand_value(s[t]);
+        out_ids[o] = cand_id(s[t]);
+    }
+    if (!parts_out && !lse_out) return;
+    if (parts_in) {
+        // Last stage: combine the first stage's partial sums.
+        const float2* p = parts_in + (size_t)row * n_parts;
+        float2 mine = t < n_parts ? p[t] : make_float2(-3.402823466e38f, 0.0f);
+        float m = block_max(mine.x, scratch);
+        float e = mine.y > 0.0f ? mine.y * expf(mine.x - m) : 0.0f;
+        float total = block_sum(e, scratch);
+        if (t == 0) lse_out[row] = m + logf(total);
+        return;
+    }
+    // Σ exp(x − max) over this block's chunk of logits; the max is the
+    // sorted chunk's first.
+    float m = cand_value(s[0]);
+    float e = 0.0f;
+    for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
+        int gi = base + i;
+        if (gi < n) e += expf(v[gi] - m);
+    }
+    float total = block_sum(e, scratch);
+    if (t == 0) {
+        if (parts_out) parts_out[(size_t)row * gridDim.x + blockIdx.x] = make_float2(m, total);
+        else lse_out[row] = m + logf(total);
+    }
+}

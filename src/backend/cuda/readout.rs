@@ -1,0 +1,108 @@
+//! Reading a pass's logits out: all of them, or per row the k largest and
+//! the log-sum-exp, computed on the device (kernels/sample.cu) so that a few
+//! hundred bytes cross to the host per token instead of the vocabulary.
+
+use super::gpu::{DevBuf, KArgs};
+use super::step::OutShape;
+use super::{CudaAct, CudaBackend};
+
+/// Candidates one block of `top_k_stage` sorts, and its threads.
+const CHUNK: usize = 2048;
+const THREADS: u32 = 1024;
+
+/// Candidate lists of one stage: values and ids, `per_row` of each per row.
+struct Stage {
+    vals: u64,
+    ids: u64,
+    per_row: usize,
+}
+
+impl CudaBackend {
+    /// Per row of `x`, its `k` largest values (descending, ties to the lower
+    /// index) and ln Σ exp over the row, in [`OutShape::Top`]'s layout.
+    /// Stages shrink each row by CHUNK/k until one block holds it.
+    pub(super) fn top_k(&self, x: &CudaAct, k: usize) -> (DevBuf, OutShape) {
+        let (rows, n) = (x.rows, x.cols);
+        assert!(
+            (1..=CHUNK / 2).contains(&k) && k <= n,
+            "top-k readout of {k} from rows of {n}"
+        );
+        let shape = OutShape::Top { k, rows };
+        let out = self.gpu.alloc(shape.len(rows) * 4);
+        let result = Stage {
+            vals: out.ptr,
+            ids: out.ptr + (rows * k * 4) as u64,
+            per_row: k,
+        };
+        let lse = out.ptr + (2 * rows * k * 4) as u64;
+        let logits = Stage {
+            vals: x.ptr(),
+            ids: 0,
+            per_row: n,
+        };
+        let first_blocks = n.div_ceil(CHUNK);
+        if first_blocks == 1 {
+            self.top_k_stage(&logits, &result, k, rows, (0, 0, 0), lse);
+            return (out, shape);
+        }
+        let room = rows * first_blocks * k * 4;
+        let bufs: Vec<DevBuf> = (0..4).map(|_| self.gpu.alloc(room)).collect();
+        let parts = self.gpu.alloc(rows * first_blocks * 8);
+        let mut from = Stage {
+            vals: bufs[0].ptr,
+            ids: bufs[1].ptr,
+            per_row: first_blocks * k,
+        };
+        self.top_k_stage(&logits, &from, k, rows, (parts.ptr, 0, 0), 0);
+        let mut spare = (bufs[2].ptr, bufs[3].ptr);
+        loop {
+            let blocks = from.per_row.div_ceil(CHUNK);
+            if blocks == 1 {
+                let combine = (0, parts.ptr, first_blocks);
+                self.top_k_stage(&from, &result, k, rows, combine, lse);
+                return (out, shape);
+            }
+            let to = Stage {
+                vals: spare.0,
+                ids: spare.1,
+                per_row: blocks * k,
+            };
+            self.top_k_stage(&from, &to, k, rows, (0, 0, 0), 0);
+            spare = (from.vals, from.ids);
+            from = to;
+        }
+    }
+
+    /// One launch of `top_k_stage` from `from` into `to` (one block per
+    /// CHUNK of `from`'s candidates); `parts` = (partials written, partials
+    /// read, how many read per row).
+    fn top_k_stage(
+        &self,
+        from: &Stage,
+        to: &Stage,
+        k: usize,
+        rows: usize,
+        parts: (u64, u64, usize),
+        lse: u64,
+    ) {
+        let blocks = from.per_row.div_ceil(CHUNK);
+        self.gpu.launch(
+            "top_k_stage",
+            (blocks as u32, rows as u32, 1),
+            THREADS,
+            &KArgs::new()
+                .ptr(from.vals)
+                .ptr(from.ids)
+                .i32(from.per_row)
+                .i32(from.per_row)
+                .i32(k)
+                .ptr(to.vals)
+                .ptr(to.ids)
+                .i32(to.per_row)
+                .ptr(parts.0)
+                .ptr(parts.1)
+                .i32(parts.2)
+                .ptr(lse),
+        );
+    }
+}
