@@ -28,21 +28,20 @@ struct SplitSmem {
     float red[4][256];
 };
 
-// One split's partial softmax over keys k0..k1 of sequence slot list sl,
-// written to pr: acc[hd], m, l. 128 threads: scores one thread per key;
+// One split's partial softmax over keys k0..k1 (their slots already in
+// sm.sidx), written to pr: acc[hd], m, l. 128 threads: scores one thread per key;
 // values one warp per key (lanes across the head's dims in f16 pairs), the
 // four warps' sums added at the end.
 // With `direct` non-null the split is the row's only one: the normalised
 // output goes straight to `direct` (and its int8 form to xq/xd at `gi`),
 // with no partial to merge.
 __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__ kc,
-                           const u16* __restrict__ vc, const u32* __restrict__ sl, float* __restrict__ pr,
+                           const u16* __restrict__ vc, float* __restrict__ pr,
                            int kvh, int hd, int kv_dim, float scale, int k0, int k1, SplitSmem& sm,
                            float* __restrict__ direct, size_t gi, i8* __restrict__ xq, float2* __restrict__ xd) {
     int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
     for (int i = tid; i < hd; i += blockDim.x) sm.qs[i] = qr[i] * scale;
     int nk = k1 - k0;
-    if (tid < nk) sm.sidx[tid] = sl[k0 + tid];
     __syncthreads();
     float s = NEG_INF;
     if (tid < nk) {
@@ -118,14 +117,18 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     const u32* __restrict__ seq_off, const u32* __restrict__ slots, int n_heads, int n_kv_heads,
     int hd, int kv_dim, float scale, int window, int n_splits, u32* __restrict__ counters,
     float* __restrict__ out, i8* __restrict__ xq, float2* __restrict__ xd) {
-    PDL_WAIT();
     __shared__ SplitSmem sm;
     __shared__ bool last;
     int h = blockIdx.x, row = blockIdx.y, sp = blockIdx.z, tid = threadIdx.x;
+    // The step's layout (positions, slot lists) is uploaded by the host
+    // before the pass, so its chain of dependent reads runs before the wait,
+    // while the kernel before is finishing.
     int pos = positions[row];
     if (sp * SPLIT > pos) return;  // past the row: not counted, never merged
     int lo = window > 0 ? max(0, pos + 1 - window) : 0;
     int k0 = max(lo, sp * SPLIT), k1 = min(pos + 1, (sp + 1) * SPLIT);
+    if (tid < k1 - k0) sm.sidx[tid] = slots[seq_off[row_seq[row]] + k0 + tid];
+    PDL_WAIT();
     int used = min(n_splits, pos / SPLIT + 1);
     float* base = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
     float* pr = base + sp * (hd + 2);
@@ -138,7 +141,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     } else {
         const float* qr = q + gi;
         int kvh = h / (n_heads / n_kv_heads);
-        split_body(qr, kc, vc, slots + seq_off[row_seq[row]], pr, kvh, hd, kv_dim, scale, k0, k1, sm,
+        split_body(qr, kc, vc, pr, kvh, hd, kv_dim, scale, k0, k1, sm,
                    direct ? out + gi : nullptr, gi, xq, xd);
     }
     if (!counters || direct) return;

@@ -54,6 +54,13 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
     }
 }
 
+// sin and cos of pair i's angle at position pos: pos·step^i, scaled.
+__device__ __forceinline__ void rope_angle(float pos, int i, float step, float freq_scale, float& s, float& c) {
+    float theta = pos;
+    for (int j = 0; j < i; j++) theta *= step;
+    sincosf(freq_scale * theta, &s, &c);
+}
+
 // RoPE on a row of q and of k, then k and v into the f16 cache at the row's
 // slot: rope(q), rope(k) and kv_store in one launch. Block (row, head): heads
 // of q first, then the KV heads (rotated, stored with their v). Threads take
@@ -63,19 +70,22 @@ extern "C" __global__ void rope_store(float* __restrict__ q, float* __restrict__
                                       const u32* __restrict__ slots, u16* __restrict__ kc,
                                       u16* __restrict__ vc, int q_cols, int kv_dim, int head_dim,
                                       int dims, float step, float freq_scale, int halves) {
-    PDL_WAIT();
     int half = dims / 2, nqh = q_cols / head_dim;
     int row = blockIdx.x, hh = blockIdx.y;
     bool is_k = hh >= nqh;
     int h = is_k ? hh - nqh : hh;
     float* head = (is_k ? k + (size_t)row * kv_dim : q + (size_t)row * q_cols) + h * head_dim;
+    // Positions and slots are uploaded by the host before the pass: the
+    // angles are computed before waiting for the product that writes q and
+    // k (a thread's first pair; blockDim usually covers every pair).
     float pos = (float)positions[row];
     size_t dst = (size_t)slots[row] * kv_dim + h * head_dim;
+    float s0 = 0.0f, c0 = 1.0f;
+    if (threadIdx.x < half) rope_angle(pos, threadIdx.x, step, freq_scale, s0, c0);
+    PDL_WAIT();
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float theta = pos;
-        for (int j = 0; j < i; j++) theta *= step;
-        float s, c;
-        sincosf(freq_scale * theta, &s, &c);
+        float s = s0, c = c0;
+        if (i != threadIdx.x) rope_angle(pos, i, step, freq_scale, s, c);
         int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
         float x0 = head[a], x1 = head[b];
         float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;

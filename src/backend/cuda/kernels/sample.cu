@@ -25,9 +25,32 @@ __device__ __forceinline__ float cand_value(u64 c) {
 
 __device__ __forceinline__ u32 cand_id(u64 c) { return ~(u32)c; }
 
+__device__ __forceinline__ u64 warp_max_u64(u64 c) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        u64 d = __shfl_xor_sync(FULL_MASK, c, o);
+        c = d > c ? d : c;
+    }
+    return c;
+}
+
+// The largest of the block's values; `scratch` holds 32.
+__device__ __forceinline__ u64 block_max_u64(u64 c, u64* scratch) {
+    c = warp_max_u64(c);
+    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    __syncthreads();
+    if (lane == 0) scratch[w] = c;
+    __syncthreads();
+    int nw = (blockDim.x + WARP - 1) / WARP;
+    return warp_max_u64(lane < nw ? scratch[lane] : 0ull);
+}
+
+__device__ void top_sort(u64* s, const float* __restrict__ v, const u32* __restrict__ ids, int n,
+                         int base, int t);
+
 // One stage over `n` candidates per row (row r's start at r·in_stride):
-// block (b, r) sorts candidates [b·CHUNK, (b+1)·CHUNK) and writes its best k
-// at r·out_stride + b·k. `in_ids` null means the candidates are a row of
+// block (b, r) sorts candidates [b·CHUNK, (b+1)·CHUNK) (for k = 1 only finds
+// their best) and writes its best k at r·out_stride + b·k. `in_ids` null means the candidates are a row of
 // logits and their ids their indices. The first stage of a multi-stage row
 // leaves each block's (max, Σ exp(x − max)) in `parts_out`; the last stage
 // (one block per row) combines the first stage's `n_parts` partials from
@@ -42,16 +65,69 @@ extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
     PDL_WAIT();
     __shared__ u64 s[TOPK_CHUNK];
     __shared__ float scratch[32];
+    __shared__ u64 best_scratch[32];
     const int row = blockIdx.y, t = threadIdx.x;
     const float* v = in_vals + (size_t)row * in_stride;
     const u32* ids = in_ids ? in_ids + (size_t)row * in_stride : 0;
     const int base = blockIdx.x * TOPK_CHUNK;
+    u64 best = 0ull;
+    if (k == 1) {
+        // Greedy: only the best candidate, a block-wide max of the packed
+        // keys (a sort of the chunk measured 16 µs a launch).
+        for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
+            int gi = base + i;
+            u64 c = gi < n ? cand_pack(v[gi], ids ? ids[gi] : (u32)gi) : 0ull;
+            best = c > best ? c : best;
+        }
+        best = block_max_u64(best, best_scratch);
+        if (t == 0) {
+            size_t o = (size_t)row * out_stride + blockIdx.x;
+            out_vals[o] = cand_value(best);
+            out_ids[o] = cand_id(best);
+        }
+    } else {
+        top_sort(s, v, ids, n, base, t);
+        if (t < k) {
+            size_t o = (size_t)row * out_stride + (size_t)blockIdx.x * k + t;
+            out_vals[o] = cand_value(s[t]);
+            out_ids[o] = cand_id(s[t]);
+        }
+        best = s[0];
+    }
+    if (!parts_out && !lse_out) return;
+    if (parts_in) {
+        // Last stage: combine the first stage's partial sums.
+        const float2* p = parts_in + (size_t)row * n_parts;
+        float2 mine = t < n_parts ? p[t] : make_float2(-3.402823466e38f, 0.0f);
+        float m = block_max(mine.x, scratch);
+        float e = mine.y > 0.0f ? mine.y * expf(mine.x - m) : 0.0f;
+        float total = block_sum(e, scratch);
+        if (t == 0) lse_out[row] = m + logf(total);
+        return;
+    }
+    // Σ exp(x − max) over this block's chunk of logits.
+    float m = cand_value(best);
+    float e = 0.0f;
+    for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
+        int gi = base + i;
+        if (gi < n) e += expf(v[gi] - m);
+    }
+    float total = block_sum(e, scratch);
+    if (t == 0) {
+        if (parts_out) parts_out[(size_t)row * gridDim.x + blockIdx.x] = make_float2(m, total);
+        else lse_out[row] = m + logf(total);
+    }
+}
+
+// The chunk of candidates at `base` sorted into s, best first: bitonic, each
+// thread ordering pair (i, i + stride) of a step in the direction of its run
+// of `size`.
+__device__ void top_sort(u64* s, const float* __restrict__ v, const u32* __restrict__ ids, int n,
+                         int base, int t) {
     for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
         int gi = base + i;
         s[i] = gi < n ? cand_pack(v[gi], ids ? ids[gi] : (u32)gi) : 0ull;
     }
-    // Bitonic sort, descending: thread t orders pair (i, i + stride) of each
-    // step, in the direction of its run of `size`.
     for (int size = 2; size <= TOPK_CHUNK; size <<= 1) {
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
             __syncthreads();
@@ -65,33 +141,4 @@ extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
         }
     }
     __syncthreads();
-    if (t < k) {
-        size_t o = (size_t)row * out_stride + (size_t)blockIdx.x * k + t;
-        out_vals[o] = cand_value(s[t]);
-        out_ids[o] = cand_id(s[t]);
-    }
-    if (!parts_out && !lse_out) return;
-    if (parts_in) {
-        // Last stage: combine the first stage's partial sums.
-        const float2* p = parts_in + (size_t)row * n_parts;
-        float2 mine = t < n_parts ? p[t] : make_float2(-3.402823466e38f, 0.0f);
-        float m = block_max(mine.x, scratch);
-        float e = mine.y > 0.0f ? mine.y * expf(mine.x - m) : 0.0f;
-        float total = block_sum(e, scratch);
-        if (t == 0) lse_out[row] = m + logf(total);
-        return;
-    }
-    // Σ exp(x − max) over this block's chunk of logits; the max is the
-    // sorted chunk's first.
-    float m = cand_value(s[0]);
-    float e = 0.0f;
-    for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
-        int gi = base + i;
-        if (gi < n) e += expf(v[gi] - m);
-    }
-    float total = block_sum(e, scratch);
-    if (t == 0) {
-        if (parts_out) parts_out[(size_t)row * gridDim.x + blockIdx.x] = make_float2(m, total);
-        else lse_out[row] = m + logf(total);
-    }
 }
