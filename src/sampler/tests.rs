@@ -288,3 +288,23 @@ fn readout_asks_for_full_rows_where_candidates_do_not_decide() {
     };
     assert_eq!(s(wide), Readout::Full);
 }
+
+#[test]
+fn an_untruncated_draw_uses_the_whole_softmax_at_its_temperature() {
+    let s = Sampler::new(SamplingParams {
+        temperature: 0.7,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        ..Default::default()
+    });
+    let l = logits();
+    let dist = s.distribution(&Scored::Full(l.as_slice().into()));
+    let z: f64 = l.iter().map(|&v| (v as f64 / 0.7).exp()).sum();
+    assert_eq!(dist.len(), l.len());
+    for (i, &(id, p)) in dist.iter().enumerate() {
+        assert_eq!(id as usize, i, "id order");
+        let want = (l[i] as f64 / 0.7).exp() / z;
+        assert!((p as f64 - want).abs() < 1e-6, "{p} vs {want}");
+    }
+}
