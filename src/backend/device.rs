@@ -201,7 +201,7 @@ impl Backend for AnyBackend {
         dispatch!(self, |b, V| b.to_host(inner!(x, V::Act)))
     }
 
-    fn read_logits(&self, x: &AnyAct, vocab: usize, readout: Readout) -> Logits {
+    fn read_logits(&self, x: &AnyAct, vocab: usize, readout: &Readout) -> Logits {
         dispatch!(self, |b, V| b.read_logits(
             inner!(x, V::Act),
             vocab,

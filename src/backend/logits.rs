@@ -5,7 +5,7 @@
 //! (600 KB at 152k tokens) and the host scans nothing.
 
 /// What the caller needs from each logit row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Readout {
     /// Every logit.
     Full,
@@ -13,6 +13,73 @@ pub enum Readout {
     /// ln Σ exp over the whole row. A backend may answer with full rows
     /// instead; callers handle both.
     Top(usize),
+    /// As `Top(k)`, and per row one token drawn from softmax(logits / T) with
+    /// that row's key ([`gumbel_argmax`]): a draw from the whole vocabulary
+    /// without the vocabulary leaving the device. One key per logit row, in
+    /// batch order (a sampler's wish, before keys are drawn, has none).
+    Draw(usize, Vec<DrawKey>),
+}
+
+impl Readout {
+    /// The readout without its keys: what a recorded step depends on.
+    pub fn shape(&self) -> (u8, usize) {
+        match self {
+            Readout::Full => (0, 0),
+            Readout::Top(k) => (1, *k),
+            Readout::Draw(k, _) => (2, *k),
+        }
+    }
+
+    /// The candidates asked for, if any.
+    pub fn k(&self) -> Option<usize> {
+        match self {
+            Readout::Full => None,
+            Readout::Top(k) | Readout::Draw(k, _) => Some(*k),
+        }
+    }
+
+    /// The part of this readout for logit rows `rows` of the batch.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Readout {
+        match self {
+            Readout::Draw(k, keys) => Readout::Draw(*k, keys[rows].to_vec()),
+            r => r.clone(),
+        }
+    }
+}
+
+/// One row's draw: the key of its noise, and 1 / temperature.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DrawKey {
+    pub key: u64,
+    pub inv_temp: f32,
+}
+
+/// Gumbel noise for token `id` under `key`: −ln(−ln u), u a 24-bit uniform
+/// in (0, 1) from a splitmix64 hash of (key, id). kernels/sample.cu computes
+/// the same bits, so host and device draw the same token from the same
+/// logits.
+pub fn gumbel_noise(key: u64, id: u32) -> f32 {
+    let mut h = key ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^= h >> 31;
+    let u = ((h >> 40) as f32 + 0.5) * (1.0 / 16_777_216.0);
+    -(-u.ln()).ln()
+}
+
+/// argmax over ids of logit·(1/T) + noise: a draw from softmax(logits / T)
+/// (the Gumbel-max trick), ties to the lower id.
+pub fn gumbel_argmax(logits: &[f32], d: DrawKey) -> u32 {
+    let mut best = (f32::NEG_INFINITY, 0u32);
+    for (i, &l) in logits.iter().enumerate() {
+        let v = l * d.inv_temp + gumbel_noise(d.key, i as u32);
+        if v > best.0 {
+            best = (v, i as u32);
+        }
+    }
+    best.1
 }
 
 /// Largest k a backend is asked to summarise; beyond it rows come back full.
@@ -30,6 +97,9 @@ pub enum Logits {
         ids: Vec<u32>,
         values: Vec<f32>,
         lse: Vec<f32>,
+        /// Per row the drawn token and its logit (a `Draw` readout), else
+        /// empty.
+        drawn: Vec<(u32, f32)>,
     },
 }
 
@@ -46,13 +116,17 @@ pub struct TopRow<'a> {
     pub ids: &'a [u32],
     pub values: &'a [f32],
     pub lse: f32,
+    /// The token drawn for this row and its logit, for a `Draw` readout.
+    pub drawn: Option<(u32, f32)>,
 }
 
 impl TopRow<'_> {
-    /// The logit of `id` if it is among the candidates.
+    /// The logit of `id` if it is among the candidates (or drawn).
     pub fn logit(&self, id: u32) -> Option<f32> {
-        let i = self.ids.iter().position(|&t| t == id)?;
-        Some(self.values[i])
+        match self.ids.iter().position(|&t| t == id) {
+            Some(i) => Some(self.values[i]),
+            None => self.drawn.filter(|d| d.0 == id).map(|d| d.1),
+        }
     }
 }
 
@@ -79,10 +153,12 @@ impl Logits {
                 ids,
                 values,
                 lse,
+                drawn,
             } => Row::Top(TopRow {
                 ids: &ids[i * k..(i + 1) * k],
                 values: &values[i * k..(i + 1) * k],
                 lse: lse[i],
+                drawn: drawn.get(i).copied(),
             }),
         }
     }
@@ -126,18 +202,21 @@ impl Logits {
                     ids,
                     values,
                     lse,
+                    drawn,
                 },
                 Logits::Top {
                     k: k2,
                     ids: i2,
                     values: v2,
                     lse: l2,
+                    drawn: d2,
                 },
             ) => {
                 assert_eq!(*k, k2, "appending logits of another width");
                 ids.extend(i2);
                 values.extend(v2);
                 lse.extend(l2);
+                drawn.extend(d2);
             }
             _ => panic!("appending summarised logits to full ones"),
         }
@@ -161,12 +240,14 @@ mod tests {
             ids: vec![2, 1],
             values: vec![3.0, 2.0],
             lse: vec![3.4],
+            drawn: vec![(7, 0.5)],
         };
         top.append(Logits::Top {
             k: 2,
             ids: vec![0, 2],
             values: vec![9.0, 1.0],
             lse: vec![9.1],
+            drawn: vec![(0, 9.0)],
         });
         assert_eq!(top.rows(), 2);
         let Row::Top(r) = top.last() else {
@@ -177,5 +258,39 @@ mod tests {
             (&[0, 2][..], 9.1, Some(1.0), None)
         );
         assert_eq!(Logits::empty().rows(), 0);
+    }
+}
+
+#[cfg(test)]
+mod draw_tests {
+    use super::*;
+
+    /// Gumbel-max draws follow softmax(l / T): counts over many keys against
+    /// the exact probabilities, by chi-square.
+    #[test]
+    fn gumbel_draws_follow_the_softmax() {
+        let l = [1.0f32, 3.0, 2.0, -1.0, 2.5];
+        let t = 0.8f32;
+        let z: f64 = l.iter().map(|&v| (v as f64 / t as f64).exp()).sum();
+        let p: Vec<f64> = l.iter().map(|&v| (v as f64 / t as f64).exp() / z).collect();
+        let n = 40_000;
+        let mut counts = [0usize; 5];
+        for key in 0..n as u64 {
+            let d = DrawKey {
+                key: key.wrapping_mul(0x2545_F491_4F6C_DD1D),
+                inv_temp: 1.0 / t,
+            };
+            counts[gumbel_argmax(&l, d) as usize] += 1;
+        }
+        let stat: f64 = counts
+            .iter()
+            .zip(&p)
+            .map(|(&c, &pi)| (c as f64 - n as f64 * pi).powi(2) / (n as f64 * pi))
+            .sum();
+        // 4 degrees of freedom: p = 0.001 at 18.47.
+        assert!(
+            stat < 18.47,
+            "chi-square {stat}, counts {counts:?}, p {p:?}"
+        );
     }
 }

@@ -8,7 +8,7 @@ pub mod cuda;
 pub mod device;
 pub mod logits;
 
-pub use logits::{Logits, Readout, Row, TopRow};
+pub use logits::{DrawKey, Logits, Readout, Row, TopRow};
 
 use crate::gguf::Tensor;
 
@@ -78,7 +78,7 @@ pub struct StepLayout<'a> {
     pub write_slots: &'a [u32],
     pub seqs: &'a [AttnSeq<'a>],
     pub logit_rows: &'a [usize],
-    pub readout: Readout,
+    pub readout: &'a Readout,
 }
 
 pub trait Backend: Send + Sync {
@@ -106,7 +106,7 @@ pub trait Backend: Send + Sync {
     fn to_host(&self, x: &Self::Act) -> Vec<f32>;
     /// The pass's logits ([rows, vocab]) as `readout` asks. Summarising is
     /// a backend's choice: the default hands back every logit.
-    fn read_logits(&self, x: &Self::Act, vocab: usize, readout: Readout) -> Logits {
+    fn read_logits(&self, x: &Self::Act, vocab: usize, readout: &Readout) -> Logits {
         let _ = readout;
         Logits::Full {
             vocab,

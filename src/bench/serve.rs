@@ -27,6 +27,7 @@ pub struct LoadConfig {
     pub prompt_len: usize,
     pub gen_len: usize,
     pub shared_prefix: usize,
+    pub temperature: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,7 +78,7 @@ fn one_request(cfg: &LoadConfig, i: usize) -> Result<Trace, String> {
     let body = json!({
         "prompt": prompt(i, cfg),
         "max_tokens": cfg.gen_len,
-        "temperature": 0,
+        "temperature": cfg.temperature,
         "ignore_eos": true,
         "stream": true,
         "stream_options": {"include_usage": true},
@@ -294,6 +295,7 @@ mod tests {
             prompt_len: 40,
             gen_len: 1,
             shared_prefix: 10,
+            temperature: 0.0,
         };
         let (a, b) = (prompt(0, &cfg), prompt(1, &cfg));
         let (wa, wb): (Vec<_>, Vec<_>) = (a.split(' ').collect(), b.split(' ').collect());

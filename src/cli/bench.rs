@@ -90,6 +90,11 @@ struct ServeBenchArgs {
     /// Words shared at the start of every prompt.
     #[arg(long = "shared-prefix", default_value_t = 0)]
     shared_prefix: usize,
+    /// Sampling temperature of the requests (0: greedy). Above 0 the
+    /// requests set nothing else: the OpenAI defaults, a draw from the
+    /// whole vocabulary.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -235,6 +240,7 @@ fn serve(a: ServeBenchArgs) -> Result<()> {
         prompt_len: a.prompt_len.max(1),
         gen_len: a.gen_len.max(1),
         shared_prefix: a.shared_prefix,
+        temperature: a.temperature,
     };
     let bar = ProgressBar::new((concurrency.len() * cfg.requests) as u64);
     bar.set_style(

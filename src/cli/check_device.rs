@@ -11,7 +11,8 @@ use clap::Args;
 use serde::Serialize;
 
 use tandem::backend::device::{AnyBackend, Device};
-use tandem::backend::{Logits, Readout, Row};
+use tandem::backend::logits::gumbel_argmax;
+use tandem::backend::{DrawKey, Logits, Readout, Row};
 use tandem::engine::Session;
 use tandem::model::LoadedModel;
 
@@ -91,15 +92,30 @@ fn synthetic_readout_at(be: &AnyBackend, vocab: usize) -> (usize, usize) {
     let (mut rows, mut bad) = (0, 0);
     for k in READOUT_KS.into_iter().filter(|&k| k <= vocab) {
         let act = be.act_from_host(3, vocab, data.clone());
-        let top = be.read_logits(&act, vocab, Readout::Top(k));
-        bad += readout_mismatches(&data, &top, vocab);
+        let readout = match k {
+            40 => Readout::Draw(k, draw_keys(3, vocab as u64)),
+            _ => Readout::Top(k),
+        };
+        let top = be.read_logits(&act, vocab, &readout);
+        bad += readout_mismatches(&data, &top, vocab, &readout);
         rows += 3;
     }
     (rows, bad)
 }
 
-/// Rows of `top` that differ from the host's summary of `full`.
-fn readout_mismatches(full: &[f32], top: &Logits, vocab: usize) -> usize {
+/// Keys for `n` draws at temperatures from 0.5 to 2.
+fn draw_keys(n: usize, seed: u64) -> Vec<DrawKey> {
+    (0..n as u64)
+        .map(|i| DrawKey {
+            key: (seed ^ i).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            inv_temp: [2.0, 1.0, 0.5][i as usize % 3],
+        })
+        .collect()
+}
+
+/// Rows of `top` that differ from the host's summary of `full` under
+/// `readout` (and, for a draw, from the host's Gumbel-max draw).
+fn readout_mismatches(full: &[f32], top: &Logits, vocab: usize, readout: &Readout) -> usize {
     let mut bad = 0;
     for (i, row) in full.chunks(vocab).enumerate() {
         let Row::Top(t) = top.row(i) else {
@@ -109,14 +125,23 @@ fn readout_mismatches(full: &[f32], top: &Logits, vocab: usize) -> usize {
         };
         let want = tandem::sampler::top_by_logit(row, t.ids.len());
         let lse = tandem::sampler::log_sum_exp(row);
+        let drawn = match readout {
+            Readout::Draw(_, keys) => {
+                let id = gumbel_argmax(row, keys[i]);
+                Some((id, row[id as usize]))
+            }
+            _ => None,
+        };
         let same = want.iter().map(|c| c.0).eq(t.ids.iter().copied())
             && want.iter().map(|c| c.1).eq(t.values.iter().copied())
-            && ((t.lse - lse) / lse.abs().max(1.0)).abs() <= 1e-5;
+            && ((t.lse - lse) / lse.abs().max(1.0)).abs() <= 1e-5
+            && t.drawn == drawn;
         if !same {
             eprintln!(
-                "readout row {i}: device {:?}… lse {} / host {:?}… lse {lse}",
+                "readout row {i}: device {:?}… lse {} drawn {:?} / host {:?}… lse {lse} drawn {drawn:?}",
                 &t.ids[..t.ids.len().min(4)],
                 t.lse,
+                t.drawn,
                 &want[..want.len().min(4)]
             );
         }
@@ -199,17 +224,23 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
     let (mut readout_rows, mut readout_bad) = synthetic_readout(&dev.backend, vocab);
     // A third session reads the same rows as device-side summaries.
     let mut st = Session::new(&dev, ctx);
-    let (top, _) = st.feed_as(&prompt, 0, Readout::Top(READOUT_KS[1]))?;
-    readout_bad += readout_mismatches(&ld, &top, vocab);
+    let prompt_readout = Readout::Top(READOUT_KS[1]);
+    let (top, _) = st.feed_as(&prompt, 0, prompt_readout.clone())?;
+    readout_bad += readout_mismatches(&ld, &top, vocab, &prompt_readout);
     readout_rows += top.rows();
     let mut decode_err = 0f64;
     let mut next = argmax(&lc[lc.len() - vocab..]);
     for i in 0..a.n {
         let c = sc.extend(&[next], 0)?;
         let d = sd.extend(&[next], 0)?;
+        // Every k, and a draw with each, in turn (recorded steps included).
         let k = READOUT_KS[i % READOUT_KS.len()];
-        let t = st.extend_as(&[next], 0, Readout::Top(k))?;
-        readout_bad += readout_mismatches(&d, &t, vocab);
+        let readout = match (i / READOUT_KS.len()) % 2 {
+            0 => Readout::Top(k),
+            _ => Readout::Draw(k, draw_keys(1, i as u64)),
+        };
+        let t = st.extend_as(&[next], 0, readout.clone())?;
+        readout_bad += readout_mismatches(&d, &t, vocab, &readout);
         readout_rows += t.rows();
         decode_err = decode_err.max(rel_err(&c, &d));
         max_kl = max_kl.max(kl(&c, &d));
@@ -259,7 +290,7 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
             r.greedy_same_prefix, a.n
         );
         println!(
-            "device-side top-k readout (k = {READOUT_KS:?}): {}/{} rows equal to the host's",
+            "device-side top-k readout (k = {READOUT_KS:?}, with and without a draw): {}/{} rows equal to the host's",
             r.readout_rows - r.readout_mismatches,
             r.readout_rows
         );

@@ -278,10 +278,7 @@ fn run_loop<B: Backend + 'static>(
         }
         // Only a step of decodes alone prices a guess (see batched_spec).
         let all_decodes = plan.iter().all(|w| w.len - w.drafts == 1);
-        let readout = step_readout(plan.iter().map(|w| {
-            let e = sched.running.iter().find(|e| e.id == w.id);
-            e.expect("planned seq runs").seq.sampler.readout()
-        }));
+        let readout = step_readout(&plan, &mut sched);
         let logits = {
             let seqs = plan
                 .iter()
@@ -371,17 +368,56 @@ fn run_loop<B: Backend + 'static>(
     }
 }
 
-/// One readout for a step's rows: summaries when every sequence's sampler
-/// can use them (k enough for the most demanding), else full rows.
-fn step_readout(wants: impl Iterator<Item = Readout>) -> Readout {
-    let mut k = 0;
-    for w in wants {
-        match w {
+/// One readout for a step's logit rows: summaries when every sequence's
+/// sampler can use them (k enough for the most demanding), with a drawn
+/// token per row when any sampler draws from the whole vocabulary (its rows
+/// get keys; the others' draws go unused), else full rows. Rows that verify
+/// a drawing sampler's guesses need the full distribution.
+fn step_readout(plan: &[super::scheduler::Work], sched: &mut Scheduler<Seq>) -> Readout {
+    // (wish, logit rows) per planned sequence, in batch order.
+    let wishes: Vec<(Readout, usize)> = plan
+        .iter()
+        .map(|w| {
+            let e = sched.get_mut(w.id).expect("planned seq runs");
+            let rows = if w.start + w.len == e.seq.tokens.len() {
+                1 + w.drafts
+            } else {
+                0
+            };
+            (e.seq.sampler.readout(), rows)
+        })
+        .collect();
+    let mut k = 1;
+    let mut draws = false;
+    for (wish, rows) in wishes.iter().filter(|w| w.1 > 0) {
+        match wish {
             Readout::Full => return Readout::Full,
-            Readout::Top(n) => k = k.max(n),
+            Readout::Draw(..) if *rows > 1 => return Readout::Full,
+            Readout::Draw(n, _) => {
+                draws = true;
+                k = k.max(*n);
+            }
+            Readout::Top(n) => k = k.max(*n),
         }
     }
-    Readout::Top(k.max(1))
+    if !draws {
+        return Readout::Top(k);
+    }
+    let unused = crate::backend::DrawKey {
+        key: 0,
+        inv_temp: 0.0,
+    };
+    let mut keys = Vec::new();
+    for (w, (wish, rows)) in plan.iter().zip(&wishes) {
+        let e = sched.get_mut(w.id).expect("planned seq runs");
+        for _ in 0..*rows {
+            keys.push(match wish {
+                Readout::Draw(..) => e.seq.sampler.draw_key(),
+                _ => unused,
+            });
+        }
+    }
+    Readout::Draw(k, keys)
 }
 
 /// Choose a sequence's tokens from its rows of logits: one row for a plain

@@ -126,7 +126,8 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
         Ok(full(self.extend_as(new, logits_from, Readout::Full)?))
     }
 
-    /// [`Session::extend`] with the logits read out as `readout` asks.
+    /// [`Session::extend`] with the logits read out as `readout` asks (a
+    /// `Draw` readout has one key per logit row).
     pub fn extend_as(
         &mut self,
         new: &[u32],
@@ -142,11 +143,14 @@ impl<'m, B: Backend + 'static> Session<'m, B> {
         }
         self.seq.grow_to(start + new.len())?;
         let mut out = Logits::empty();
+        let mut logit_rows = 0;
         for (c, chunk) in new.chunks(PREFILL_CHUNK).enumerate() {
             let chunk_start = c * PREFILL_CHUNK;
             let from = logits_from.saturating_sub(chunk_start).min(chunk.len());
             let pos = start + chunk_start;
-            let batch = ForwardBatch::single(chunk, pos, &self.seq, from, readout);
+            let wanted = logit_rows..logit_rows + chunk.len() - from;
+            logit_rows = wanted.end;
+            let batch = ForwardBatch::single(chunk, pos, &self.seq, from, readout.rows(wanted));
             match self.model.forward(&batch, &mut self.kv) {
                 Ok(l) => out.append(l),
                 Err(e) => {

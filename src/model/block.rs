@@ -291,7 +291,7 @@ impl<B: Backend> Decoder<B> {
                 write_slots: &flat.write_slots,
                 seqs: &seqs,
                 logit_rows: &flat.logit_rows,
-                readout: batch.readout,
+                readout: &batch.readout,
             },
             kv,
         );
@@ -310,7 +310,7 @@ impl<B: Backend> Decoder<B> {
         be.rms_norm(&last, &self.out_norm, h.rms_eps, &mut normed);
         let mut logits = be.act(0, 0);
         be.linear(&normed, &self.output, None, &mut logits);
-        let out = be.read_logits(&logits, h.vocab_size, batch.readout);
+        let out = be.read_logits(&logits, h.vocab_size, &batch.readout);
         be.end_forward();
         Ok(out)
     }

@@ -9,8 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
+use crate::backend::logits::gumbel_argmax;
 use crate::backend::logits::MAX_TOP_K;
-use crate::backend::{Readout, Row, TopRow};
+use crate::backend::{DrawKey, Readout, Row, TopRow};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SamplingParams {
@@ -105,17 +106,26 @@ pub enum Scored<'a> {
 pub struct Sampler {
     pub params: SamplingParams,
     rng: ChaCha8Rng,
+    /// The key handed out for the next untruncated draw ([`Sampler::draw_key`]).
+    pending: Option<DrawKey>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Self { params, rng }
+        Self {
+            params,
+            rng,
+            pending: None,
+        }
     }
 
     /// What this sampler needs of a logit row: the k best candidates decide
     /// a greedy choice, or a draw with top-k set, when no penalty moves
     /// logits (a penalty can lift a token from anywhere in the vocabulary).
+    /// A draw from the whole vocabulary (top-k, top-p and min-p off) needs
+    /// no candidates but one drawn token: `Draw`, whose keys the caller
+    /// fills in from [`Sampler::draw_key`].
     pub fn readout(&self) -> Readout {
         let p = &self.params;
         let k = if p.has_penalties() {
@@ -124,6 +134,11 @@ impl Sampler {
             1
         } else if p.top_k > 0 {
             p.top_k
+        } else if self.untruncated() {
+            return match p.n_probs.max(1) {
+                k if k > MAX_TOP_K => Readout::Full,
+                k => Readout::Draw(k, Vec::new()),
+            };
         } else {
             return Readout::Full;
         };
@@ -133,6 +148,17 @@ impl Sampler {
         } else {
             Readout::Top(k)
         }
+    }
+
+    /// The key of the next untruncated draw, for a `Draw` readout: the row
+    /// it is given to must be the next one this sampler chooses from.
+    pub fn draw_key(&mut self) -> DrawKey {
+        let d = DrawKey {
+            key: self.rng.random(),
+            inv_temp: 1.0 / self.params.temperature.max(f32::MIN_POSITIVE),
+        };
+        self.pending = Some(d);
+        d
     }
 
     /// Choose from one row of logits, given the tokens generated or read so
@@ -167,6 +193,23 @@ impl Sampler {
 
     /// The argmax at temperature 0, else a draw from [`Sampler::distribution`].
     pub fn choose(&mut self, s: &Scored<'_>) -> u32 {
+        if self.params.temperature > 0.0 && self.untruncated() {
+            // The Gumbel-max draw, here or (a summarised row) on the device,
+            // with the same key and noise.
+            let pending = self.pending.take();
+            match s {
+                Scored::Top(TopRow {
+                    drawn: Some((id, _)),
+                    ..
+                }) => return *id,
+                Scored::Full(l) => {
+                    let d = pending.unwrap_or_else(|| self.draw_key());
+                    self.pending = None;
+                    return gumbel_argmax(l, d);
+                }
+                Scored::Top(_) => {}
+            }
+        }
         if self.params.temperature > 0.0 {
             let dist = self.distribution(s);
             return self.draw_from(&dist);

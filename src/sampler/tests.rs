@@ -248,6 +248,7 @@ fn summarised_rows_choose_and_report_as_full_rows_do() {
             ids: &ids,
             values: &values,
             lse,
+            drawn: None,
         });
         for _ in 0..200 {
             let (a, b) = (full.sample(Row::Full(&l), &[]), top.sample(row, &[]));

@@ -4,7 +4,7 @@
 //! common prefix, so rejected guesses are rolled back by that same call.
 
 use super::{Proposal, Proposer};
-use crate::backend::Backend;
+use crate::backend::{Backend, Readout};
 use crate::engine::{EngineError, Result, Session};
 use crate::model::LoadedModel;
 use crate::sampler::{Sampler, SamplingParams};
@@ -68,8 +68,15 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
         // In step with the target, a round feeds at most two new tokens (the
         // last guess and the target's correction or bonus token): that is the
         // round's cost. More is catch-up after plain steps.
-        let readout = self.sampler.readout();
-        let (mut logits, reused) = self.session.feed_as(history, history.len() - 1, readout)?;
+        // Guesses carry the distribution they were drawn from: a token drawn
+        // on the device does not give it.
+        let readout = match self.sampler.readout() {
+            Readout::Draw(..) => Readout::Full,
+            r => r,
+        };
+        let (mut logits, reused) =
+            self.session
+                .feed_as(history, history.len() - 1, readout.clone())?;
         let fed = history.len() - reused;
         out.setup_secs = t.elapsed().as_secs_f64() * fed.saturating_sub(2) as f64 / fed as f64;
         let mut seen = history.to_vec();
@@ -85,7 +92,7 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             out.dists.push(dist);
             seen.push(id);
             if i + 1 < k {
-                logits = self.session.extend_as(&[id], 0, readout)?;
+                logits = self.session.extend_as(&[id], 0, readout.clone())?;
             }
         }
         Ok(out)

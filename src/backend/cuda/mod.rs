@@ -280,9 +280,9 @@ impl Backend for CudaBackend {
         out
     }
 
-    fn read_logits(&self, x: &CudaAct, vocab: usize, readout: Readout) -> Logits {
-        let k = match readout {
-            Readout::Top(k) if x.rows > 0 && x.cols == vocab => k.clamp(1, vocab),
+    fn read_logits(&self, x: &CudaAct, vocab: usize, readout: &Readout) -> Logits {
+        let k = match readout.k() {
+            Some(k) if x.rows > 0 && x.cols == vocab => k.clamp(1, vocab),
             _ => {
                 return Logits::Full {
                     vocab,
@@ -291,7 +291,23 @@ impl Backend for CudaBackend {
             }
         };
         self.gpu.bind();
-        let (out, shape) = self.top_k(x, k);
+        // A draw's keys: the step's upload, or (outside a step) a fresh one.
+        let mut keep = Vec::new();
+        let keys = match readout {
+            Readout::Draw(_, keys) => {
+                assert_eq!(keys.len(), x.rows, "a draw readout needs one key per row");
+                let found = self.state().draw_keys_copy();
+                Some(found.unwrap_or_else(|| {
+                    let words: Vec<u32> = keys
+                        .iter()
+                        .flat_map(|d| [d.key as u32, (d.key >> 32) as u32, d.inv_temp.to_bits()])
+                        .collect();
+                    self.u32s(&words, &mut keep)
+                }))
+            }
+            _ => None,
+        };
+        let (out, shape) = self.top_k(x, k, keys);
         let len = shape.len(x.rows);
         let src = self
             .state()

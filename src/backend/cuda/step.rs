@@ -25,37 +25,44 @@ pub struct GraphKey {
     logit_rows: Vec<usize>,
     /// Context bucket (a power of two): attention is launched for this many keys.
     bucket: usize,
-    readout: Readout,
+    /// The readout's kind and k (its keys live in the step buffer).
+    readout: (u8, usize),
 }
 
 /// What a pass leaves for the host: full logit rows, or per row k
 /// candidates' values, then their ids (as f32 bits), then one log-sum-exp
-/// per row ([`super::CudaBackend::top_k`]'s layout).
+/// per row, then, with `drawn`, per row the drawn id (bits) and its logit
+/// ([`super::CudaBackend::top_k`]'s layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutShape {
     Full { cols: usize },
-    Top { k: usize, rows: usize },
+    Top { k: usize, rows: usize, drawn: bool },
 }
 
 impl OutShape {
     pub fn len(self, rows: usize) -> usize {
         match self {
             OutShape::Full { cols } => rows * cols,
-            OutShape::Top { k, rows } => rows * (2 * k + 1),
+            OutShape::Top { k, rows, drawn } => rows * (2 * k + 1 + 2 * drawn as usize),
         }
     }
 
     pub fn unpack(self, data: Vec<f32>) -> Logits {
         match self {
             OutShape::Full { cols } => Logits::Full { vocab: cols, data },
-            OutShape::Top { k, rows } => {
+            OutShape::Top { k, rows, drawn } => {
                 let (values, rest) = data.split_at(rows * k);
-                let (ids, lse) = rest.split_at(rows * k);
+                let (ids, rest) = rest.split_at(rows * k);
+                let (lse, draws) = rest.split_at(rows);
                 Logits::Top {
                     k,
                     values: values.to_vec(),
                     ids: ids.iter().map(|f| f.to_bits()).collect(),
                     lse: lse.to_vec(),
+                    drawn: match drawn {
+                        true => draws.chunks(2).map(|d| (d[0].to_bits(), d[1])).collect(),
+                        false => Vec::new(),
+                    },
                 }
             }
         }
@@ -91,6 +98,8 @@ struct Current {
     positions: (usize, usize),
     write_slots: (usize, usize),
     logit_rows: (usize, usize),
+    /// Whether the step's draw keys are in the buffer.
+    draws: bool,
     seqs: Vec<SeqId>,
     n_splits: usize,
 }
@@ -123,13 +132,15 @@ struct Caps {
 }
 
 impl Caps {
-    fn offsets(&self) -> [usize; 7] {
+    fn offsets(&self) -> [usize; 8] {
         let r = self.rows;
-        // tokens, positions, write_slots, row_seq, logit_rows, seq_off, slots
-        [0, r, 2 * r, 3 * r, 4 * r, 5 * r, 5 * r + self.seqs]
+        // tokens, positions, write_slots, row_seq, logit_rows, seq_off, slots,
+        // draw keys (3 words per logit row)
+        let slots = 5 * r + self.seqs;
+        [0, r, 2 * r, 3 * r, 4 * r, 5 * r, slots, slots + self.slots]
     }
     fn total(&self) -> usize {
-        5 * self.rows + self.seqs + self.slots
+        8 * self.rows + self.seqs + self.slots
     }
 }
 
@@ -207,7 +218,19 @@ impl StepState {
         }
         let caps = self.buf.as_ref().expect("step buffer").1;
         let off = caps.offsets();
-        let used = off[6] + n_slots;
+        let keys = match step.readout {
+            Readout::Draw(_, keys) => keys.as_slice(),
+            _ => &[],
+        };
+        assert!(
+            keys.is_empty() || keys.len() == step.logit_rows.len(),
+            "a draw readout needs one key per logit row"
+        );
+        let used = if keys.is_empty() {
+            off[6] + n_slots
+        } else {
+            off[7] + 3 * keys.len()
+        };
         self.staging.clear();
         self.staging.resize(used, 0);
         let st = &mut self.staging;
@@ -226,6 +249,14 @@ impl StepState {
             st[off[6] + slot_at..off[6] + slot_at + s.slots.len()].copy_from_slice(s.slots);
             slot_at += s.slots.len();
         }
+        for (i, d) in keys.iter().enumerate() {
+            let at = off[7] + 3 * i;
+            st[at..at + 3].copy_from_slice(&[
+                d.key as u32,
+                (d.key >> 32) as u32,
+                d.inv_temp.to_bits(),
+            ]);
+        }
         gpu.upload(self.ptr(0), &self.staging);
 
         let max_pos = step.positions.iter().copied().max().unwrap_or(0) as usize;
@@ -235,7 +266,7 @@ impl StepState {
             rows_per_seq: step.seqs.iter().map(|s| s.rows.len()).collect(),
             logit_rows: step.logit_rows.to_vec(),
             bucket,
-            readout: step.readout,
+            readout: step.readout.shape(),
         };
         let graphable = self.graphs_enabled
             && n_rows > 0
@@ -271,6 +302,7 @@ impl StepState {
             positions: id(step.positions),
             write_slots: id(step.write_slots),
             logit_rows: id(step.logit_rows),
+            draws: !keys.is_empty(),
             seqs: step.seqs.iter().map(seq_id).collect(),
             n_splits,
         });
@@ -290,6 +322,12 @@ impl StepState {
         } else {
             None
         }
+    }
+
+    /// The device copy of the current step's draw keys, if it has them.
+    pub fn draw_keys_copy(&self) -> Option<u64> {
+        let c = self.current.as_ref()?;
+        c.draws.then(|| self.ptr(7))
     }
 
     pub fn logit_rows_copy(&self, rows: &[usize]) -> Option<u64> {

@@ -45,8 +45,31 @@ __device__ __forceinline__ u64 block_max_u64(u64 c, u64* scratch) {
     return warp_max_u64(lane < nw ? scratch[lane] : 0ull);
 }
 
+// The noise of token id under key: −ln(−ln u), u a 24-bit uniform from a
+// splitmix64 hash of (key, id); the bits of backend/logits.rs's
+// gumbel_noise.
+__device__ __forceinline__ float gumbel_noise(u64 key, u32 id) {
+    u64 h = key ^ ((u64)id * 0x9E3779B97F4A7C15ull);
+    h ^= h >> 30;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 27;
+    h *= 0x94D049BB133111EBull;
+    h ^= h >> 31;
+    float u = ((float)(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+    return -logf(-logf(u));
+}
+
+// A candidate for the draw: its perturbed logit (product and sum rounded
+// apart, as the host does: no fused multiply-add) packed with its id.
+__device__ __forceinline__ u64 draw_pack(float v, u32 id, u64 key, float inv_temp) {
+    return cand_pack(__fadd_rn(__fmul_rn(v, inv_temp), gumbel_noise(key, id)), id);
+}
+
 __device__ void top_sort(u64* s, const float* __restrict__ v, const u32* __restrict__ ids, int n,
                          int base, int t);
+__device__ void draw_stage(const float* __restrict__ v, int n, int base, int t, const u32* __restrict__ dk,
+                           u64* __restrict__ parts_out, const u64* __restrict__ parts_in, int n_parts,
+                           const float* __restrict__ logits, float* __restrict__ drawn, u64* scratch);
 
 // One stage over `n` candidates per row (row r's start at r·in_stride):
 // block (b, r) sorts candidates [b·CHUNK, (b+1)·CHUNK) (for k = 1 only finds
@@ -61,7 +84,11 @@ extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
                                        float* __restrict__ out_vals, u32* __restrict__ out_ids,
                                        int out_stride, float2* __restrict__ parts_out,
                                        const float2* __restrict__ parts_in, int n_parts,
-                                       float* __restrict__ lse_out) {
+                                       float* __restrict__ lse_out, const u32* __restrict__ draw_keys,
+                                       u64* __restrict__ draw_parts_out,
+                                       const u64* __restrict__ draw_parts_in,
+                                       const float* __restrict__ row_logits, int logit_stride,
+                                       float* __restrict__ drawn_out) {
     PDL_WAIT();
     __shared__ u64 s[TOPK_CHUNK];
     __shared__ float scratch[32];
@@ -94,6 +121,8 @@ extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
         }
         best = s[0];
     }
+    if (draw_keys) draw_stage(v, n, base, t, draw_keys + 3 * row, draw_parts_out, draw_parts_in, n_parts,
+                              row_logits + (size_t)row * logit_stride, drawn_out + 2 * row, best_scratch);
     if (!parts_out && !lse_out) return;
     if (parts_in) {
         // Last stage: combine the first stage's partial sums.
@@ -141,4 +170,38 @@ __device__ void top_sort(u64* s, const float* __restrict__ v, const u32* __restr
         }
     }
     __syncthreads();
+}
+
+// The draw's share of a stage (`dk`: the row's key, low and high words, and
+// 1/T as bits). The first stage, over logits, leaves each block's best
+// perturbed candidate in parts_out, or with no parts (a one-block row)
+// writes the drawn token; the last stage, with parts_in, takes the best of
+// the first stage's blocks. Middle stages have nothing to do.
+__device__ void draw_stage(const float* __restrict__ v, int n, int base, int t, const u32* __restrict__ dk,
+                           u64* __restrict__ parts_out, const u64* __restrict__ parts_in, int n_parts,
+                           const float* __restrict__ logits, float* __restrict__ drawn, u64* scratch) {
+    u64 key = (u64)dk[0] | ((u64)dk[1] << 32);
+    float inv_temp = __uint_as_float(dk[2]);
+    u64 best = 0ull;
+    if (parts_in) {
+        const u64* p = parts_in + (size_t)blockIdx.y * n_parts;
+        for (int i = t; i < n_parts; i += TOPK_THREADS) best = p[i] > best ? p[i] : best;
+    } else if (logits == v) {
+        for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
+            int gi = base + i;
+            u64 c = gi < n ? draw_pack(v[gi], (u32)gi, key, inv_temp) : 0ull;
+            best = c > best ? c : best;
+        }
+    } else {
+        return;
+    }
+    best = block_max_u64(best, scratch);
+    if (t != 0) return;
+    if (parts_out && !parts_in) {
+        parts_out[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = best;
+    } else {
+        u32 id = cand_id(best);
+        drawn[0] = __uint_as_float(id);
+        drawn[1] = logits[id];
+    }
 }
