@@ -54,10 +54,9 @@ pub struct DrawKey {
     pub inv_temp: f32,
 }
 
-/// Gumbel noise for token `id` under `key`: −ln(−ln u), u a 24-bit uniform
-/// in (0, 1) from a splitmix64 hash of (key, id). kernels/sample.cu computes
-/// the same bits, so host and device draw the same token from the same
-/// logits.
+/// Gumbel noise for token `id` under `key`: −ln(−ln u), u a uniform from a
+/// splitmix64 hash of (key, id). kernels/sample.cu computes the same bits,
+/// so host and device draw the same token from the same logits.
 pub fn gumbel_noise(key: u64, id: u32) -> f32 {
     let mut h = key ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^= h >> 30;
@@ -65,18 +64,37 @@ pub fn gumbel_noise(key: u64, id: u32) -> f32 {
     h ^= h >> 27;
     h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
     h ^= h >> 31;
-    let u = ((h >> 40) as f32 + 0.5) * (1.0 / 16_777_216.0);
+    noise_of(uniform_of(h))
+}
+
+/// The top 23 bits of `h` as a uniform strictly inside (0, 1): (n + ½)/2²³
+/// is exact in f32 and at most 1 − 2⁻²⁴ (24 bits would round the largest to
+/// 1, whose noise is infinite: a token that wins whatever its logit).
+fn uniform_of(h: u64) -> f32 {
+    ((h >> 41) as f32 + 0.5) * (1.0 / 8_388_608.0)
+}
+
+fn noise_of(u: f32) -> f32 {
     -(-u.ln()).ln()
 }
 
 /// argmax over ids of logit·(1/T) + noise: a draw from softmax(logits / T)
-/// (the Gumbel-max trick), ties to the lower id.
+/// (the Gumbel-max trick), ties to the lower id. The noise is bounded, so a
+/// token whose logit cannot reach the best so far is skipped unhashed
+/// (starting from the largest logit, most of a real model's vocabulary).
 pub fn gumbel_argmax(logits: &[f32], d: DrawKey) -> u32 {
-    let mut best = (f32::NEG_INFINITY, 0u32);
+    let g_max = noise_of(uniform_of(u64::MAX));
+    let top = crate::sampler::argmax(logits);
+    let value = |i: u32| logits[i as usize] * d.inv_temp + gumbel_noise(d.key, i);
+    let mut best = (value(top), top);
     for (i, &l) in logits.iter().enumerate() {
-        let v = l * d.inv_temp + gumbel_noise(d.key, i as u32);
-        if v > best.0 {
-            best = (v, i as u32);
+        let i = i as u32;
+        if i == top || l * d.inv_temp + g_max < best.0 {
+            continue;
+        }
+        let v = value(i);
+        if v > best.0 || (v == best.0 && i < best.1) {
+            best = (v, i);
         }
     }
     best.1
@@ -292,5 +310,37 @@ mod draw_tests {
             stat < 18.47,
             "chi-square {stat}, counts {counts:?}, p {p:?}"
         );
+    }
+
+    #[test]
+    fn noise_is_finite_at_both_ends_of_the_hash() {
+        for h in [0, u64::MAX] {
+            let u = uniform_of(h);
+            assert!(u > 0.0 && u < 1.0, "{u}");
+            assert!(noise_of(u).is_finite());
+        }
+    }
+
+    /// Skipping tokens that cannot win changes nothing: the same draw as
+    /// hashing every token.
+    #[test]
+    fn pruned_argmax_equals_the_exhaustive_one() {
+        let l: Vec<f32> = (0..3000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 40.0)
+            .collect();
+        for key in 0..200u64 {
+            let d = DrawKey {
+                key: key.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                inv_temp: [1.0, 0.5, 3.0][key as usize % 3],
+            };
+            let mut best = (f32::NEG_INFINITY, 0u32);
+            for (i, &x) in l.iter().enumerate() {
+                let v = x * d.inv_temp + gumbel_noise(d.key, i as u32);
+                if v > best.0 {
+                    best = (v, i as u32);
+                }
+            }
+            assert_eq!(gumbel_argmax(&l, d), best.1);
+        }
     }
 }

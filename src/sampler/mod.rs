@@ -1,7 +1,10 @@
 //! Choosing the next token from logits: penalties (repetition, presence,
 //! frequency), then top-k, top-p, min-p and temperature, then a draw from a
 //! seeded ChaCha RNG (reproducible across runs and platforms), or the argmax
-//! at temperature 0. Log-probabilities are reported from the penalised logits
+//! at temperature 0. A draw with nothing truncating is the Gumbel-max draw
+//! under a key from that RNG, which a GPU makes where the logits are
+//! ([`crate::backend::logits`]); a row may arrive summarised (its best
+//! candidates) when that is all the settings need ([`Sampler::readout`]). Log-probabilities are reported from the penalised logits
 //! before truncation and temperature, as llama.cpp reports them.
 
 use rand::{Rng, SeedableRng};

@@ -45,9 +45,9 @@ __device__ __forceinline__ u64 block_max_u64(u64 c, u64* scratch) {
     return warp_max_u64(lane < nw ? scratch[lane] : 0ull);
 }
 
-// The noise of token id under key: −ln(−ln u), u a 24-bit uniform from a
-// splitmix64 hash of (key, id); the bits of backend/logits.rs's
-// gumbel_noise.
+// The noise of token id under key: −ln(−ln u), u a 23-bit uniform strictly
+// inside (0, 1) from a splitmix64 hash of (key, id); the bits of
+// backend/logits.rs's gumbel_noise.
 __device__ __forceinline__ float gumbel_noise(u64 key, u32 id) {
     u64 h = key ^ ((u64)id * 0x9E3779B97F4A7C15ull);
     h ^= h >> 30;
@@ -55,7 +55,7 @@ __device__ __forceinline__ float gumbel_noise(u64 key, u32 id) {
     h ^= h >> 27;
     h *= 0x94D049BB133111EBull;
     h ^= h >> 31;
-    float u = ((float)(h >> 40) + 0.5f) * (1.0f / 16777216.0f);
+    float u = ((float)(h >> 41) + 0.5f) * (1.0f / 8388608.0f);
     return -logf(-logf(u));
 }
 
