@@ -54,6 +54,17 @@ pub struct DrawKey {
     pub inv_temp: f32,
 }
 
+impl DrawKey {
+    /// The key as the device reads it: low word, high word, 1/T's bits.
+    pub fn words(&self) -> [u32; 3] {
+        [
+            self.key as u32,
+            (self.key >> 32) as u32,
+            self.inv_temp.to_bits(),
+        ]
+    }
+}
+
 /// Gumbel noise for token `id` under `key`: −ln(−ln u), u a uniform from a
 /// splitmix64 hash of (key, id). kernels/sample.cu computes the same bits,
 /// so host and device draw the same token from the same logits.

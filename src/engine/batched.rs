@@ -22,7 +22,7 @@ use super::request::{Event, Inbound, Request, RequestHandle, Usage};
 use super::scheduler::{HasTokens, Scheduler, SchedulerConfig};
 use super::stop::{StopCheck, StopMatcher};
 use super::EngineError;
-use crate::backend::{Backend, Logits, Readout};
+use crate::backend::{Backend, DrawKey, Logits, Readout};
 use crate::kv::{BlockPool, DEFAULT_BLOCK_SIZE};
 use crate::model::{ForwardBatch, LoadedModel, SeqInput};
 use crate::sampler::{Sampled, Sampler};
@@ -370,54 +370,38 @@ fn run_loop<B: Backend + 'static>(
 
 /// One readout for a step's logit rows: summaries when every sequence's
 /// sampler can use them (k enough for the most demanding), with a drawn
-/// token per row when any sampler draws from the whole vocabulary (its rows
-/// get keys; the others' draws go unused), else full rows. Rows that verify
-/// a drawing sampler's guesses need the full distribution.
+/// token per row when any sampler draws from the whole vocabulary (the
+/// other rows get unused keys), else full rows.
 fn step_readout(plan: &[super::scheduler::Work], sched: &mut Scheduler<Seq>) -> Readout {
-    // (wish, logit rows) per planned sequence, in batch order.
-    let wishes: Vec<(Readout, usize)> = plan
-        .iter()
-        .map(|w| {
-            let e = sched.get_mut(w.id).expect("planned seq runs");
-            let rows = if w.start + w.len == e.seq.tokens.len() {
-                1 + w.drafts
-            } else {
-                0
-            };
-            (e.seq.sampler.readout(), rows)
-        })
-        .collect();
-    let mut k = 1;
-    let mut draws = false;
-    for (wish, rows) in wishes.iter().filter(|w| w.1 > 0) {
-        match wish {
-            Readout::Full => return Readout::Full,
-            Readout::Draw(..) if *rows > 1 => return Readout::Full,
-            Readout::Draw(n, _) => {
-                draws = true;
-                k = k.max(*n);
-            }
-            Readout::Top(n) => k = k.max(*n),
-        }
-    }
-    if !draws {
-        return Readout::Top(k);
-    }
-    let unused = crate::backend::DrawKey {
+    let unused = DrawKey {
         key: 0,
         inv_temp: 0.0,
     };
-    let mut keys = Vec::new();
-    for (w, (wish, rows)) in plan.iter().zip(&wishes) {
+    let (mut k, mut keys, mut draws) = (1, Vec::new(), false);
+    for w in plan {
         let e = sched.get_mut(w.id).expect("planned seq runs");
-        for _ in 0..*rows {
-            keys.push(match wish {
-                Readout::Draw(..) => e.seq.sampler.draw_key(),
-                _ => unused,
-            });
+        // Logits only for a sequence whose known tokens are all read.
+        if w.start + w.len != e.seq.tokens.len() {
+            continue;
+        }
+        let rows = 1 + w.drafts;
+        match e.seq.sampler.readout_for(rows) {
+            Readout::Full => return Readout::Full,
+            Readout::Top(n) => {
+                k = k.max(n);
+                keys.extend(std::iter::repeat_n(unused, rows));
+            }
+            Readout::Draw(n, mine) => {
+                k = k.max(n);
+                keys.extend(mine);
+                draws = true;
+            }
         }
     }
-    Readout::Draw(k, keys)
+    match draws {
+        true => Readout::Draw(k, keys),
+        false => Readout::Top(k),
+    }
 }
 
 /// Choose a sequence's tokens from its rows of logits: one row for a plain

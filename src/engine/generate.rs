@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::request::Request;
 use super::stop::{StopCheck, StopMatcher};
 use super::{Result, Session};
-use crate::backend::{Backend, Readout};
+use crate::backend::Backend;
 use crate::sampler::{Sampled, Sampler};
 use crate::spec::verify::verify_row;
 use crate::spec::{Governor, Proposal, Proposer, SpecStats, SpecTally};
@@ -119,17 +119,6 @@ impl<F: FnMut(&str) -> bool> Output<'_, F> {
     }
 }
 
-/// The readout of a pass with `rows` logit rows for one sequence: a draw
-/// gets its key; rows that verify guesses need the whole distribution, which
-/// a drawn token does not give.
-fn keyed(wish: &Readout, sampler: &mut Sampler, rows: usize) -> Readout {
-    match wish {
-        Readout::Draw(k, _) if rows == 1 => Readout::Draw(*k, vec![sampler.draw_key()]),
-        Readout::Draw(..) => Readout::Full,
-        r => r.clone(),
-    }
-}
-
 impl<B: Backend + 'static> Session<'_, B> {
     /// Generate after `req.prompt`. `on_text` receives final text as it is
     /// produced and returns false to stop.
@@ -156,12 +145,11 @@ impl<B: Backend + 'static> Session<'_, B> {
             .map_err(super::EngineError::Invalid)?;
         let tok = &self.model.tokenizer;
         let mut sampler = Sampler::new(req.sampling.clone());
-        // Only what the sampler needs crosses from the device.
-        let wish = sampler.readout();
         let t0 = Instant::now();
         let n = req.prompt.len();
-        let first_readout = keyed(&wish, &mut sampler, 1);
-        let (logits, cached_n) = self.feed_as(&req.prompt, n.saturating_sub(1), first_readout)?;
+        // Only what the sampler needs crosses from the device.
+        let readout = sampler.readout_for(1);
+        let (logits, cached_n) = self.feed_as(&req.prompt, n.saturating_sub(1), readout)?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let mut out = Output {
@@ -212,7 +200,7 @@ impl<B: Backend + 'static> Session<'_, B> {
             rows.push(pending);
             rows.extend_from_slice(drafts);
             let t_verify = Instant::now();
-            let readout = keyed(&wish, &mut sampler, rows.len());
+            let readout = sampler.readout_for(rows.len());
             let all = self.extend_as(&rows, 0, readout)?;
             let verify_secs = t_verify.elapsed().as_secs_f64();
 

@@ -4,8 +4,9 @@
 //! at temperature 0. A draw with nothing truncating is the Gumbel-max draw
 //! under a key from that RNG, which a GPU makes where the logits are
 //! ([`crate::backend::logits`]); a row may arrive summarised (its best
-//! candidates) when that is all the settings need ([`Sampler::readout`]). Log-probabilities are reported from the penalised logits
-//! before truncation and temperature, as llama.cpp reports them.
+//! candidates) when that is all the settings need ([`Sampler::readout`]).
+//! Log-probabilities are reported from the penalised logits before
+//! truncation and temperature, as llama.cpp reports them.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -153,15 +154,30 @@ impl Sampler {
         }
     }
 
+    /// The readout of a pass that gives this sampler `rows` rows to choose
+    /// from, a draw's key included: rows that verify guesses need the whole
+    /// distribution, which a drawn token does not give.
+    pub fn readout_for(&mut self, rows: usize) -> Readout {
+        match self.readout() {
+            Readout::Draw(k, _) if rows == 1 => Readout::Draw(k, vec![self.draw_key()]),
+            Readout::Draw(..) => Readout::Full,
+            r => r,
+        }
+    }
+
     /// The key of the next untruncated draw, for a `Draw` readout: the row
     /// it is given to must be the next one this sampler chooses from.
     pub fn draw_key(&mut self) -> DrawKey {
-        let d = DrawKey {
-            key: self.rng.random(),
-            inv_temp: 1.0 / self.params.temperature.max(f32::MIN_POSITIVE),
-        };
+        let d = self.new_key();
         self.pending = Some(d);
         d
+    }
+
+    fn new_key(&mut self) -> DrawKey {
+        DrawKey {
+            key: self.rng.random(),
+            inv_temp: 1.0 / self.params.temperature.max(f32::MIN_POSITIVE),
+        }
     }
 
     /// Choose from one row of logits, given the tokens generated or read so
@@ -185,9 +201,8 @@ impl Sampler {
             Row::Full(l) => Scored::Full(Cow::Borrowed(l)),
             Row::Top(t) => {
                 debug_assert!(
-                    self.readout() == Readout::Top(t.ids.len())
-                        || matches!(self.readout(), Readout::Top(k) if k > t.ids.len()),
-                    "a summarised row this sampler cannot use"
+                    self.readout().k().is_some(),
+                    "a summarised row for a sampler that needs full rows"
                 );
                 Scored::Top(t)
             }
@@ -206,9 +221,7 @@ impl Sampler {
                     ..
                 }) => return *id,
                 Scored::Full(l) => {
-                    let d = pending.unwrap_or_else(|| self.draw_key());
-                    self.pending = None;
-                    return gumbel_argmax(l, d);
+                    return gumbel_argmax(l, pending.unwrap_or_else(|| self.new_key()))
                 }
                 Scored::Top(_) => {}
             }

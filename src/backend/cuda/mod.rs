@@ -274,8 +274,11 @@ impl Backend for CudaBackend {
         self.gpu.bind();
         let mut out = vec![0f32; x.len()];
         let ptr = x.buf.as_ref().map(|b| b.ptr);
-        let shape = OutShape::Full { cols: x.cols };
-        let src = self.state().finish_step(&self.gpu, ptr, x.len(), shape);
+        let shape = OutShape::Full {
+            rows: x.rows,
+            cols: x.cols,
+        };
+        let src = self.state().finish_step(&self.gpu, ptr, shape);
         self.gpu.download(src, &mut out);
         out
     }
@@ -298,21 +301,15 @@ impl Backend for CudaBackend {
                 assert_eq!(keys.len(), x.rows, "a draw readout needs one key per row");
                 let found = self.state().draw_keys_copy();
                 Some(found.unwrap_or_else(|| {
-                    let words: Vec<u32> = keys
-                        .iter()
-                        .flat_map(|d| [d.key as u32, (d.key >> 32) as u32, d.inv_temp.to_bits()])
-                        .collect();
+                    let words: Vec<u32> = keys.iter().flat_map(|d| d.words()).collect();
                     self.u32s(&words, &mut keep)
                 }))
             }
             _ => None,
         };
         let (out, shape) = self.top_k(x, k, keys);
-        let len = shape.len(x.rows);
-        let src = self
-            .state()
-            .finish_step(&self.gpu, Some(out.ptr), len, shape);
-        let mut data = vec![0f32; len];
+        let src = self.state().finish_step(&self.gpu, Some(out.ptr), shape);
+        let mut data = vec![0f32; shape.len()];
         self.gpu.download(src, &mut data);
         shape.unpack(data)
     }

@@ -48,11 +48,11 @@ impl CudaBackend {
             "top-k readout of {k} from rows of {n}"
         );
         let shape = OutShape::Top {
-            k,
             rows,
+            k,
             drawn: draw_keys.is_some(),
         };
-        let out = self.gpu.alloc(shape.len(rows) * 4);
+        let out = self.gpu.alloc(shape.len() * 4);
         let result = Stage {
             vals: out.ptr,
             ids: out.ptr + (rows * k * 4) as u64,
@@ -79,10 +79,10 @@ impl CudaBackend {
         let room = rows * first_blocks * k * 4;
         let bufs: Vec<DevBuf> = (0..4).map(|_| self.gpu.alloc(room)).collect();
         let parts = self.gpu.alloc(rows * first_blocks * 8);
-        let draw_parts = self.gpu.alloc(rows * first_blocks * 8);
-        let (draw_first, draw_middle, draw_last) = match draw.keys {
-            0 => (draw, draw, draw),
-            _ => (
+        let draw_parts = draw_keys.map(|_| self.gpu.alloc(rows * first_blocks * 8));
+        let (draw_first, draw_middle, draw_last) = match &draw_parts {
+            None => (draw, draw, draw),
+            Some(draw_parts) => (
                 DrawArgs {
                     parts_out: draw_parts.ptr,
                     ..draw

@@ -35,22 +35,23 @@ pub struct GraphKey {
 /// ([`super::CudaBackend::top_k`]'s layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutShape {
-    Full { cols: usize },
-    Top { k: usize, rows: usize, drawn: bool },
+    Full { rows: usize, cols: usize },
+    Top { rows: usize, k: usize, drawn: bool },
 }
 
 impl OutShape {
-    pub fn len(self, rows: usize) -> usize {
+    /// Floats in the layout.
+    pub fn len(self) -> usize {
         match self {
-            OutShape::Full { cols } => rows * cols,
-            OutShape::Top { k, rows, drawn } => rows * (2 * k + 1 + 2 * drawn as usize),
+            OutShape::Full { rows, cols } => rows * cols,
+            OutShape::Top { rows, k, drawn } => rows * (2 * k + 1 + 2 * drawn as usize),
         }
     }
 
     pub fn unpack(self, data: Vec<f32>) -> Logits {
         match self {
-            OutShape::Full { cols } => Logits::Full { vocab: cols, data },
-            OutShape::Top { k, rows, drawn } => {
+            OutShape::Full { cols, .. } => Logits::Full { vocab: cols, data },
+            OutShape::Top { rows, k, drawn } => {
                 let (values, rest) = data.split_at(rows * k);
                 let (ids, rest) = rest.split_at(rows * k);
                 let (lse, draws) = rest.split_at(rows);
@@ -87,7 +88,6 @@ struct Graph {
     exec: CudaGraph,
     /// Where the recorded pass leaves its output, and its layout.
     out: u64,
-    out_len: usize,
     shape: OutShape,
 }
 
@@ -251,11 +251,7 @@ impl StepState {
         }
         for (i, d) in keys.iter().enumerate() {
             let at = off[7] + 3 * i;
-            st[at..at + 3].copy_from_slice(&[
-                d.key as u32,
-                (d.key >> 32) as u32,
-                d.inv_temp.to_bits(),
-            ]);
+            st[at..at + 3].copy_from_slice(&d.words());
         }
         gpu.upload(self.ptr(0), &self.staging);
 
@@ -275,7 +271,7 @@ impl StepState {
         if graphable {
             if let Some(g) = self.graphs.get(&key) {
                 g.exec.launch().expect("launching CUDA graph");
-                let mut out = vec![0f32; g.out_len];
+                let mut out = vec![0f32; g.shape.len()];
                 gpu.download(g.out, &mut out);
                 self.mode = Mode::Eager;
                 self.current = None;
@@ -354,7 +350,7 @@ impl StepState {
 
     /// Called before the pass's output is read: ends a recording (and runs
     /// it); returns where the result to download lives.
-    pub fn finish_step(&mut self, gpu: &Gpu, ptr: Option<u64>, len: usize, shape: OutShape) -> u64 {
+    pub fn finish_step(&mut self, gpu: &Gpu, ptr: Option<u64>, shape: OutShape) -> u64 {
         match std::mem::replace(&mut self.mode, Mode::Eager) {
             Mode::Eager => ptr.expect("activation has no device memory"),
             Mode::Capture(key) => {
@@ -365,15 +361,7 @@ impl StepState {
                     .expect("ending CUDA graph capture")
                     .expect("captured graph is not empty");
                 exec.launch().expect("launching CUDA graph");
-                self.graphs.insert(
-                    key,
-                    Graph {
-                        exec,
-                        out,
-                        out_len: len,
-                        shape,
-                    },
-                );
+                self.graphs.insert(key, Graph { exec, out, shape });
                 out
             }
         }

@@ -23,42 +23,47 @@ __device__ __forceinline__ u16 f2h(float f) {
     return h;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+// Reductions with `op` (a functor) over a warp, and over a block of up to
+// 1024 threads: `scratch` holds 32 values, `identity` stands in for the
+// lanes past the block's warps (one call may follow another on the same
+// scratch: each syncs first).
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(FULL_MASK, v, o));
     return v;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
-    return v;
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, T* scratch, T identity, Op op) {
+    v = warp_reduce(v, op);
+    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    __syncthreads();
+    if (lane == 0) scratch[w] = v;
+    __syncthreads();
+    int nw = (blockDim.x + WARP - 1) / WARP;
+    return warp_reduce(lane < nw ? scratch[lane] : identity, op);
 }
+
+struct AddF {
+    __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxF {
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, AddF()); }
+__device__ __forceinline__ float warp_max(float v) { return warp_reduce(v, MaxF()); }
 
 __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
 
-// Sum and max over a block of up to 1024 threads; `scratch` holds 32 floats
-// (one call may follow another on the same scratch: each syncs first).
+// Sum and max over a block of up to 1024 threads; `scratch` holds 32 floats.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
-    v = warp_sum(v);
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    __syncthreads();
-    if (lane == 0) scratch[w] = v;
-    __syncthreads();
-    int nw = (blockDim.x + WARP - 1) / WARP;
-    v = lane < nw ? scratch[lane] : 0.0f;
-    return warp_sum(v);
+    return block_reduce(v, scratch, 0.0f, AddF());
 }
 
 __device__ __forceinline__ float block_max(float v, float* scratch) {
-    v = warp_max(v);
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    __syncthreads();
-    if (lane == 0) scratch[w] = v;
-    __syncthreads();
-    int nw = (blockDim.x + WARP - 1) / WARP;
-    v = lane < nw ? scratch[lane] : -3.402823466e38f;
-    return warp_max(v);
+    return block_reduce(v, scratch, -3.402823466e38f, MaxF());
 }
 
 // Programmatic dependent launch (sm_90+): PDL_WAIT waits until the kernels

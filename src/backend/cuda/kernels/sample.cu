@@ -25,24 +25,20 @@ __device__ __forceinline__ float cand_value(u64 c) {
 
 __device__ __forceinline__ u32 cand_id(u64 c) { return ~(u32)c; }
 
-__device__ __forceinline__ u64 warp_max_u64(u64 c) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        u64 d = __shfl_xor_sync(FULL_MASK, c, o);
-        c = d > c ? d : c;
-    }
-    return c;
+// Candidate `gi` of a row of n (ids null: a row of logits, ids the
+// indices), or the padding past its end.
+__device__ __forceinline__ u64 cand_at(const float* __restrict__ v, const u32* __restrict__ ids, int n,
+                                       int gi) {
+    return gi < n ? cand_pack(v[gi], ids ? ids[gi] : (u32)gi) : 0ull;
 }
 
-// The largest of the block's values; `scratch` holds 32.
+struct MaxU64 {
+    __device__ __forceinline__ u64 operator()(u64 a, u64 b) const { return b > a ? b : a; }
+};
+
+// The largest of the block's candidates; `scratch` holds 32.
 __device__ __forceinline__ u64 block_max_u64(u64 c, u64* scratch) {
-    c = warp_max_u64(c);
-    int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
-    __syncthreads();
-    if (lane == 0) scratch[w] = c;
-    __syncthreads();
-    int nw = (blockDim.x + WARP - 1) / WARP;
-    return warp_max_u64(lane < nw ? scratch[lane] : 0ull);
+    return block_reduce(c, scratch, 0ull, MaxU64());
 }
 
 // The noise of token id under key: −ln(−ln u), u a 23-bit uniform strictly
@@ -102,8 +98,7 @@ extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
         // Greedy: only the best candidate, a block-wide max of the packed
         // keys (a sort of the chunk measured 16 µs a launch).
         for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
-            int gi = base + i;
-            u64 c = gi < n ? cand_pack(v[gi], ids ? ids[gi] : (u32)gi) : 0ull;
+            u64 c = cand_at(v, ids, n, base + i);
             best = c > best ? c : best;
         }
         best = block_max_u64(best, best_scratch);
@@ -153,10 +148,7 @@ extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
 // of `size`.
 __device__ void top_sort(u64* s, const float* __restrict__ v, const u32* __restrict__ ids, int n,
                          int base, int t) {
-    for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) {
-        int gi = base + i;
-        s[i] = gi < n ? cand_pack(v[gi], ids ? ids[gi] : (u32)gi) : 0ull;
-    }
+    for (int i = t; i < TOPK_CHUNK; i += TOPK_THREADS) s[i] = cand_at(v, ids, n, base + i);
     for (int size = 2; size <= TOPK_CHUNK; size <<= 1) {
         for (int stride = size >> 1; stride > 0; stride >>= 1) {
             __syncthreads();
