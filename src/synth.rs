@@ -65,6 +65,8 @@ pub const SHAPES: &[Shape] = &[
 pub enum Mixture {
     Q4KM,
     Q8_0,
+    Q4_0,
+    Q4_1,
     F16,
 }
 
@@ -73,6 +75,8 @@ impl Mixture {
         match s.to_ascii_lowercase().as_str() {
             "q4_k_m" => Some(Self::Q4KM),
             "q8_0" => Some(Self::Q8_0),
+            "q4_0" => Some(Self::Q4_0),
+            "q4_1" => Some(Self::Q4_1),
             "f16" => Some(Self::F16),
             _ => None,
         }
@@ -83,6 +87,8 @@ impl Mixture {
         match self {
             Self::Q4KM => 15,
             Self::Q8_0 => 7,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
             Self::F16 => 1,
         }
     }
@@ -95,6 +101,8 @@ impl Mixture {
         let ty = match self {
             Self::F16 => return GgmlType::F16,
             Self::Q8_0 => return GgmlType::Q8_0,
+            Self::Q4_0 => return GgmlType::Q4_0,
+            Self::Q4_1 => return GgmlType::Q4_1,
             Self::Q4KM => {
                 let more_bits =
                     |i: usize| i < layers / 8 || i >= 7 * layers / 8 || (i - layers / 8) % 3 == 2;

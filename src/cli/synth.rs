@@ -15,7 +15,7 @@ pub struct SynthArgs {
     /// The shape to copy: qwen2.5-0.5b, qwen2.5-1.5b or qwen2.5-7b.
     #[arg(long = "like")]
     like: Option<String>,
-    /// Quantization mixture: q4_k_m, q8_0 or f16.
+    /// Quantization mixture: q4_k_m, q8_0, q4_0, q4_1 or f16.
     #[arg(long = "type", default_value = "q4_k_m")]
     ty: String,
     /// Where the tokenizer comes from: a GGUF path or catalog name.
@@ -53,8 +53,12 @@ pub fn run(a: SynthArgs) -> Result<()> {
         .iter()
         .find(|s| s.name == like)
         .with_context(|| format!("unknown shape {like:?} (known: {})", shape_names()))?;
-    let mix = Mixture::parse(&a.ty)
-        .with_context(|| format!("unknown --type {:?} (known: q4_k_m, q8_0, f16)", a.ty))?;
+    let mix = Mixture::parse(&a.ty).with_context(|| {
+        format!(
+            "unknown --type {:?} (known: q4_k_m, q8_0, q4_0, q4_1, f16)",
+            a.ty
+        )
+    })?;
     // Check the tokenizer before the long write.
     tandem::tokenizer::Tokenizer::from_gguf(&tok)
         .with_context(|| format!("the tokenizer of {} does not load", tok_path.display()))?;

@@ -1,6 +1,6 @@
 //! Quantizing f32 rows into ggml block formats: ggml's reference algorithms
 //! for Q8_0, Q5_0, Q4_K and Q6_K (the types the `_M` mixtures of the models
-//! here use), plus F16. `synth` writes random models with these; a GGUF
+//! here use), Q4_0 and Q4_1 (SmolLM2's), plus F16. `synth` writes random models with these; a GGUF
 //! requantizer will use them too. Each is tested by decoding with the readers
 //! in this module's siblings.
 
@@ -11,7 +11,7 @@ use super::GgmlType;
 /// Whether [`quantize_row`] can produce `ty`.
 pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | Q8_0 | Q5_0 | Q4_K | Q6_K)
+    matches!(ty, F32 | F16 | Q8_0 | Q5_0 | Q4_0 | Q4_1 | Q4_K | Q6_K)
 }
 
 /// Append the encoding of `x` (a whole number of blocks) to `out`.
@@ -27,6 +27,8 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
             .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
         GgmlType::Q8_0 => x.chunks(32).for_each(|b| q8_0_block(b, out)),
         GgmlType::Q5_0 => x.chunks(32).for_each(|b| q5_0_block(b, out)),
+        GgmlType::Q4_0 => x.chunks(32).for_each(|b| q4_0_block(b, out)),
+        GgmlType::Q4_1 => x.chunks(32).for_each(|b| q4_1_block(b, out)),
         GgmlType::Q4_K => x.chunks(256).for_each(|b| q4_k_block(b, out)),
         GgmlType::Q6_K => x.chunks(256).for_each(|b| q6_k_block(b, out)),
         _ => unreachable!(),
@@ -74,6 +76,30 @@ fn q5_0_block(x: &[f32], out: &mut Vec<u8>) {
     put_f16(out, d);
     out.extend_from_slice(&qh.to_le_bytes());
     out.extend_from_slice(&qs);
+}
+
+/// Nibbles of a 32-value block: value j in the low half of byte j, value
+/// j + 16 in the high half.
+fn put_nibbles(out: &mut Vec<u8>, q: impl Fn(f32) -> u8, x: &[f32]) {
+    out.extend((0..16).map(|j| q(x[j]) | (q(x[j + 16]) << 4)));
+}
+
+fn q4_0_block(x: &[f32], out: &mut Vec<u8>) {
+    let max = signed_max(x);
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_f16(out, d);
+    put_nibbles(out, |v| ((v * id + 8.5) as i32).min(15) as u8, x);
+}
+
+fn q4_1_block(x: &[f32], out: &mut Vec<u8>) {
+    let min = x.iter().cloned().fold(f32::INFINITY, f32::min);
+    let max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let d = (max - min) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_f16(out, d);
+    put_f16(out, min);
+    put_nibbles(out, |v| (((v - min) * id + 0.5) as i32).min(15) as u8, x);
 }
 
 /// ggml's `make_qkx2_quants`: an asymmetric `scale·l − min` fit of `x` with
@@ -333,6 +359,8 @@ mod tests {
             (GgmlType::Q8_0, 0.01),
             (GgmlType::Q6_K, 0.03),
             (GgmlType::Q5_0, 0.05),
+            (GgmlType::Q4_0, 0.12),
+            (GgmlType::Q4_1, 0.09),
             (GgmlType::Q4_K, 0.09),
         ] {
             let e = round_trip_error(ty, &x);
@@ -345,6 +373,8 @@ mod tests {
         for ty in [
             GgmlType::Q8_0,
             GgmlType::Q5_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
             GgmlType::Q4_K,
             GgmlType::Q6_K,
         ] {

@@ -538,10 +538,11 @@ fn kernel_names(src: &str) -> Vec<String> {
     let mut names = Vec::new();
     for part in src.split("extern \"C\" __global__ void").skip(1) {
         let head = part.trim_start();
-        let head = head
-            .strip_prefix("__launch_bounds__(128)")
-            .unwrap_or(head)
-            .trim_start();
+        let head = match head.strip_prefix("__launch_bounds__(") {
+            Some(rest) => rest.split_once(')').map_or(rest, |(_, r)| r),
+            None => head,
+        }
+        .trim_start();
         if let Some(end) = head.find('(') {
             let name = head[..end].trim();
             if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
@@ -697,6 +698,7 @@ mod tests {
             "embed_q8_0",
             "attn_split",
             "rms_norm",
+            "rms_norm_q8",
             "rope_store",
             "top_k_stage",
         ] {
@@ -724,23 +726,33 @@ mod tests {
     #[test]
     #[ignore = "needs libnvrtc; a measurement, not a check"]
     fn nvrtc_times() {
-        let options = nvrtc_options();
+        let mut options = nvrtc_options();
+        options.extend(
+            std::env::var("TANDEM_CUDA_NVRTC_OPTS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from),
+        );
         let programs = programs();
-        let time = |src: &str| {
+        // NVRTC_DUMP=DIR writes each cubin there, named after its first
+        // kernel, for `cuobjdump -res-usage` and `nvdisasm` on this machine.
+        let dump = std::env::var("NVRTC_DUMP").ok();
+        let time = |(src, names): &Program| {
             let t = std::time::Instant::now();
-            super::super::compile::compile_uncached(src, "--gpu-architecture=sm_90", &options)
-                .expect("compiles");
+            let bin =
+                super::super::compile::compile_uncached(src, "--gpu-architecture=sm_90", &options)
+                    .expect("compiles");
+            if let Some(dir) = &dump {
+                std::fs::write(format!("{dir}/{}.cubin", names[0]), bin).expect("dump");
+            }
             t.elapsed().as_secs_f64()
         };
         let t0 = std::time::Instant::now();
         let times: Vec<f64> = if std::env::var("NVRTC_SERIAL").is_ok() {
-            programs.iter().map(|(src, _)| time(src)).collect()
+            programs.iter().map(time).collect()
         } else {
             std::thread::scope(|s| {
-                let hs: Vec<_> = programs
-                    .iter()
-                    .map(|(src, _)| s.spawn(|| time(src)))
-                    .collect();
+                let hs: Vec<_> = programs.iter().map(|p| s.spawn(|| time(p))).collect();
                 hs.into_iter().map(|h| h.join().unwrap()).collect()
             })
         };

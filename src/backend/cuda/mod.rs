@@ -347,33 +347,38 @@ impl Backend for CudaBackend {
             "rms_norm: width {n} does not divide the activation"
         );
         let rows = x.len() / n;
-        let threads = n.next_multiple_of(32).min(1024) as u32;
-        // A whole-row norm feeding decode products also writes its int8 form.
+        // A whole-row norm feeding decode products also writes its int8 form,
+        // spread over blocks of 256 outputs (kernels/ops.cu, rms_norm_q8).
         let q8 = n == x.cols && x.rows <= MAX_DECODE_ROWS && n.is_multiple_of(32);
-        let (xq, xd) = if q8 {
-            (
-                Some(self.gpu.alloc(x.len())),
-                Some(self.gpu.alloc(x.len() / 32 * 8)),
-            )
-        } else {
-            (None, None)
-        };
+        if q8 {
+            let (xq, xd) = (self.gpu.alloc(x.len()), self.gpu.alloc(x.len() / 32 * 8));
+            self.gpu.launch(
+                "rms_norm_q8",
+                (n.div_ceil(256) as u32, rows as u32, 1),
+                256,
+                &KArgs::new()
+                    .ptr(x.ptr())
+                    .ptr(w.buf.ptr)
+                    .ptr(out.ptr())
+                    .i32(n)
+                    .f32(eps)
+                    .ptr(xq.ptr)
+                    .ptr(xd.ptr),
+            );
+            out.q8 = Some((xq, xd));
+            return;
+        }
         self.gpu.launch(
             "rms_norm",
             (rows as u32, 1, 1),
-            threads,
+            n.next_multiple_of(32).min(1024) as u32,
             &KArgs::new()
                 .ptr(x.ptr())
                 .ptr(w.buf.ptr)
                 .ptr(out.ptr())
                 .i32(n)
-                .f32(eps)
-                .ptr(xq.as_ref().map_or(0, |b| b.ptr))
-                .ptr(xd.as_ref().map_or(0, |b| b.ptr)),
+                .f32(eps),
         );
-        if let (Some(q), Some(d)) = (xq, xd) {
-            out.q8 = Some((q, d));
-        }
     }
 
     fn linear(&self, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaVector>, out: &mut CudaAct) {

@@ -66,6 +66,20 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return block_reduce(v, scratch, -3.402823466e38f, MaxF());
 }
 
+// 32 consecutive values held one per lane → an int8 block, rounded as the
+// CPU backend (and llama.cpp's q8_1) does: q = rint(v·127/amax), the scale
+// and the scaled sum Σq stored through f16. Same integers and scales on both
+// backends, so their products differ only in summation order.
+__device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2* xd) {
+    float amax = warp_max(fabsf(v));
+    float d = amax / 127.0f;
+    float id = amax == 0.0f ? 0.0f : 127.0f / amax;
+    int q = __float2int_rn(v * id);
+    xq[gi] = (i8)q;
+    float sum = warp_sum((float)q);
+    if (threadIdx.x % WARP == 0) xd[gi / 32] = make_float2(h2f(f2h(d)), h2f(f2h(d * sum)));
+}
+
 // Programmatic dependent launch (sm_90+): PDL_WAIT waits until the kernels
 // before are done and their writes visible; before it a kernel may only
 // read what no kernel writes (weights). PDL_TRIGGER lets the next kernel be

@@ -15,19 +15,89 @@
 // nblk = rows · blocks per row, blocks in row-major order.
 
 // A lane's share of the dot products of weight row `row` with T inputs,
-// added to acc[T].
-// Unroll depth of the product loops (more loads in flight, more registers);
-// TANDEM_CUDA_NVRTC_OPTS="-DMV_UNROLL=4" to compare (4 measured slower:
-// 7B Q4_K_M decode 259 vs 288 tok/s).
-#ifndef MV_UNROLL
-#define MV_UNROLL 1
-#endif
-#define MV_PRAGMA_(x) _Pragma(#x)
-#define MV_PRAGMA(x) MV_PRAGMA_(x)
-#define MV_UNROLL_PRAGMA MV_PRAGMA(unroll MV_UNROLL)
-
+// added to acc[T]. Each weight format is a struct: LANES lanes share one of
+// its blocks, `load` fetches a lane's raw share of block b (weights and
+// scales, 16-byte loads that bypass L1, which keeps the input there), and
+// `dot` multiplies it with the inputs. `dot_rows` issues the loads of U
+// blocks before the first use, so each lane has U · 16+ bytes of weights in
+// flight instead of one load, then its dependent scale and input loads,
+// per step (kernel notes #54). Blocks are still summed in ascending order:
+// the same bits as one block per step.
 #define DOT_ARGS const u8* __restrict__ w, int row, int rows, int cols, const i8* __restrict__ xq, \
     const float2* __restrict__ xd, const float* __restrict__ xf, float* acc
+
+// Blocks in flight per lane, per format, in the plain products (mv) and the
+// gated ones (mvg). Measured on 7B shapes (kernel notes #54): two for the
+// 32-weight formats and F16 (+8–12% decode), one for the k-quants, whose
+// registers would otherwise cost occupancy, and for the qkv/o/down grids of
+// ~900 blocks a second wave. TANDEM_CUDA_NVRTC_OPTS="-DMV_U_Q4K=2" and so on
+// to compare.
+#ifndef MV_U_Q4K
+#define MV_U_Q4K 1
+#endif
+#ifndef MVG_U_Q4K
+#define MVG_U_Q4K 1
+#endif
+#ifndef MV_U_Q6K
+#define MV_U_Q6K 1
+#endif
+#ifndef MVG_U_Q6K
+#define MVG_U_Q6K 1
+#endif
+#ifndef MV_U_Q5_0
+#define MV_U_Q5_0 1
+#endif
+#ifndef MVG_U_Q5_0
+#define MVG_U_Q5_0 1
+#endif
+#ifndef MV_U_Q32
+#define MV_U_Q32 2
+#endif
+#ifndef MVG_U_Q32
+#define MVG_U_Q32 2
+#endif
+#ifndef MV_U_F16
+#define MV_U_F16 2
+#endif
+#ifndef MVG_U_F16
+#define MVG_U_F16 2
+#endif
+
+// Weights are read once per step: L1::no_allocate leaves L1 to the input,
+// which every row of the block reads again.
+__device__ __forceinline__ int4 ld_stream(const void* p) {
+    int4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ u32 ld_stream_u32(const void* p) {
+    u32 v;
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ u16 ld_stream_u16(const void* p) {
+    u16 v;
+    asm("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
+    return v;
+}
+
+template <class K, int T, int UK>
+__device__ __forceinline__ void dot_rows(DOT_ARGS) {
+    // More input rows bring more work per weight byte and more registers:
+    // fewer blocks in flight.
+    constexpr int PER = WARP / K::LANES, U = T >= 4 ? 1 : T >= 2 ? (UK + 1) / 2 : UK;
+    int lane = threadIdx.x % WARP, nb = cols / K::COLS;
+    for (int b0 = lane / K::LANES; b0 < nb; b0 += PER * U) {
+        typename K::Raw r[U];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (b0 + u * PER < nb) r[u] = K::load(w, row, rows, nb, b0 + u * PER, lane);
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (b0 + u * PER < nb) K::template dot<T>(r[u], b0 + u * PER, lane, cols, xq, xd, xf, acc);
+    }
+}
 
 __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float& d, float& m) {
     if (j < 4) {
@@ -53,23 +123,24 @@ __device__ __forceinline__ void scale_min_k4_regs(int j, u32 s0, u32 s1, u32 s2,
 }
 
 // Q4_K: eight lanes per block, each owning 16 bytes of qs = 16 weights of
-// sub-block 2j (low nibbles) and 16 of sub-block 2j+1 (high nibbles).
-template <int T>
-__device__ __forceinline__ void dot_q4_k(DOT_ARGS) {
-    int lane = threadIdx.x % WARP, sub = lane % 8, j = sub / 2, half = sub % 2;
-    int nb = cols / 256, nx = cols / 32;
-    const u8* wr = w + (size_t)row * nb * 144;
-MV_UNROLL_PRAGMA
-    for (int b = lane / 8; b < nb; b += 4) {
-        const u8* blk = wr + b * 144;
-        int4 q = *(const int4*)(blk + 16 + sub * 16);
-        u32 dd = *(const u32*)blk;
-        float d = h2f(dd & 0xffff), dmin = h2f(dd >> 16);
-        u32 w0 = *(const u32*)(blk + 4), w1 = *(const u32*)(blk + 8), w2 = *(const u32*)(blk + 12);
+// sub-block 2j (low nibbles) and 16 of sub-block 2j+1 (high nibbles); the
+// 16-byte head (d, dmin, 12 scale bytes) is loaded by all eight.
+struct Q4K {
+    static constexpr int LANES = 8, COLS = 256, U = MV_U_Q4K, UG = MVG_U_Q4K;
+    struct Raw { int4 q, h; };
+    __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
+        const u8* blk = w + ((size_t)row * nb + b) * 144;
+        return Raw{ld_stream(blk + 16 + (lane % 8) * 16), ld_stream(blk)};
+    }
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
+            const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
+        int sub = lane % 8, j = sub / 2, half = sub % 2, nx = cols / 32;
+        float d = h2f((u32)r.h.x & 0xffff), dmin = h2f((u32)r.h.x >> 16);
         float s0, m0, s1, m1;
-        scale_min_k4_regs(2 * j, w0, w1, w2, s0, m0);
-        scale_min_k4_regs(2 * j + 1, w0, w1, w2, s1, m1);
-        const int* qi = (const int*)&q;
+        scale_min_k4_regs(2 * j, r.h.y, r.h.z, r.h.w, s0, m0);
+        scale_min_k4_regs(2 * j + 1, r.h.y, r.h.z, r.h.w, s1, m1);
+        const int* qi = (const int*)&r.q;
         int lo[4], hi[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -95,32 +166,33 @@ MV_UNROLL_PRAGMA
             acc[t] += v;
         }
     }
-}
+};
 
 // Q6_K: four lanes per block, lane (n, l16) owning ql[64n+l16..+16],
 // ql[64n+32+l16..+16] and qh[32n+l16..+16]: 64 weights at y = 128n + 32k +
-// l16 + i, k = 0..3.
-template <int T>
-__device__ __forceinline__ void dot_q6_k(DOT_ARGS) {
-    int lane = threadIdx.x % WARP, q4 = lane % 4, n = q4 / 2, l16 = (q4 % 2) * 16;
-    int nb = cols / 256, nx = cols / 32;
-    size_t nblk = (size_t)rows * nb;
-    const u8* ql = w;
-    const u8* qh = w + nblk * 128;
-    const i8* scp = (const i8*)(w + nblk * 192);
-    const u16* dp = (const u16*)(w + nblk * 208);
-MV_UNROLL_PRAGMA
-    for (int b = lane / 4; b < nb; b += 8) {
-        size_t bi = (size_t)row * nb + b;
-        int4 A = *(const int4*)(ql + bi * 128 + 64 * n + l16);
-        int4 B = *(const int4*)(ql + bi * 128 + 64 * n + 32 + l16);
-        int4 C = *(const int4*)(qh + bi * 64 + 32 * n + l16);
-        float d = h2f(dp[bi]);
-        const i8* s = scp + bi * 16 + 8 * n + l16 / 16;
-        float sk[4] = {d * s[0], d * s[2], d * s[4], d * s[6]};
-        const int* a = (const int*)&A;
-        const int* bb = (const int*)&B;
-        const int* c = (const int*)&C;
+// l16 + i, k = 0..3, with scales 8n + l16/16 + 2k of the block's 16.
+struct Q6K {
+    static constexpr int LANES = 4, COLS = 256, U = MV_U_Q6K, UG = MVG_U_Q6K;
+    struct Raw { int4 a, b, c, s; u32 d; };
+    __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
+        int q4 = lane % 4, n = q4 / 2, l16 = (q4 % 2) * 16;
+        size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+        const u8* ql = w + bi * 128 + 64 * n + l16;
+        return Raw{ld_stream(ql), ld_stream(ql + 32), ld_stream(w + nblk * 128 + bi * 64 + 32 * n + l16),
+                   ld_stream(w + nblk * 192 + bi * 16), ld_stream_u16(w + nblk * 208 + bi * 2)};
+    }
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
+            const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
+        int q4 = lane % 4, n = q4 / 2, h = q4 % 2, l16 = h * 16, nx = cols / 32;
+        float d = h2f((u16)r.d);
+        u32 wlo = n ? r.s.z : r.s.x, whi = n ? r.s.w : r.s.y;
+        float sk[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) sk[k] = d * (float)(i8)(((k < 2 ? wlo : whi) >> (8 * (h + 2 * (k % 2)))) & 0xFF);
+        const int* a = (const int*)&r.a;
+        const int* bb = (const int*)&r.b;
+        const int* c = (const int*)&r.c;
         int v[4][4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -146,7 +218,7 @@ MV_UNROLL_PRAGMA
             acc[t] += sum;
         }
     }
-}
+};
 
 // Σ w·x over one 32-weight block of the int8 input at xr: lo holds weights
 // 0..15 and hi 16..31, four per int. The inner product of the 32-element
@@ -170,25 +242,24 @@ __device__ __forceinline__ int spread4(u32 h) {
 }
 
 // Q5_0: one lane per 32-weight block.
-template <int T>
-__device__ __forceinline__ void dot_q5_0(DOT_ARGS) {
-    int lane = threadIdx.x % WARP, nb = cols / 32;
-    size_t nblk = (size_t)rows * nb;
-    const u8* qs = w;
-    const u32* qh = (const u32*)(w + nblk * 16);
-    const u16* dp = (const u16*)(w + nblk * 20);
-MV_UNROLL_PRAGMA
-    for (int b = lane; b < nb; b += WARP) {
-        size_t bi = (size_t)row * nb + b;
-        int4 q = *(const int4*)(qs + bi * 16);
-        u32 h = qh[bi];
-        float d = h2f(dp[bi]);
-        const int* qi = (const int*)&q;
+struct Q5_0 {
+    static constexpr int LANES = 1, COLS = 32, U = MV_U_Q5_0, UG = MVG_U_Q5_0;
+    struct Raw { int4 q; u32 h, d; };
+    __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
+        size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+        return Raw{ld_stream(w + bi * 16), ld_stream_u32(w + nblk * 16 + bi * 4), ld_stream_u16(w + nblk * 20 + bi * 2)};
+    }
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
+            const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
+        int nb = cols / 32;
+        float d = h2f((u16)r.d);
+        const int* qi = (const int*)&r.q;
         int lo[4], hi[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            lo[i] = (qi[i] & 0x0F0F0F0F) | spread4(h >> (4 * i));
-            hi[i] = ((qi[i] >> 4) & 0x0F0F0F0F) | spread4(h >> (16 + 4 * i));
+            lo[i] = (qi[i] & 0x0F0F0F0F) | spread4(r.h >> (4 * i));
+            hi[i] = ((qi[i] >> 4) & 0x0F0F0F0F) | spread4(r.h >> (16 + 4 * i));
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
@@ -197,21 +268,24 @@ MV_UNROLL_PRAGMA
             acc[t] += d * (xs.x * (float)s - 16.0f * xs.y);
         }
     }
-}
+};
 
 // Q4_0 (w = d·(q − 8)) and Q4_1 (w = d·q + m): one lane per 32-weight block.
-template <int T, bool MIN>
-__device__ __forceinline__ void dot_q4_legacy(DOT_ARGS) {
-    int lane = threadIdx.x % WARP, nb = cols / 32;
-    size_t nblk = (size_t)rows * nb;
-    const u16* dp = (const u16*)(w + nblk * 16);
-    MV_UNROLL_PRAGMA
-    for (int b = lane; b < nb; b += WARP) {
-        size_t bi = (size_t)row * nb + b;
-        int4 q = *(const int4*)(w + bi * 16);
-        float d = h2f(dp[bi]);
-        float m = MIN ? h2f(dp[nblk + bi]) : 0.0f;
-        const int* qi = (const int*)&q;
+template <bool MIN>
+struct Q4Legacy {
+    static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
+    struct Raw { int4 q; u32 d, m; };
+    __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
+        size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+        const u8* dp = w + nblk * 16;
+        return Raw{ld_stream(w + bi * 16), ld_stream_u16(dp + bi * 2), MIN ? ld_stream_u16(dp + (nblk + bi) * 2) : 0u};
+    }
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
+            const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
+        int nb = cols / 32;
+        float d = h2f((u16)r.d), m = MIN ? h2f((u16)r.m) : 0.0f;
+        const int* qi = (const int*)&r.q;
         int lo[4], hi[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -225,44 +299,40 @@ __device__ __forceinline__ void dot_q4_legacy(DOT_ARGS) {
             acc[t] += MIN ? d * xs.x * (float)s + m * xs.y : d * (xs.x * (float)s - 8.0f * xs.y);
         }
     }
-}
-
-template <int T>
-__device__ __forceinline__ void dot_q4_0(DOT_ARGS) { dot_q4_legacy<T, false>(w, row, rows, cols, xq, xd, xf, acc); }
-template <int T>
-__device__ __forceinline__ void dot_q4_1(DOT_ARGS) { dot_q4_legacy<T, true>(w, row, rows, cols, xq, xd, xf, acc); }
+};
 
 // Q8_0: one lane per 32-weight block.
-template <int T>
-__device__ __forceinline__ void dot_q8_0(DOT_ARGS) {
-    int lane = threadIdx.x % WARP, nb = cols / 32;
-    size_t nblk = (size_t)rows * nb;
-    const u16* dp = (const u16*)(w + nblk * 32);
-MV_UNROLL_PRAGMA
-    for (int b = lane; b < nb; b += WARP) {
-        size_t bi = (size_t)row * nb + b;
-        const int4* wq = (const int4*)(w + bi * 32);
-        int4 w0 = wq[0], w1 = wq[1];
-        float d = h2f(dp[bi]);
-        const int* p = (const int*)&w0;
-        const int* r = (const int*)&w1;
+struct Q8_0 {
+    static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
+    struct Raw { int4 lo, hi; u32 d; };
+    __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
+        size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+        return Raw{ld_stream(w + bi * 32), ld_stream(w + bi * 32 + 16), ld_stream_u16(w + nblk * 32 + bi * 2)};
+    }
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
+            const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
+        int nb = cols / 32;
+        float d = h2f((u16)r.d);
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            int s = dot_block32(p, r, xq + (size_t)t * cols + b * 32);
+            int s = dot_block32((const int*)&r.lo, (const int*)&r.hi, xq + (size_t)t * cols + b * 32);
             acc[t] += d * xd[(size_t)t * nb + b].x * (float)s;
         }
     }
-}
+};
 
-// F16: eight halves per lane per step, input in f32.
-template <int T>
-__device__ __forceinline__ void dot_f16(DOT_ARGS) {
-    int lane = threadIdx.x % WARP;
-    const u16* wr = (const u16*)w + (size_t)row * cols;
-MV_UNROLL_PRAGMA
-    for (int c = lane * 8; c < cols; c += 256) {
-        int4 wv = *(const int4*)(wr + c);
-        const u32* wp = (const u32*)&wv;
+// F16: eight halves per lane per block, input in f32.
+struct F16 {
+    static constexpr int LANES = 1, COLS = 8, U = MV_U_F16, UG = MVG_U_F16;
+    struct Raw { int4 v; };
+    __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
+        return Raw{ld_stream(w + ((size_t)row * nb + b) * 16)};
+    }
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
+            const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
+        const u32* wp = (const u32*)&r.v;
         float wf[8];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -271,13 +341,22 @@ MV_UNROLL_PRAGMA
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const float4* xr = (const float4*)(xf + (size_t)t * cols + c);
+            const float4* xr = (const float4*)(xf + (size_t)t * cols + b * 8);
             float4 x0 = xr[0], x1 = xr[1];
             acc[t] += wf[0] * x0.x + wf[1] * x0.y + wf[2] * x0.z + wf[3] * x0.w
                     + wf[4] * x1.x + wf[5] * x1.y + wf[6] * x1.z + wf[7] * x1.w;
         }
     }
-}
+};
+
+// The format of each kernel name stem (MV_KERNELS).
+typedef Q4K Fmt_q4_k;
+typedef Q6K Fmt_q6_k;
+typedef Q5_0 Fmt_q5_0;
+typedef Q4Legacy<false> Fmt_q4_0;
+typedef Q4Legacy<true> Fmt_q4_1;
+typedef Q8_0 Fmt_q8_0;
+typedef F16 Fmt_f16;
 
 // The bulk of weight row `row` (its quant plane), asked of L2 before the
 // kernel waits for its input (PDL_WAIT).
@@ -373,7 +452,7 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_m
     int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2]; \
     prefetch_row_##TY(w, row, rows, cols); \
     PDL_WAIT(); \
-    dot_##TY<T>(w, row, rows, cols, xq, xd, xf, acc); \
+    dot_rows<Fmt_##TY, T, Fmt_##TY::U>(w, row, rows, cols, xq, xd, xf, acc); \
     PDL_TRIGGER(); \
     store_rows<T>(acc, bias, out, row, rows, accum); \
 } \
@@ -387,8 +466,8 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
     PDL_WAIT(); \
     float g[T], u[T]; \
     for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; } \
-    dot_##TY<T>(wg, row, rows, cols, xq, xd, xf, g); \
-    dot_##TY<T>(wu, row, rows, cols, xq, xd, xf, u); \
+    dot_rows<Fmt_##TY, T, Fmt_##TY::UG>(wg, row, rows, cols, xq, xd, xf, g); \
+    dot_rows<Fmt_##TY, T, Fmt_##TY::UG>(wu, row, rows, cols, xq, xd, xf, u); \
     PDL_TRIGGER(); \
     for (int t = 0; t < T; t++) { g[t] = warp_sum(g[t]); u[t] = warp_sum(u[t]); } \
     if (threadIdx.x % WARP == 0) \

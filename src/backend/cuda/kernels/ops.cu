@@ -1,8 +1,6 @@
 // Element-wise and per-row ops, and the activation quantizer the decode
 // products read.
 
-__device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2* xd);
-
 // x [n_blocks·32] → int8 blocks with (scale, scale·Σq); one warp per block.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restrict__ xq,
                                        float2* __restrict__ xd, int n_blocks) {
@@ -19,26 +17,9 @@ extern "C" __global__ void f32_to_f16(const float* __restrict__ x, u16* __restri
     if (i < n) out[i] = f2h(x[i]);
 }
 
-// 32 consecutive values held one per lane → an int8 block, rounded as the
-// CPU backend (and llama.cpp's q8_1) does: q = rint(v·127/amax), the scale
-// and the scaled sum Σq stored through f16. Same integers and scales on both
-// backends, so their products differ only in summation order.
-__device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2* xd) {
-    float amax = warp_max(fabsf(v));
-    float d = amax / 127.0f;
-    float id = amax == 0.0f ? 0.0f : 127.0f / amax;
-    int q = __float2int_rn(v * id);
-    xq[gi] = (i8)q;
-    float sum = warp_sum((float)q);
-    if (threadIdx.x % WARP == 0) xd[gi / 32] = make_float2(h2f(f2h(d)), h2f(f2h(d * sum)));
-}
-
-// One block per row of n elements. With xq non-null (n a multiple of 32,
-// blockDim a multiple of 32) the output is also written quantized for the
-// decode products that read it.
+// One block per row of n elements (prompt rows, and per-head norms).
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
-                                    float* __restrict__ out, int n, float eps, i8* __restrict__ xq,
-                                    float2* __restrict__ xd) {
+                                    float* __restrict__ out, int n, float eps) {
     PDL_WAIT();
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * n;
@@ -48,9 +29,36 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
     ss = block_sum(ss, scratch);
     float inv = rsqrtf(ss / n + eps);
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = xr[i] * inv * w[i];
-        o[i] = v;
-        if (xq) warp_quantize(v, (size_t)blockIdx.x * n + i, xq, xd);
+        o[i] = xr[i] * inv * w[i];
+    }
+}
+
+// rms_norm for decode rows with the int8 form (n a multiple of 32): grid
+// (n / 256 rounded up, rows), 256 threads. Every block sums the squares of
+// its whole row (14 KB of L2 for a 3584-wide row) and writes its own 256
+// outputs, one warp per int8 block. One block per row (rms_norm) took ~8 µs:
+// one SM reading the row twice and quantizing 112 blocks in turn.
+extern "C" __global__ void __launch_bounds__(256) rms_norm_q8(const float* __restrict__ x,
+        const float* __restrict__ w, float* __restrict__ out, int n, float eps, i8* __restrict__ xq,
+        float2* __restrict__ xd) {
+    __shared__ float scratch[32];
+    int row = blockIdx.y, i = blockIdx.x * 256 + threadIdx.x;
+    float wi = i < n ? w[i] : 0.0f;  // weights: before the wait
+    PDL_WAIT();
+    const float* xr = x + (size_t)row * n;
+    const float4* x4 = (const float4*)xr;
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < n / 4; j += 256) {
+        float4 v = x4[j];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = block_sum(ss, scratch);
+    float inv = rsqrtf(ss / n + eps);
+    // n % 32 == 0: a warp is wholly inside the row or wholly past it.
+    if (i < n) {
+        float v = xr[i] * inv * wi;
+        out[(size_t)row * n + i] = v;
+        warp_quantize(v, (size_t)row * n + i, xq, xd);
     }
 }
 
