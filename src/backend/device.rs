@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::cpu::{CpuAct, CpuBackend, CpuKv, CpuWeight};
 #[cfg(feature = "cuda")]
 use super::cuda::{CudaAct, CudaBackend, CudaKv, CudaVector, CudaWeight};
-use super::{Activation, AttnParams, AttnSeq, Backend, Logits, Readout, Result, Rope, StepLayout};
+use super::{
+    Activation, AttnParams, AttnSeq, Backend, KvWrite, Logits, Readout, Result, Rope, StepLayout,
+};
 use crate::gguf::{GgufFile, Tensor};
 
 /// Where a model runs.
@@ -358,6 +360,26 @@ impl Backend for AnyBackend {
             slots,
             rope
         ))
+    }
+
+    fn qkv_rope_store(
+        &self,
+        x: &AnyAct,
+        ws: &[(&AnyWeight, Option<&AnyVector>); 3],
+        [q, k, v]: [&mut AnyAct; 3],
+        kv: &mut AnyKv,
+        at: &KvWrite<'_>,
+    ) {
+        dispatch!(self, |b, V| {
+            let ws = ws.map(|(w, v)| (inner!(w, V::Weight), v.map(|v| inner!(v, V::Vector))));
+            b.qkv_rope_store(
+                inner!(x, V::Act),
+                &ws,
+                [inner!(q, V::Act), inner!(k, V::Act), inner!(v, V::Act)],
+                inner!(kv, V::Kv),
+                at,
+            )
+        })
     }
 
     fn begin_forward(&self, step: &StepLayout<'_>, kv: &AnyKv) -> Option<Logits> {

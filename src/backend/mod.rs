@@ -46,6 +46,17 @@ pub enum Activation {
     GeluTanh,
 }
 
+/// Where a step's keys and values go: the layer, its head size, the rows'
+/// positions and cache slots, and the rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct KvWrite<'a> {
+    pub layer: usize,
+    pub head_dim: usize,
+    pub positions: &'a [u32],
+    pub slots: &'a [u32],
+    pub rope: &'a Rope,
+}
+
 /// Attention geometry of one layer.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnParams {
@@ -187,6 +198,31 @@ pub trait Backend: Send + Sync {
         self.linear_many(x, &[(gate, None), (up, None)], &mut [out, &mut u]);
         self.gated_act(out, &u, act);
     }
+    /// q, k, v = x · [wq, wk, wv]ᵀ (+ bias), then [`Backend::rope_store`]:
+    /// one call, so that a backend may rotate and store the keys and values
+    /// as the products write them (CUDA: no rope_store launch per layer).
+    fn qkv_rope_store(
+        &self,
+        x: &Self::Act,
+        ws: &[(&Self::Weight, Option<&Self::Vector>); 3],
+        [q, k, v]: [&mut Self::Act; 3],
+        kv: &mut Self::KvCache,
+        at: &KvWrite<'_>,
+    ) {
+        self.linear_many(x, ws, &mut [&mut *q, &mut *k, &mut *v]);
+        self.rope_store(
+            q,
+            k,
+            v,
+            kv,
+            at.layer,
+            at.head_dim,
+            at.positions,
+            at.slots,
+            at.rope,
+        );
+    }
+
     /// RoPE on q and k, then k and v into the cache at `slots`.
     #[allow(clippy::too_many_arguments)]
     fn rope_store(

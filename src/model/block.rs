@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{HParams, ModelError, Result};
-use crate::backend::{Activation, AttnParams, Backend, Logits, Rope, RopeStyle};
+use crate::backend::{Activation, AttnParams, Backend, KvWrite, Logits, Rope, RopeStyle};
 use crate::gguf::{GgufError, GgufFile};
 
 /// Which optional tensors an architecture requires.
@@ -160,33 +160,39 @@ impl<B: Backend> Block<B> {
         be.rms_norm(x, &self.attn_norm, spec.eps, &mut h);
         let (mut q, mut k, mut v) = (be.act(0, 0), be.act(0, 0), be.act(0, 0));
         let b = self.bias.as_ref();
-        be.linear_many(
-            &h,
-            &[
-                (&self.wq, b.map(|b| &b[0])),
-                (&self.wk, b.map(|b| &b[1])),
-                (&self.wv, b.map(|b| &b[2])),
-            ],
-            &mut [&mut q, &mut k, &mut v],
-        );
+        let ws = [
+            (&self.wq, b.map(|b| &b[0])),
+            (&self.wk, b.map(|b| &b[1])),
+            (&self.wv, b.map(|b| &b[2])),
+        ];
+        let at = KvWrite {
+            layer,
+            head_dim: spec.attn.head_dim,
+            positions: &ctx.positions,
+            slots: &ctx.write_slots,
+            rope: &spec.rope,
+        };
         if let Some([qn, kn]) = &self.qk_norm {
+            be.linear_many(&h, &ws, &mut [&mut q, &mut k, &mut v]);
             let mut t = be.act(0, 0);
             be.rms_norm(&q, qn, spec.eps, &mut t);
             std::mem::swap(&mut q, &mut t);
             be.rms_norm(&k, kn, spec.eps, &mut t);
             std::mem::swap(&mut k, &mut t);
+            be.rope_store(
+                &mut q,
+                &mut k,
+                &v,
+                kv,
+                layer,
+                at.head_dim,
+                at.positions,
+                at.slots,
+                at.rope,
+            );
+        } else {
+            be.qkv_rope_store(&h, &ws, [&mut q, &mut k, &mut v], kv, &at);
         }
-        be.rope_store(
-            &mut q,
-            &mut k,
-            &v,
-            kv,
-            layer,
-            spec.attn.head_dim,
-            &ctx.positions,
-            &ctx.write_slots,
-            &spec.rope,
-        );
         let mut a = be.act(0, 0);
         be.attention(&q, kv, layer, seqs, &spec.attn, &mut a);
         self.residual(be, x, &a, &self.wo, self.post_attn_norm.as_ref(), spec.eps);

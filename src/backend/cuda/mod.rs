@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Activation, AttnParams, AttnSeq, Backend, BackendError, Logits, Readout, Result, Rope,
+    Activation, AttnParams, AttnSeq, Backend, BackendError, KvWrite, Logits, Readout, Result, Rope,
     RopeStyle, StepLayout,
 };
 use crate::gguf::{GgufFile, Tensor};
@@ -81,6 +81,9 @@ pub struct CudaBackend {
     counters: OwnedBuf,
     /// TANDEM_CUDA_FUSED_ATTENTION=0 keeps the separate merge launch (A/B).
     fused_attention: bool,
+    /// TANDEM_CUDA_FUSED_ROPE=0 keeps the rope_store launch after the Q/K/V
+    /// products (A/B).
+    fused_rope: bool,
 }
 
 impl CudaBackend {
@@ -98,6 +101,7 @@ impl CudaBackend {
             counters,
             fused_attention: std::env::var("TANDEM_CUDA_FUSED_ATTENTION")
                 .map_or(true, |v| v != "0"),
+            fused_rope: std::env::var("TANDEM_CUDA_FUSED_ROPE").map_or(true, |v| v != "0"),
         })
     }
 
@@ -444,6 +448,73 @@ impl Backend for CudaBackend {
         );
         self.out(out, x.rows, gate.rows);
         self.gated_matvec(x, gate, up, act, out);
+    }
+
+    fn qkv_rope_store(
+        &self,
+        x: &CudaAct,
+        ws: &[(&CudaWeight, Option<&CudaVector>); 3],
+        [q, k, v]: [&mut CudaAct; 3],
+        kv: &mut CudaKv,
+        at: &KvWrite<'_>,
+    ) {
+        // Decode rows with full-width rotation of pairs (i, i + head_dim/2)
+        // (Qwen2; Gemma 3 normalises q and k first and takes the other path):
+        // the products rotate and store (kernels/matvec.cu,
+        // rope_rows); otherwise products, then rope_store. Adjacent pairs
+        // (Llama) are written in the kernel but not yet checked on a GPU.
+        let fused = self.fused_rope
+            && at.rope.style == RopeStyle::Halves
+            && x.rows > 0
+            && x.rows <= MAX_DECODE_ROWS
+            && at.rope.dims == at.head_dim
+            && at.head_dim.is_multiple_of(4)
+            && ws[0].0.rows.is_multiple_of(at.head_dim)
+            && ws[1].0.rows == kv.kv_dim
+            && ws[2].0.rows == kv.kv_dim;
+        if !fused {
+            self.linear_many(x, ws, &mut [&mut *q, &mut *k, &mut *v]);
+            self.rope_store(
+                q,
+                k,
+                v,
+                kv,
+                at.layer,
+                at.head_dim,
+                at.positions,
+                at.slots,
+                at.rope,
+            );
+            return;
+        }
+        self.gpu.bind();
+        assert_eq!(at.slots.len(), x.rows);
+        assert_eq!(at.positions.len(), x.rows);
+        assert!(
+            at.slots.iter().all(|&s| (s as usize) < kv.n_slots),
+            "slot outside the cache"
+        );
+        let mut outs = [q, k, v];
+        for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
+            assert_eq!(
+                x.cols, w.cols,
+                "linear: input width {} vs weight width {}",
+                x.cols, w.cols
+            );
+            self.out(out, x.rows, w.rows);
+        }
+        let mut keep = Vec::new();
+        let rope = products::RopeLaunch {
+            positions: self.u32s(at.positions, &mut keep),
+            slots: self.u32s(at.slots, &mut keep),
+            kc: kv.k[at.layer].ptr,
+            vc: kv.v[at.layer].ptr,
+            step: at.rope.base.powf(-2.0 / at.rope.dims as f32),
+            freq_scale: at.rope.freq_scale,
+            head_dim: at.head_dim,
+            halves: true,
+        };
+        self.matvec(x, ws, &mut outs, false, Some(&rope));
     }
 
     fn rope_store(

@@ -17,6 +17,34 @@ pub fn act_code(act: Activation) -> usize {
     }
 }
 
+/// The RoPE and cache-store arguments of a Q/K/V launch (struct RopeArgs in
+/// kernels/matvec.cu: four pointers, two floats, three ints).
+pub(super) struct RopeLaunch {
+    pub positions: u64,
+    pub slots: u64,
+    pub kc: u64,
+    pub vc: u64,
+    pub step: f32,
+    pub freq_scale: f32,
+    pub head_dim: usize,
+    pub halves: bool,
+}
+
+impl RopeLaunch {
+    fn words(&self, roles: u64) -> [u64; 7] {
+        let pair = |a: u32, b: u32| a as u64 | (b as u64) << 32;
+        [
+            self.positions,
+            self.slots,
+            self.kc,
+            self.vc,
+            pair(self.step.to_bits(), self.freq_scale.to_bits()),
+            pair(self.head_dim as u32, self.halves as u32),
+            roles,
+        ]
+    }
+}
+
 impl CudaBackend {
     /// outs[i] = x · ws[i]ᵀ (+ bias), or `accum`: outs[i] += x · ws[i]ᵀ; the
     /// outputs are already shaped.
@@ -31,7 +59,7 @@ impl CudaBackend {
             return;
         }
         if x.rows <= MAX_DECODE_ROWS {
-            self.matvec(x, ws, outs, accum);
+            self.matvec(x, ws, outs, accum, None);
         } else {
             self.gemm(x, ws, outs, if accum { 1.0 } else { 0.0 });
         }
@@ -95,13 +123,15 @@ impl CudaBackend {
 
     /// x · wᵀ (+ bias) for up to MAX_DECODE_ROWS rows: matrix-vector kernels,
     /// one launch for up to three weights of one type. `accum` adds into the
-    /// outputs.
-    fn matvec(
+    /// outputs. With `rope`, ws are q, k, v: rotated and stored into the KV
+    /// cache by the kernels' epilogue.
+    pub(super) fn matvec(
         &self,
         x: &CudaAct,
         ws: &[(&CudaWeight, Option<&CudaVector>)],
         outs: &mut [&mut CudaAct],
         accum: bool,
+        rope: Option<&RopeLaunch>,
     ) {
         let mut keep = Vec::new();
         let wants = ws.iter().any(|(w, _)| w.ty.wants_q8_input());
@@ -120,7 +150,12 @@ impl CudaBackend {
             // struct Mats { w[3], bias[3], out[3], int rows[3] } (kernels/matvec.cu)
             let mut words = vec![0u64; 11];
             let mut blocks = 0;
+            let mut roles = 0u64;
             for (slot, &i) in group.iter().enumerate() {
+                if rope.is_some() {
+                    // q, k, v: roles 1, 2, 3 (kernels/matvec.cu, RopeArgs)
+                    roles |= (i as u64 + 1) << (2 * slot);
+                }
                 let (w, bias) = ws[i];
                 words[slot] = w.buf.ptr;
                 words[3 + slot] = bias.map_or(0, |b| b.buf.ptr);
@@ -140,7 +175,8 @@ impl CudaBackend {
                 .ptr(xq)
                 .ptr(xd)
                 .ptr(x.ptr())
-                .i32(accum as usize);
+                .i32(accum as usize)
+                .words(rope.map_or([0; 7], |r| r.words(roles)));
             let name = format!("mv_{}_t{}", ty.stem(), x.rows);
             self.gpu.launch(&name, (blocks as u32, 1, 1), 128, &args);
         }

@@ -80,6 +80,13 @@ __device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2
     if (threadIdx.x % WARP == 0) xd[gi / 32] = make_float2(h2f(f2h(d)), h2f(f2h(d * sum)));
 }
 
+// sin and cos of pair i's angle at position pos: pos·step^i, scaled.
+__device__ __forceinline__ void rope_angle(float pos, int i, float step, float freq_scale, float& s, float& c) {
+    float theta = pos;
+    for (int j = 0; j < i; j++) theta *= step;
+    sincosf(freq_scale * theta, &s, &c);
+}
+
 // Programmatic dependent launch (sm_90+): PDL_WAIT waits until the kernels
 // before are done and their writes visible; before it a kernel may only
 // read what no kernel writes (weights). PDL_TRIGGER lets the next kernel be

@@ -1,4 +1,4 @@
-// Decode-time products: out[t][r] = W[r] · x[t] (+ bias[r]) for T ≤ 8 input
+// Decode-time products: out[t][r] = W[r] · x[t] (+ bias[r]) for T ≤ 16 input
 // rows, one warp per output row, weights unpacked in registers (never
 // dequantized to memory). Quantized weights meet the input quantized to
 // int8 blocks of 32 (`quantize_q8`: xq int8, xd = (scale, scale·Σq)) through
@@ -420,6 +420,59 @@ __device__ __forceinline__ bool pick_row(const Mats& m, int n_mats, int& k, int&
     return row < rows;
 }
 
+// RoPE and the KV-cache store in the epilogue of the Q/K/V products (the
+// rope_store kernel's arithmetic, so the same bits): `roles` gives 2 bits
+// per matrix of the launch, 0 none, 1 q, 2 k, 3 v. Full-width rotation only
+// (dims = head_dim, a multiple of 4). A block's four rows hold two rotation
+// pairs: (w, w^1) for adjacent pairs; for halves the rows are permuted
+// (halves_row) so that (w, w^2) are i and i + head_dim/2.
+struct RopeArgs {
+    const u32* positions;  // per input row
+    const u32* slots;      // per input row
+    u16* kc;
+    u16* vc;
+    float step, freq_scale;
+    int head_dim, halves, roles;
+};
+
+__device__ __forceinline__ int halves_row(int row, int hd) {
+    int base = row - row % 4, w = row % 4;
+    return base / hd * hd + 2 * ((base % hd) / 4) + (w & 1) + (w >> 1) * (hd / 2);
+}
+
+template <int T>
+__device__ __forceinline__ void rope_rows(float* acc, const float* bias, float* out, int row, int rows,
+                                          const RopeArgs& rp, int role) {
+    __shared__ float val[4][T];
+    int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+    float b = bias ? bias[row] : 0.0f;
+    if (role == 3) {
+        if (lane == 0)
+            for (int t = 0; t < T; t++) {
+                float y = 0.0f + acc[t] + b;
+                out[(size_t)t * rows + row] = y;
+                rp.vc[(size_t)rp.slots[t] * rows + row] = f2h(y);
+            }
+        return;
+    }
+    if (lane == 0)
+        for (int t = 0; t < T; t++) val[w][t] = 0.0f + acc[t] + b;
+    __syncthreads();
+    int hd = rp.head_dim, d = row % hd, partner = rp.halves ? w ^ 2 : w ^ 1;
+    bool first = rp.halves ? d < hd / 2 : d % 2 == 0;
+    int i = rp.halves ? (first ? d : d - hd / 2) : d / 2;
+    for (int t = lane; t < T; t += WARP) {
+        float x0 = first ? val[w][t] : val[partner][t], x1 = first ? val[partner][t] : val[w][t];
+        float s, c;
+        rope_angle((float)rp.positions[t], i, rp.step, rp.freq_scale, s, c);
+        float y = first ? x0 * c - x1 * s : x0 * s + x1 * c;
+        out[(size_t)t * rows + row] = y;
+        if (role == 2) rp.kc[(size_t)rp.slots[t] * rows + row] = f2h(y);
+    }
+}
+
 template <int T>
 __device__ __forceinline__ void store_rows(float* acc, const float* bias, float* out, int row, int rows, int accum) {
 #pragma unroll
@@ -440,9 +493,12 @@ __device__ __forceinline__ float act_fn(float x, int act) {
 
 #define MV_KERNELS(TY, T) \
 extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_mats, int cols, \
-        const i8* __restrict__ xq, const float2* __restrict__ xd, const float* __restrict__ xf, int accum) { \
+        const i8* __restrict__ xq, const float2* __restrict__ xd, const float* __restrict__ xf, int accum, \
+        RopeArgs rp) { \
     int k, row; \
     if (!pick_row<T>(m, n_mats, k, row)) return; \
+    int role = (rp.roles >> (2 * k)) & 3; \
+    if ((role == 1 || role == 2) && rp.halves) row = halves_row(row, rp.head_dim); \
     float acc[T]; \
     for (int t = 0; t < T; t++) acc[t] = 0.0f; \
     /* constant indices: a dynamic index into the parameter struct would copy it to local memory */ \
@@ -454,7 +510,8 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_m
     PDL_WAIT(); \
     dot_rows<Fmt_##TY, T, Fmt_##TY::U>(w, row, rows, cols, xq, xd, xf, acc); \
     PDL_TRIGGER(); \
-    store_rows<T>(acc, bias, out, row, rows, accum); \
+    if (role) rope_rows<T>(acc, bias, out, row, rows, rp, role); \
+    else store_rows<T>(acc, bias, out, row, rows, accum); \
 } \
 extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __restrict__ wg, \
         const u8* __restrict__ wu, float* __restrict__ out, int rows, int cols, const i8* __restrict__ xq, \

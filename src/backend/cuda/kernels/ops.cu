@@ -62,13 +62,6 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_q8(const float* __res
     }
 }
 
-// sin and cos of pair i's angle at position pos: pos·step^i, scaled.
-__device__ __forceinline__ void rope_angle(float pos, int i, float step, float freq_scale, float& s, float& c) {
-    float theta = pos;
-    for (int j = 0; j < i; j++) theta *= step;
-    sincosf(freq_scale * theta, &s, &c);
-}
-
 // RoPE on a row of q and of k, then k and v into the f16 cache at the row's
 // slot: rope(q), rope(k) and kv_store in one launch. Block (row, head): heads
 // of q first, then the KV heads (rotated, stored with their v). Threads take
