@@ -7,7 +7,8 @@
 # 1. A random model in Qwen2.5-0.5B's shape and Q4_K_M mixture (Q4_K, Q5_0,
 #    Q6_K, Q8_0 weights): GPU logits against the CPU's, prefill and decode,
 #    relative L2 error per logits row within the tolerance below.
-# 2. The same shape in Q8_0 and F16, and the 1.5B shape in F16 (head dim 128).
+# 2. The same shape in Q8_0, Q4_0, Q4_1 (SmolLM2's formats) and F16, and the
+#    1.5B shape in F16 (head dim 128).
 # 3. SmolLM2-135M (Q4_1) when given: logits within tolerance and free-running
 #    greedy tokens identical to the CPU's.
 set -euo pipefail
@@ -23,7 +24,7 @@ LONG=$(for i in $(seq 12); do printf 'The capital of France is Paris, and the ca
 # rounded values propagate through 24 random (chaotic) layers: measured
 # 3-4.5e-2 while the argmax still agrees.
 tol() { case $1 in f16) echo 0.005 ;; *) echo 0.06 ;; esac; }
-for ty in q4_k_m q8_0 f16; do
+for ty in q4_k_m q8_0 q4_0 q4_1 f16; do
   m="$WORK/qwen05-$ty.gguf"
   [ -f "$m" ] || "$TANDEM" synth --like qwen2.5-0.5b --type "$ty" --tokenizer "$TOKENIZER" -o "$m"
   echo "== qwen2.5-0.5b shape, $ty"
