@@ -39,11 +39,43 @@ pub struct Rope {
     pub dims: usize,
 }
 
+impl Rope {
+    /// The ratio between consecutive pairs' angles, base^(−2/dims): the
+    /// angles are built by repeated multiplication, as ggml does.
+    pub fn angle_step(&self) -> f32 {
+        self.base.powf(-2.0 / self.dims as f32)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
     Silu,
     /// GELU, tanh approximation (as ggml_gelu).
     GeluTanh,
+}
+
+/// [`Backend::qkv_rope_store`] as separate steps: the products, then
+/// [`Backend::rope_store`] (the default, and a backend's fallback).
+pub fn qkv_then_rope_store<B: Backend + ?Sized>(
+    be: &B,
+    x: &B::Act,
+    ws: &[(&B::Weight, Option<&B::Vector>); 3],
+    [q, k, v]: [&mut B::Act; 3],
+    kv: &mut B::KvCache,
+    at: &KvWrite<'_>,
+) {
+    be.linear_many(x, ws, &mut [&mut *q, &mut *k, &mut *v]);
+    be.rope_store(
+        q,
+        k,
+        v,
+        kv,
+        at.layer,
+        at.head_dim,
+        at.positions,
+        at.slots,
+        at.rope,
+    );
 }
 
 /// Where a step's keys and values go: the layer, its head size, the rows'
@@ -209,18 +241,7 @@ pub trait Backend: Send + Sync {
         kv: &mut Self::KvCache,
         at: &KvWrite<'_>,
     ) {
-        self.linear_many(x, ws, &mut [&mut *q, &mut *k, &mut *v]);
-        self.rope_store(
-            q,
-            k,
-            v,
-            kv,
-            at.layer,
-            at.head_dim,
-            at.positions,
-            at.slots,
-            at.rope,
-        );
+        qkv_then_rope_store(self, x, ws, [q, k, v], kv, at);
     }
 
     /// RoPE on q and k, then k and v into the cache at `slots`.

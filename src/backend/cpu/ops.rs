@@ -24,7 +24,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 /// sin and cos of each pair's angle at `pos`; the angle is built by repeated
 /// multiplication as ggml does (`theta *= base^(-2/dims)`).
 fn angles(rope: &Rope, pos: u32) -> (Vec<f32>, Vec<f32>) {
-    let step = rope.base.powf(-2.0 / rope.dims as f32);
+    let step = rope.angle_step();
     let mut theta = pos as f32;
     (0..rope.dims / 2)
         .map(|_| {

@@ -187,16 +187,7 @@ impl Gpu {
         let (major, minor) = ctx.compute_capability().map_err(drv)?;
         let name = ctx.name().map_err(drv)?;
         let t0 = std::time::Instant::now();
-        let options: Vec<String> = nvrtc_options()
-            .into_iter()
-            // Experiments: extra NVRTC options, e.g. -DMV_UNROLL=4.
-            .chain(
-                std::env::var("TANDEM_CUDA_NVRTC_OPTS")
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(String::from),
-            )
-            .collect();
+        let options = nvrtc_options();
         let programs = programs();
         let images = compile_all(&programs, major, minor, &options);
         let nvrtc_secs = t0.elapsed().as_secs_f64();
@@ -467,10 +458,14 @@ impl Gpu {
 }
 
 /// The NVRTC options every program is compiled with.
+/// NVRTC's options, then TANDEM_CUDA_NVRTC_OPTS (experiments, e.g.
+/// -DMV_U_Q4K=2).
 fn nvrtc_options() -> Vec<String> {
     let split = format!("-DSPLIT={}", super::step::ATTN_SPLIT);
+    let extra = std::env::var("TANDEM_CUDA_NVRTC_OPTS").unwrap_or_default();
     ["-default-device", "--std=c++17", &split]
         .into_iter()
+        .chain(extra.split_whitespace())
         .map(String::from)
         .collect()
 }
@@ -726,13 +721,7 @@ mod tests {
     #[test]
     #[ignore = "needs libnvrtc; a measurement, not a check"]
     fn nvrtc_times() {
-        let mut options = nvrtc_options();
-        options.extend(
-            std::env::var("TANDEM_CUDA_NVRTC_OPTS")
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(String::from),
-        );
+        let options = nvrtc_options();
         let programs = programs();
         // NVRTC_DUMP=DIR writes each cubin there, named after its first
         // kernel, for `cuobjdump -res-usage` and `nvdisasm` on this machine.

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Activation, AttnParams, AttnSeq, Backend, BackendError, KvWrite, Logits, Readout, Result, Rope,
-    RopeStyle, StepLayout,
+    qkv_then_rope_store, Activation, AttnParams, AttnSeq, Backend, BackendError, KvWrite, Logits,
+    Readout, Result, Rope, RopeStyle, StepLayout,
 };
 use crate::gguf::{GgufFile, Tensor};
 use gpu::{DevBuf, Gpu, GpuResult, KArgs, OwnedBuf};
@@ -73,6 +73,17 @@ pub struct CudaKv {
     v: Vec<OwnedBuf>,
 }
 
+impl CudaKv {
+    /// Kernels write at these slots unchecked: a slot past the cache is a
+    /// caller's bug, caught here.
+    fn check_slots(&self, slots: &[u32]) {
+        assert!(
+            slots.iter().all(|&s| (s as usize) < self.n_slots),
+            "slot outside the cache"
+        );
+    }
+}
+
 pub struct CudaBackend {
     gpu: Arc<Gpu>,
     state: Mutex<StepState>,
@@ -122,6 +133,23 @@ impl CudaBackend {
         a.q8 = None;
         if !fits {
             a.buf = Some(self.gpu.alloc(bytes));
+        }
+    }
+
+    /// Shape each product's output for x · wᵀ.
+    fn shape_products(
+        &self,
+        x: &CudaAct,
+        ws: &[(&CudaWeight, Option<&CudaVector>)],
+        outs: &mut [&mut CudaAct],
+    ) {
+        for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
+            assert_eq!(
+                x.cols, w.cols,
+                "linear: input width {} vs weight width {}",
+                x.cols, w.cols
+            );
+            self.out(out, x.rows, w.rows);
         }
     }
 
@@ -396,14 +424,7 @@ impl Backend for CudaBackend {
         outs: &mut [&mut CudaAct],
     ) {
         self.gpu.bind();
-        for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
-            assert_eq!(
-                x.cols, w.cols,
-                "linear: input width {} vs weight width {}",
-                x.cols, w.cols
-            );
-            self.out(out, x.rows, w.rows);
-        }
+        self.shape_products(x, ws, outs);
         self.project(x, ws, outs, false);
     }
 
@@ -473,46 +494,25 @@ impl Backend for CudaBackend {
             && ws[1].0.rows == kv.kv_dim
             && ws[2].0.rows == kv.kv_dim;
         if !fused {
-            self.linear_many(x, ws, &mut [&mut *q, &mut *k, &mut *v]);
-            self.rope_store(
-                q,
-                k,
-                v,
-                kv,
-                at.layer,
-                at.head_dim,
-                at.positions,
-                at.slots,
-                at.rope,
-            );
+            qkv_then_rope_store(self, x, ws, [q, k, v], kv, at);
             return;
         }
         self.gpu.bind();
         assert_eq!(at.slots.len(), x.rows);
         assert_eq!(at.positions.len(), x.rows);
-        assert!(
-            at.slots.iter().all(|&s| (s as usize) < kv.n_slots),
-            "slot outside the cache"
-        );
+        kv.check_slots(at.slots);
         let mut outs = [q, k, v];
-        for ((w, _), out) in ws.iter().zip(outs.iter_mut()) {
-            assert_eq!(
-                x.cols, w.cols,
-                "linear: input width {} vs weight width {}",
-                x.cols, w.cols
-            );
-            self.out(out, x.rows, w.rows);
-        }
+        self.shape_products(x, ws, &mut outs);
         let mut keep = Vec::new();
         let rope = products::RopeLaunch {
             positions: self.u32s(at.positions, &mut keep),
             slots: self.u32s(at.slots, &mut keep),
             kc: kv.k[at.layer].ptr,
             vc: kv.v[at.layer].ptr,
-            step: at.rope.base.powf(-2.0 / at.rope.dims as f32),
+            step: at.rope.angle_step(),
             freq_scale: at.rope.freq_scale,
             head_dim: at.head_dim,
-            halves: true,
+            halves: at.rope.style == RopeStyle::Halves,
         };
         self.matvec(x, ws, &mut outs, false, Some(&rope));
     }
@@ -537,14 +537,11 @@ impl Backend for CudaBackend {
         }
         assert_eq!(k.cols, kv.kv_dim);
         assert_eq!(slots.len(), q.rows);
-        assert!(
-            slots.iter().all(|&s| (s as usize) < kv.n_slots),
-            "slot outside the cache"
-        );
+        kv.check_slots(slots);
         let mut keep = Vec::new();
         let pos = self.u32s(positions, &mut keep);
         let sl = self.u32s(slots, &mut keep);
-        let step = rope.base.powf(-2.0 / rope.dims as f32);
+        let step = rope.angle_step();
         let heads = (q.cols + k.cols) / head_dim;
         self.gpu.launch(
             "rope_store",
@@ -576,7 +573,7 @@ impl Backend for CudaBackend {
         }
         let mut keep = Vec::new();
         let pos = self.u32s(positions, &mut keep);
-        let step = rope.base.powf(-2.0 / rope.dims as f32);
+        let step = rope.angle_step();
         let pairs = (x.cols / head_dim) * (rope.dims / 2);
         self.gpu.launch(
             "rope",
@@ -600,10 +597,7 @@ impl Backend for CudaBackend {
             return;
         }
         assert_eq!(k.cols, kv.kv_dim);
-        assert!(
-            slots.iter().all(|&s| (s as usize) < kv.n_slots),
-            "slot outside the cache"
-        );
+        kv.check_slots(slots);
         let mut keep = Vec::new();
         let s = self.u32s(slots, &mut keep);
         self.gpu.launch(
