@@ -18,6 +18,12 @@
 #ifndef ATTN_UNROLL
 #define ATTN_UNROLL 8
 #endif
+#ifndef ATTN_K_UNROLL
+#define ATTN_K_UNROLL 8
+#endif
+#ifndef ATTN_PREFETCH
+#define ATTN_PREFETCH 1
+#endif
 #define NEG_INF (-3.402823466e38f)
 
 struct SplitSmem {
@@ -47,7 +53,7 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
     if (tid < nk) {
         const u16* kr = kc + (size_t)sm.sidx[tid] * kv_dim + kvh * hd;
         s = 0.0f;
-#pragma unroll 8
+#pragma unroll ATTN_K_UNROLL
         for (int i = 0; i < hd; i += 8) {
             int4 kv = *(const int4*)(kr + i);
             const u32* kp = (const u32*)&kv;
@@ -117,6 +123,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     const u32* __restrict__ seq_off, const u32* __restrict__ slots, int n_heads, int n_kv_heads,
     int hd, int kv_dim, float scale, int window, int n_splits, u32* __restrict__ counters,
     float* __restrict__ out, i8* __restrict__ xq, float2* __restrict__ xd) {
+    PDL_TRIGGER_EARLY();
     __shared__ SplitSmem sm;
     __shared__ bool last;
     int h = blockIdx.x, row = blockIdx.y, sp = blockIdx.z, tid = threadIdx.x;
@@ -127,7 +134,21 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     if (sp * SPLIT > pos) return;  // past the row: not counted, never merged
     int lo = window > 0 ? max(0, pos + 1 - window) : 0;
     int k0 = max(lo, sp * SPLIT), k1 = min(pos + 1, (sp + 1) * SPLIT);
-    if (tid < k1 - k0) sm.sidx[tid] = slots[seq_off[row_seq[row]] + k0 + tid];
+    int kvh = h / (n_heads / n_kv_heads);
+    if (tid < k1 - k0) {
+        u32 sl = slots[seq_off[row_seq[row]] + k0 + tid];
+        sm.sidx[tid] = sl;
+        // The key's K and V rows asked of L2 meanwhile: the loads after the
+        // wait then find L2 rather than DRAM, where a step's weights have
+        // pushed the older keys. (L2 is where writes land, so a row the
+        // kernel before is writing is never read stale.)
+        const u8* kr = (const u8*)(kc + (size_t)sl * kv_dim + kvh * hd);
+        const u8* vr = (const u8*)(vc + (size_t)sl * kv_dim + kvh * hd);
+        for (int o = 0; ATTN_PREFETCH && o < 2 * hd; o += 128) {
+            asm volatile("prefetch.global.L2 [%0];" :: "l"(kr + o));
+            asm volatile("prefetch.global.L2 [%0];" :: "l"(vr + o));
+        }
+    }
     PDL_WAIT();
     int used = min(n_splits, pos / SPLIT + 1);
     float* base = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
@@ -140,7 +161,6 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
         if (tid == 0) { pr[hd] = NEG_INF; pr[hd + 1] = 0.0f; }
     } else {
         const float* qr = q + gi;
-        int kvh = h / (n_heads / n_kv_heads);
         split_body(qr, kc, vc, pr, kvh, hd, kv_dim, scale, k0, k1, sm,
                    direct ? out + gi : nullptr, gi, xq, xd);
     }

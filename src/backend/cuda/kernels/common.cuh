@@ -102,6 +102,14 @@ __device__ __forceinline__ void rope_angle(float pos, int i, float step, float f
 #define PDL_WAIT() do {} while (0)
 #define PDL_TRIGGER() do {} while (0)
 #endif
+// Small kernels between the products (norms, attention, the activation
+// quantizer) trigger at entry: they fill few SMs, so the next product's
+// blocks can be placed and ask L2 for their weights while these run.
+// TANDEM_CUDA_NVRTC_OPTS=-DEARLY_TRIGGER=0 to compare.
+#ifndef EARLY_TRIGGER
+#define EARLY_TRIGGER 1
+#endif
+#define PDL_TRIGGER_EARLY() do { if (EARLY_TRIGGER) PDL_TRIGGER(); } while (0)
 
 // Ask L2 for the first bytes of [p, p + n), one 128-byte line per lane per
 // step, in a block of the kernel's first wave (the blocks PDL lets start
