@@ -21,8 +21,13 @@
 #ifndef ATTN_K_UNROLL
 #define ATTN_K_UNROLL 8
 #endif
+// -DATTN_PREFETCH=0: no L2 prefetch of the keys' rows before the wait;
+// -DATTN_FAST=0: the any-width split body for every head width.
 #ifndef ATTN_PREFETCH
 #define ATTN_PREFETCH 1
+#endif
+#ifndef ATTN_FAST
+#define ATTN_FAST 1
 #endif
 #define NEG_INF (-3.402823466e38f)
 
@@ -38,28 +43,64 @@ struct SplitSmem {
 // sm.sidx), written to pr: acc[hd], m, l. 128 threads: scores one thread per key;
 // values one warp per key (lanes across the head's dims in f16 pairs), the
 // four warps' sums added at the end.
+// HD = 64 or 128: the width known when compiling, so each thread's K row and
+// its warp's V values are loaded into registers at once, right after the
+// wait, with q: one trip to L2 for the split instead of one per batch of
+// keys (kernel notes #60). HD = 0: any width up to 256, loads in unrolled
+// batches. Both sum in the same order: the same bits.
 // With `direct` non-null the split is the row's only one: the normalised
 // output goes straight to `direct` (and its int8 form to xq/xd at `gi`),
 // with no partial to merge.
+template <int HD>
 __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__ kc,
                            const u16* __restrict__ vc, float* __restrict__ pr,
                            int kvh, int hd, int kv_dim, float scale, int k0, int k1, SplitSmem& sm,
                            float* __restrict__ direct, size_t gi, i8* __restrict__ xq, float2* __restrict__ xd) {
+    constexpr int KV = HD > 0 ? HD / 8 : 1, VC = HD > 0 ? HD / 64 : 1, VK = SPLIT / 4;
     int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
-    for (int i = tid; i < hd; i += blockDim.x) sm.qs[i] = qr[i] * scale;
     int nk = k1 - k0;
+    int4 kreg[KV];
+    u32 vreg[VK][VC];
+    if constexpr (HD > 0) {
+        if (tid < nk) {
+            const int4* kr = (const int4*)(kc + (size_t)sm.sidx[tid] * kv_dim + kvh * HD);
+#pragma unroll
+            for (int i = 0; i < KV; i++) kreg[i] = kr[i];
+        }
+#pragma unroll
+        for (int i = 0; i < VK; i++) {
+            int j = warp + 4 * i;
+            if (j < nk) {
+                const u32* vr = (const u32*)(vc + (size_t)sm.sidx[j] * kv_dim + kvh * HD);
+#pragma unroll
+                for (int c = 0; c < VC; c++) vreg[i][c] = vr[lane + WARP * c];
+            }
+        }
+    }
+    for (int i = tid; i < hd; i += blockDim.x) sm.qs[i] = qr[i] * scale;
     __syncthreads();
     float s = NEG_INF;
     if (tid < nk) {
-        const u16* kr = kc + (size_t)sm.sidx[tid] * kv_dim + kvh * hd;
         s = 0.0f;
-#pragma unroll ATTN_K_UNROLL
-        for (int i = 0; i < hd; i += 8) {
-            int4 kv = *(const int4*)(kr + i);
-            const u32* kp = (const u32*)&kv;
+        if constexpr (HD > 0) {
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                s += sm.qs[i + 2 * j] * h2f(kp[j] & 0xffff) + sm.qs[i + 2 * j + 1] * h2f(kp[j] >> 16);
+            for (int i = 0; i < KV; i++) {
+                const u32* kp = (const u32*)&kreg[i];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    s += sm.qs[8 * i + 2 * j] * h2f(kp[j] & 0xffff) + sm.qs[8 * i + 2 * j + 1] * h2f(kp[j] >> 16);
+                }
+            }
+        } else {
+            const u16* kr = kc + (size_t)sm.sidx[tid] * kv_dim + kvh * hd;
+#pragma unroll ATTN_K_UNROLL
+            for (int i = 0; i < hd; i += 8) {
+                int4 kv = *(const int4*)(kr + i);
+                const u32* kp = (const u32*)&kv;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    s += sm.qs[i + 2 * j] * h2f(kp[j] & 0xffff) + sm.qs[i + 2 * j + 1] * h2f(kp[j] >> 16);
+                }
             }
         }
     }
@@ -70,6 +111,20 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
     float2 acc[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) acc[i] = make_float2(0.0f, 0.0f);
+    if constexpr (HD > 0) {
+#pragma unroll
+        for (int i = 0; i < VK; i++) {
+            int j = warp + 4 * i;
+            if (j < nk) {
+                float pj = sm.p[j];
+#pragma unroll
+                for (int c = 0; c < VC; c++) {
+                    acc[c].x += pj * h2f(vreg[i][c] & 0xffff);
+                    acc[c].y += pj * h2f(vreg[i][c] >> 16);
+                }
+            }
+        }
+    } else {
     // Unrolled so that several keys' value loads are in flight at once:
     // one at a time, a 64-key split was 16 dependent round trips (~10 µs).
 #pragma unroll ATTN_UNROLL
@@ -85,6 +140,7 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
                 acc[i].y += pj * h2f(v2 >> 16);
             }
         }
+    }
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -149,6 +205,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
             asm volatile("prefetch.global.L2 [%0];" :: "l"(vr + o));
         }
     }
+    __syncthreads();  // every key's slot, for the value loads right after the wait
     PDL_WAIT();
     int used = min(n_splits, pos / SPLIT + 1);
     float* base = part + ((size_t)row * n_heads + h) * n_splits * (hd + 2);
@@ -161,8 +218,13 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
         if (tid == 0) { pr[hd] = NEG_INF; pr[hd + 1] = 0.0f; }
     } else {
         const float* qr = q + gi;
-        split_body(qr, kc, vc, pr, kvh, hd, kv_dim, scale, k0, k1, sm,
-                   direct ? out + gi : nullptr, gi, xq, xd);
+        float* dst = direct ? out + gi : nullptr;
+        if (ATTN_FAST && hd == 64)
+            split_body<64>(qr, kc, vc, pr, kvh, hd, kv_dim, scale, k0, k1, sm, dst, gi, xq, xd);
+        else if (ATTN_FAST && hd == 128)
+            split_body<128>(qr, kc, vc, pr, kvh, hd, kv_dim, scale, k0, k1, sm, dst, gi, xq, xd);
+        else
+            split_body<0>(qr, kc, vc, pr, kvh, hd, kv_dim, scale, k0, k1, sm, dst, gi, xq, xd);
     }
     if (!counters || direct) return;
     __threadfence();
