@@ -11,6 +11,9 @@
 #    1.5B shape in F16 (head dim 128).
 # 3. SmolLM2-135M (Q4_1) when given: logits within tolerance and free-running
 #    greedy tokens identical to the CPU's.
+# Every check-device run also compares ops no model reaches on the device
+# (RoPE alone, the KV store read back through decode attention at head
+# widths 64 and 128) on random data: relative L2 within 2e-3.
 set -euo pipefail
 TANDEM=${TANDEM:-./tandem}
 TOKENIZER=${TOKENIZER:?TOKENIZER=a GGUF with the Qwen2.5 tokenizer (tandem synth --tokenizer-only)}

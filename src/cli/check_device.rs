@@ -4,7 +4,9 @@
 //! within a relative L2 tolerance; free-running greedy generations are
 //! compared token by token. The device's own summaries of its logit rows
 //! (top-k and log-sum-exp, computed where the logits are) must equal what
-//! the host computes from the same rows. Exits non-zero when they disagree.
+//! the host computes from the same rows; ops no model reaches on the device
+//! (RoPE alone, the KV store) agree on random data. Exits non-zero when they
+//! disagree.
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -56,6 +58,8 @@ struct Report {
     /// selection over the same full row (ids, values, or lse by > 1e-5).
     readout_rows: usize,
     readout_mismatches: usize,
+    /// op_errors: RoPE, KV store and attention alone, device vs CPU.
+    ops_max_rel_err: f64,
 }
 
 /// Candidate counts the readout check cycles through: one stage, the
@@ -102,6 +106,101 @@ fn synthetic_readout_at(be: &AnyBackend, vocab: usize) -> (usize, usize) {
     }
     (rows, bad)
 }
+
+/// `n` values in [-1, 1) from `seed` (xorshift).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Ops no model of the check may reach on the device, on random data,
+/// against the CPU: RoPE alone (both layouts, full and partial rotation)
+/// and the KV-cache store read back through decode attention (head widths
+/// 64 and 128, grouped queries, two sequences of scattered slots, several
+/// key splits, with and without a window). The largest relative L2 error.
+fn op_errors(cpu: &AnyBackend, dev: &AnyBackend) -> f64 {
+    use tandem::backend::{AttnParams, AttnSeq, Backend, Rope, RopeStyle};
+    let mut worst = 0f64;
+    let (hd, heads) = (64, 4);
+    let positions = [0u32, 7, 300];
+    for style in [RopeStyle::Interleaved, RopeStyle::Halves] {
+        for dims in [hd, hd / 2] {
+            let rope = Rope {
+                style,
+                base: 10000.0,
+                freq_scale: 0.5,
+                dims,
+            };
+            let data = noise(3 * hd * heads, dims as u64);
+            let (mut c, mut d) = (
+                cpu.act_from_host(3, hd * heads, data.clone()),
+                dev.act_from_host(3, hd * heads, data),
+            );
+            cpu.rope(&mut c, hd, &positions, &rope);
+            dev.rope(&mut d, hd, &positions, &rope);
+            worst = worst.max(rel_err(&cpu.to_host(&c), &dev.to_host(&d)));
+        }
+    }
+    let (n_heads, n_kv) = (8, 2);
+    // Sequence A: 300 positions in every other slot from 1000 down; B: 40
+    // positions in slots 0..40. Query rows: A at 299, B at 38 and 39.
+    let slots_a: Vec<u32> = (0..300).map(|i| 1000 - 2 * i).collect();
+    let slots_b: Vec<u32> = (0..40).collect();
+    let all: Vec<u32> = slots_a.iter().chain(&slots_b).copied().collect();
+    for hd in [64, 128] {
+        let kv_dim = n_kv * hd;
+        let (mut kc, mut kd) = (cpu.alloc_kv(1, 1024, kv_dim), dev.alloc_kv(1, 1024, kv_dim));
+        let (k, v) = (noise(all.len() * kv_dim, 1), noise(all.len() * kv_dim, 2));
+        for (be, kv) in [(cpu, &mut kc), (dev, &mut kd)] {
+            let ka = be.act_from_host(all.len(), kv_dim, k.clone());
+            let va = be.act_from_host(all.len(), kv_dim, v.clone());
+            be.kv_store(kv, 0, &ka, &va, &all);
+        }
+        let q = noise(3 * n_heads * hd, 3);
+        let (pos_a, pos_b) = ([299u32], [38u32, 39]);
+        let seqs = [
+            AttnSeq {
+                rows: 0..1,
+                slots: &slots_a,
+                positions: &pos_a,
+            },
+            AttnSeq {
+                rows: 1..3,
+                slots: &slots_b,
+                positions: &pos_b,
+            },
+        ];
+        for window in [None, Some(100)] {
+            let p = AttnParams {
+                n_heads,
+                n_kv_heads: n_kv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                window,
+            };
+            let (qc, qd) = (
+                cpu.act_from_host(3, n_heads * hd, q.clone()),
+                dev.act_from_host(3, n_heads * hd, q.clone()),
+            );
+            let (mut oc, mut od) = (cpu.act(0, 0), dev.act(0, 0));
+            cpu.attention(&qc, &kc, 0, &seqs, &p, &mut oc);
+            dev.attention(&qd, &kd, 0, &seqs, &p, &mut od);
+            worst = worst.max(rel_err(&cpu.to_host(&oc), &dev.to_host(&od)));
+        }
+    }
+    worst
+}
+
+/// The largest relative L2 error op_errors may show: the device keeps K
+/// and V in f16 (a relative rounding of 2^-11 per value).
+const OPS_TOL: f64 = 2e-3;
 
 /// Keys for `n` draws at temperatures from 0.5 to 2.
 fn draw_keys(n: usize, seed: u64) -> Vec<DrawKey> {
@@ -248,6 +347,7 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
         rows += 1;
         next = argmax(&c);
     }
+    let ops_err = op_errors(&cpu.backend, &dev.backend);
     let greedy_cpu = greedy(&cpu, &prompt, a.n, ctx)?;
     let greedy_dev = greedy(&dev, &prompt, a.n, ctx)?;
     let same = greedy_cpu
@@ -266,6 +366,7 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
         greedy_same_prefix: same,
         readout_rows,
         readout_mismatches: readout_bad,
+        ops_max_rel_err: ops_err,
         greedy_cpu,
         greedy_dev,
     };
@@ -294,6 +395,10 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
             r.readout_rows - r.readout_mismatches,
             r.readout_rows
         );
+        println!(
+            "ops alone (rope, kv_store + attention): max relative L2 error {:.2e}",
+            r.ops_max_rel_err
+        );
     }
     let mut fails = Vec::new();
     if prefill_err > a.tol {
@@ -314,9 +419,27 @@ pub fn run(a: CheckDeviceArgs) -> Result<()> {
             r.readout_mismatches, r.readout_rows
         ));
     }
+    if r.ops_max_rel_err > OPS_TOL || r.ops_max_rel_err.is_nan() {
+        fails.push(format!(
+            "ops alone: error {:.2e} > {OPS_TOL:.0e}",
+            r.ops_max_rel_err
+        ));
+    }
     if !fails.is_empty() {
         bail!("check failed: {}", fails.join("; "));
     }
     println!("ok");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem::backend::cpu::CpuBackend;
+
+    #[test]
+    fn op_check_runs_and_a_backend_agrees_with_itself() {
+        let cpu = AnyBackend::Cpu(CpuBackend);
+        assert_eq!(op_errors(&cpu, &cpu), 0.0);
+    }
 }

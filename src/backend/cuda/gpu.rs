@@ -701,6 +701,41 @@ mod tests {
         }
     }
 
+    /// Every kernel the backend launches by a fixed name is compiled (a
+    /// host method once launched kernels that no program defined any more).
+    #[test]
+    fn every_kernel_launched_by_name_is_defined() {
+        let names: Vec<String> = programs()
+            .into_iter()
+            .chain(late_programs())
+            .flat_map(|(_, n)| n)
+            .collect();
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("products.rs"),
+            include_str!("readout.rs"),
+            include_str!("prefill_attention.rs"),
+            include_str!("step.rs"),
+        ];
+        let mut seen = 0;
+        for src in sources {
+            for call in [".launch(", ".launch_in_clusters(", ".elementwise("] {
+                for (at, _) in src.match_indices(call) {
+                    let rest = src[at + call.len()..].trim_start();
+                    if let Some(lit) = rest.strip_prefix('"') {
+                        let name = &lit[..lit.find('"').expect("closing quote")];
+                        assert!(
+                            names.iter().any(|n| n == name),
+                            "{name} is launched but not defined"
+                        );
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen >= 15, "found only {seen} launches by name");
+    }
+
     #[test]
     fn each_program_names_only_kernels_its_source_defines() {
         for (src, names) in programs().into_iter().chain(late_programs()) {

@@ -175,6 +175,50 @@ impl CudaBackend {
         );
     }
 
+    /// The rope_store kernel (kernels/ops.cu) on `rows` rows, `heads` blocks
+    /// each: `ptrs` = q, k, v, positions, slots, k cache, v cache; `dims` =
+    /// q_cols, kv_dim, head_dim. Blocks past q_cols / head_dim are KV heads,
+    /// stored at the slots; without `rope` nothing is rotated.
+    fn launch_rope_store(
+        &self,
+        rows: usize,
+        heads: usize,
+        ptrs: [u64; 7],
+        dims: [usize; 3],
+        rope: Option<&Rope>,
+    ) {
+        let (rot, step, freq_scale, halves) = rope.map_or((0, 0.0, 0.0, false), |r| {
+            (
+                r.dims,
+                r.angle_step(),
+                r.freq_scale,
+                r.style == RopeStyle::Halves,
+            )
+        });
+        let block = if rope.is_some() {
+            (rot / 2).next_multiple_of(32).clamp(32, 128)
+        } else {
+            128
+        };
+        let mut args = KArgs::new();
+        for p in ptrs {
+            args = args.ptr(p);
+        }
+        self.gpu.launch(
+            "rope_store",
+            (rows as u32, heads as u32, 1),
+            block as u32,
+            &args
+                .i32(dims[0])
+                .i32(dims[1])
+                .i32(dims[2])
+                .i32(rot)
+                .f32(step)
+                .f32(freq_scale)
+                .i32(halves as usize),
+        );
+    }
+
     fn elementwise(&self, name: &str, n: usize, args: KArgs) {
         let blocks = n.div_ceil(256) as u32;
         self.gpu.launch(name, (blocks.max(1), 1, 1), 256, &args);
@@ -541,27 +585,22 @@ impl Backend for CudaBackend {
         let mut keep = Vec::new();
         let pos = self.u32s(positions, &mut keep);
         let sl = self.u32s(slots, &mut keep);
-        let step = rope.angle_step();
         let heads = (q.cols + k.cols) / head_dim;
-        self.gpu.launch(
-            "rope_store",
-            (q.rows as u32, heads as u32, 1),
-            (rope.dims / 2).next_multiple_of(32).clamp(32, 128) as u32,
-            &KArgs::new()
-                .ptr(q.ptr())
-                .ptr(k.ptr())
-                .ptr(v.ptr())
-                .ptr(pos)
-                .ptr(sl)
-                .ptr(kv.k[layer].ptr)
-                .ptr(kv.v[layer].ptr)
-                .i32(q.cols)
-                .i32(kv.kv_dim)
-                .i32(head_dim)
-                .i32(rope.dims)
-                .f32(step)
-                .f32(rope.freq_scale)
-                .i32((rope.style == RopeStyle::Halves) as usize),
+        let ptrs = [
+            q.ptr(),
+            k.ptr(),
+            v.ptr(),
+            pos,
+            sl,
+            kv.k[layer].ptr,
+            kv.v[layer].ptr,
+        ];
+        self.launch_rope_store(
+            q.rows,
+            heads,
+            ptrs,
+            [q.cols, kv.kv_dim, head_dim],
+            Some(rope),
         );
     }
 
@@ -573,21 +612,15 @@ impl Backend for CudaBackend {
         }
         let mut keep = Vec::new();
         let pos = self.u32s(positions, &mut keep);
-        let step = rope.angle_step();
-        let pairs = (x.cols / head_dim) * (rope.dims / 2);
-        self.gpu.launch(
-            "rope",
-            (x.rows as u32, 1, 1),
-            pairs.next_multiple_of(32).min(512) as u32,
-            &KArgs::new()
-                .ptr(x.ptr())
-                .ptr(pos)
-                .i32(x.cols)
-                .i32(head_dim)
-                .i32(rope.dims)
-                .f32(step)
-                .f32(rope.freq_scale)
-                .i32((rope.style == RopeStyle::Halves) as usize),
+        // Only "q" heads: nothing is stored (the slot list is never used, so
+        // the positions stand in for it).
+        let ptrs = [x.ptr(), 0, 0, pos, pos, 0, 0];
+        self.launch_rope_store(
+            x.rows,
+            x.cols / head_dim,
+            ptrs,
+            [x.cols, 0, head_dim],
+            Some(rope),
         );
     }
 
@@ -600,18 +633,10 @@ impl Backend for CudaBackend {
         kv.check_slots(slots);
         let mut keep = Vec::new();
         let s = self.u32s(slots, &mut keep);
-        self.gpu.launch(
-            "kv_store",
-            (slots.len() as u32, 1, 1),
-            128,
-            &KArgs::new()
-                .ptr(k.ptr())
-                .ptr(v.ptr())
-                .ptr(s)
-                .ptr(kv.k[layer].ptr)
-                .ptr(kv.v[layer].ptr)
-                .i32(kv.kv_dim),
-        );
+        // One "KV head" as wide as the row and no rotation: rope_store only
+        // stores k and v (positions are never read then; the slots stand in).
+        let ptrs = [0, k.ptr(), v.ptr(), s, s, kv.k[layer].ptr, kv.v[layer].ptr];
+        self.launch_rope_store(slots.len(), 1, ptrs, [0, kv.kv_dim, kv.kv_dim], None);
     }
 
     fn attention(
