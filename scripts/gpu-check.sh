@@ -11,6 +11,7 @@
 #    1.5B shape in F16 (head dim 128).
 # 3. SmolLM2-135M (Q4_1) when given: logits within tolerance and free-running
 #    greedy tokens identical to the CPU's.
+# 4. Serving: concurrent greedy requests against one at a time.
 # Every check-device run also compares ops no model reaches on the device
 # (RoPE alone, the KV store read back through decode attention at head
 # widths 64 and 128) on random data: relative L2 within 2e-3.
@@ -58,4 +59,13 @@ if [ -n "${GEMMA3:-}" ]; then
   "$TANDEM" check-device -m "$GEMMA3" --device cuda -n 32 --tol 0.15 --same-tokens -p "The capital of France is" || status=1
   "$TANDEM" check-device -m "$GEMMA3" --device cuda -n 16 --tol 0.15 --same-tokens -p "$LONGER" || status=1
 fi
+# 4. Serving: concurrent greedy requests (steps of at most 16 rows, so only
+#    decode kernels) give the same text as the same requests one at a time.
+m="$WORK/qwen05-q4_k_m.gguf"
+echo "== serving: batched steps against one request at a time"
+"$TANDEM" serve -m "$m" --device cuda --port 8117 --step-tokens 16 > "$WORK/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 120); do curl -sf localhost:8117/health > /dev/null && break; sleep 0.5; done
+python3 "$(dirname "$0")/serve_batch_check.py" 8117 6 || { status=1; tail -3 "$WORK/serve.log"; }
+kill $server; wait $server 2> /dev/null || true
 exit $status

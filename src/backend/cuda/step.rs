@@ -78,9 +78,9 @@ pub enum Mode {
 /// Device pointers of the attention metadata.
 #[derive(Clone, Copy)]
 pub struct AttnMeta {
-    pub row_seq: u64,
+    /// Per row: where its sequence's slot list starts in `slots`.
+    pub row_slots: u64,
     pub positions: u64,
-    pub seq_off: u64,
     pub slots: u64,
 }
 
@@ -127,20 +127,18 @@ fn seq_id(s: &AttnSeq<'_>) -> SeqId {
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Caps {
     rows: usize,
-    seqs: usize,
     slots: usize,
 }
 
 impl Caps {
-    fn offsets(&self) -> [usize; 8] {
+    fn offsets(&self) -> [usize; 7] {
         let r = self.rows;
-        // tokens, positions, write_slots, row_seq, logit_rows, seq_off, slots,
-        // draw keys (3 words per logit row)
-        let slots = 5 * r + self.seqs;
-        [0, r, 2 * r, 3 * r, 4 * r, 5 * r, slots, slots + self.slots]
+        // tokens, positions, write_slots, row_slots, logit_rows, slots, draw
+        // keys (3 words per logit row)
+        [0, r, 2 * r, 3 * r, 4 * r, 5 * r, 5 * r + self.slots]
     }
     fn total(&self) -> usize {
-        8 * self.rows + self.seqs + self.slots
+        8 * self.rows + self.slots
     }
 }
 
@@ -182,11 +180,10 @@ impl StepState {
         let n_slots: usize = step.seqs.iter().map(|s| s.slots.len()).sum();
         let need = Caps {
             rows: n_rows.max(step.logit_rows.len()),
-            seqs: step.seqs.len(),
             slots: n_slots,
         };
         let grow = match &self.buf {
-            Some((_, c)) => need.rows > c.rows || need.seqs > c.seqs || need.slots > c.slots,
+            Some((_, c)) => need.rows > c.rows || need.slots > c.slots,
             None => true,
         };
         if grow {
@@ -197,11 +194,6 @@ impl StepState {
                     .max(old.map_or(0, |c| c.rows))
                     .next_power_of_two()
                     .max(64),
-                seqs: need
-                    .seqs
-                    .max(old.map_or(0, |c| c.seqs))
-                    .next_power_of_two()
-                    .max(16),
                 slots: need
                     .slots
                     .max(old.map_or(0, |c| c.slots))
@@ -227,9 +219,9 @@ impl StepState {
             "a draw readout needs one key per logit row"
         );
         let used = if keys.is_empty() {
-            off[6] + n_slots
+            off[5] + n_slots
         } else {
-            off[7] + 3 * keys.len()
+            off[6] + 3 * keys.len()
         };
         self.staging.clear();
         self.staging.resize(used, 0);
@@ -241,16 +233,15 @@ impl StepState {
             st[off[4] + i] = r as u32;
         }
         let mut slot_at = 0;
-        for (si, s) in step.seqs.iter().enumerate() {
+        for s in step.seqs {
             for r in s.rows.clone() {
-                st[off[3] + r] = si as u32;
+                st[off[3] + r] = slot_at as u32;
             }
-            st[off[5] + si] = slot_at as u32;
-            st[off[6] + slot_at..off[6] + slot_at + s.slots.len()].copy_from_slice(s.slots);
+            st[off[5] + slot_at..off[5] + slot_at + s.slots.len()].copy_from_slice(s.slots);
             slot_at += s.slots.len();
         }
         for (i, d) in keys.iter().enumerate() {
-            let at = off[7] + 3 * i;
+            let at = off[6] + 3 * i;
             st[at..at + 3].copy_from_slice(&d.words());
         }
         gpu.upload(self.ptr(0), &self.staging);
@@ -323,7 +314,7 @@ impl StepState {
     /// The device copy of the current step's draw keys, if it has them.
     pub fn draw_keys_copy(&self) -> Option<u64> {
         let c = self.current.as_ref()?;
-        c.draws.then(|| self.ptr(7))
+        c.draws.then(|| self.ptr(6))
     }
 
     pub fn logit_rows_copy(&self, rows: &[usize]) -> Option<u64> {
@@ -338,10 +329,9 @@ impl StepState {
         same.then(|| {
             (
                 AttnMeta {
-                    row_seq: self.ptr(3),
+                    row_slots: self.ptr(3),
                     positions: self.ptr(1),
-                    seq_off: self.ptr(5),
-                    slots: self.ptr(6),
+                    slots: self.ptr(5),
                 },
                 c.n_splits,
             )
@@ -385,16 +375,14 @@ pub fn upload_attention_meta(
     keep: &mut Vec<DevBuf>,
 ) -> (AttnMeta, usize) {
     let rows: usize = seqs.iter().map(|s| s.rows.end).max().unwrap_or(0);
-    let mut row_seq = vec![0u32; rows];
+    let mut row_slots = vec![0u32; rows];
     let mut positions = vec![0u32; rows];
-    let mut seq_off = Vec::new();
     let mut slots = Vec::new();
-    for (si, s) in seqs.iter().enumerate() {
+    for s in seqs {
         for (i, r) in s.rows.clone().enumerate() {
-            row_seq[r] = si as u32;
+            row_slots[r] = slots.len() as u32;
             positions[r] = s.positions[i];
         }
-        seq_off.push(slots.len() as u32);
         slots.extend_from_slice(s.slots);
     }
     let mut up = |v: &[u32]| {
@@ -407,9 +395,8 @@ pub fn upload_attention_meta(
     let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
     (
         AttnMeta {
-            row_seq: up(&row_seq),
+            row_slots: up(&row_slots),
             positions: up(&positions),
-            seq_off: up(&seq_off),
             slots: up(&slots),
         },
         (max_pos + 1).div_ceil(ATTN_SPLIT),

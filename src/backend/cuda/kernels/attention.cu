@@ -175,8 +175,8 @@ __device__ void merge_splits(const volatile float* pr, float* __restrict__ out, 
 // then resets its counter for the next launch; otherwise attn_merge runs next.
 extern "C" __global__ void __launch_bounds__(128) attn_split(
     const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
-    float* __restrict__ part, const u32* __restrict__ row_seq, const u32* __restrict__ positions,
-    const u32* __restrict__ seq_off, const u32* __restrict__ slots, int n_heads, int n_kv_heads,
+    float* __restrict__ part, const u32* __restrict__ row_slots, const u32* __restrict__ positions,
+    const u32* __restrict__ slots, int n_heads, int n_kv_heads,
     int hd, int kv_dim, float scale, int window, int n_splits, u32* __restrict__ counters,
     float* __restrict__ out, i8* __restrict__ xq, float2* __restrict__ xd) {
     PDL_TRIGGER_EARLY();
@@ -184,15 +184,17 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     __shared__ bool last;
     int h = blockIdx.x, row = blockIdx.y, sp = blockIdx.z, tid = threadIdx.x;
     // The step's layout (positions, slot lists) is uploaded by the host
-    // before the pass, so its chain of dependent reads runs before the wait,
-    // while the kernel before is finishing.
+    // before the pass, so its reads run before the wait, while the kernel
+    // before is finishing: the row's position and where its slot list
+    // starts (both at once), then its keys' slots.
     int pos = positions[row];
+    u32 first_slot = row_slots[row];
     if (sp * SPLIT > pos) return;  // past the row: not counted, never merged
     int lo = window > 0 ? max(0, pos + 1 - window) : 0;
     int k0 = max(lo, sp * SPLIT), k1 = min(pos + 1, (sp + 1) * SPLIT);
     int kvh = h / (n_heads / n_kv_heads);
     if (tid < k1 - k0) {
-        u32 sl = slots[seq_off[row_seq[row]] + k0 + tid];
+        u32 sl = slots[first_slot + k0 + tid];
         sm.sidx[tid] = sl;
         // The key's K and V rows asked of L2 meanwhile: the loads after the
         // wait then find L2 rather than DRAM, where a step's weights have
