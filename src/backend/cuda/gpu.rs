@@ -65,6 +65,13 @@ fn product_programs(groups: &[std::ops::RangeInclusive<usize>]) -> Vec<Program> 
                 src.push_str(&format!("MV_KERNELS({stem}, {t})\n"));
                 names.push(format!("mv_{stem}_t{t}"));
                 names.push(format!("mvg_{stem}_t{t}"));
+                for (a, b) in super::products::MIXED_QKV {
+                    if a == ty {
+                        let b = b.stem();
+                        src.push_str(&format!("MV2_KERNEL({stem}, {b}, {t})\n"));
+                        names.push(format!("mv_{stem}_{b}_t{t}"));
+                    }
+                }
             }
             out.push((src, names));
         }
@@ -127,6 +134,15 @@ struct Pinned {
 
 impl Drop for Gpu {
     fn drop(&mut self) {
+        // A process that ends while the background compile is inside NVRTC
+        // crashes in NVRTC's teardown (a short `generate` on a machine with
+        // no kernel cache: a segmentation fault after its output). Waiting
+        // also leaves those kernels cached for the next start.
+        if let Ok(mut k) = self.kernels.write() {
+            if let Some(late) = k.late.take() {
+                let _ = late.join();
+            }
+        }
         if let Ok(p) = self.pinned.lock() {
             if !p.ptr.is_null() {
                 // SAFETY: allocated by malloc_host, freed once.
@@ -689,6 +705,8 @@ mod tests {
             "mvg_q5_0_t3",
             "mv_q4_1_t5",
             "mvg_q4_k_t16",
+            "mv_q4_k_q6_k_t1",
+            "mv_q5_0_q8_0_t16",
             "dequant_q6_k",
             "embed_q8_0",
             "attn_split",

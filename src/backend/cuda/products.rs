@@ -17,6 +17,13 @@ pub fn act_code(act: Activation) -> usize {
     }
 }
 
+/// Pairs of formats with a two-format product kernel (`mv_<a>_<b>_tN`):
+/// Q/K in the first and V in the second, as Q4_K_M mixtures give the V of
+/// some layers more bits (Q6_K; Q8_0 where rows are not a multiple of 256,
+/// beside Q5_0). One launch instead of two for those layers.
+pub const MIXED_QKV: [(DevType, DevType); 2] =
+    [(DevType::Q4K, DevType::Q6K), (DevType::Q5_0, DevType::Q8_0)];
+
 /// The RoPE and cache-store arguments of a Q/K/V launch (struct RopeArgs in
 /// kernels/matvec.cu: four pointers, two floats, three ints).
 pub(super) struct RopeLaunch {
@@ -138,14 +145,31 @@ impl CudaBackend {
         let (xq, xd) = self.q8_input(x, wants, &mut keep);
         let mut jobs: Vec<(usize, DevType)> =
             ws.iter().enumerate().map(|(i, (w, _))| (i, w.ty)).collect();
+        // Up to three weights of two formats with a two-format kernel: one
+        // launch, those of the pair's first format first.
+        let mixed = (jobs.len() <= 3)
+            .then(|| {
+                MIXED_QKV.into_iter().find(|&(a, b)| {
+                    jobs.iter().all(|j| j.1 == a || j.1 == b)
+                        && jobs.iter().any(|j| j.1 == a)
+                        && jobs.iter().any(|j| j.1 == b)
+                })
+            })
+            .flatten();
+        if let Some((a, _)) = mixed {
+            jobs.sort_by_key(|j| j.1 != a);
+        }
         while !jobs.is_empty() {
             let ty = jobs[0].1;
-            let group: Vec<usize> = jobs
-                .iter()
-                .filter(|j| j.1 == ty)
-                .map(|j| j.0)
-                .take(3)
-                .collect();
+            let group: Vec<usize> = match mixed {
+                Some(_) => jobs.iter().map(|j| j.0).collect(),
+                None => jobs
+                    .iter()
+                    .filter(|j| j.1 == ty)
+                    .map(|j| j.0)
+                    .take(3)
+                    .collect(),
+            };
             jobs.retain(|j| !group.contains(&j.0));
             // struct Mats { w[3], bias[3], out[3], int rows[3] } (kernels/matvec.cu)
             let mut words = vec![0u64; 11];
@@ -168,7 +192,7 @@ impl CudaBackend {
                 }
                 blocks += w.rows.div_ceil(4);
             }
-            let args = KArgs::new()
+            let mut args = KArgs::new()
                 .words(words)
                 .i32(group.len())
                 .i32(x.cols)
@@ -177,7 +201,14 @@ impl CudaBackend {
                 .ptr(x.ptr())
                 .i32(accum as usize)
                 .words(rope.map_or([0; 7], |r| r.words(roles)));
-            let name = format!("mv_{}_t{}", ty.stem(), x.rows);
+            let name = match mixed {
+                Some((a, b)) => {
+                    let n_a = group.iter().filter(|&&i| ws[i].0.ty == a).count();
+                    args = args.i32(n_a);
+                    format!("mv_{}_{}_t{}", a.stem(), b.stem(), x.rows)
+                }
+                None => format!("mv_{}_t{}", ty.stem(), x.rows),
+            };
             self.gpu.launch(&name, (blocks as u32, 1, 1), 128, &args);
         }
     }

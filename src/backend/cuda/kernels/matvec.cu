@@ -386,6 +386,31 @@ __device__ __forceinline__ void prefetch_row_f16(const u8* w, int row, int rows,
     prefetch_l2(w + (size_t)row * cols * 2, (size_t)cols * 2);
 }
 
+// The prefetch of each format, by its struct (for the products templated
+// on formats).
+__device__ __forceinline__ void prefetch_fmt(const Q4K*, const u8* w, int row, int rows, int cols) {
+    prefetch_row_q4_k(w, row, rows, cols);
+}
+__device__ __forceinline__ void prefetch_fmt(const Q6K*, const u8* w, int row, int rows, int cols) {
+    prefetch_row_q6_k(w, row, rows, cols);
+}
+__device__ __forceinline__ void prefetch_fmt(const Q5_0*, const u8* w, int row, int rows, int cols) {
+    prefetch_row_q5_0(w, row, rows, cols);
+}
+__device__ __forceinline__ void prefetch_fmt(const Q8_0*, const u8* w, int row, int rows, int cols) {
+    prefetch_row_q8_0(w, row, rows, cols);
+}
+template <bool MIN>
+__device__ __forceinline__ void prefetch_fmt(const Q4Legacy<MIN>*, const u8* w, int row, int rows, int cols) {
+    prefetch_row_q5_0(w, row, rows, cols);
+}
+__device__ __forceinline__ void prefetch_fmt(const F16*, const u8* w, int row, int rows, int cols) {
+    prefetch_row_f16(w, row, rows, cols);
+}
+
+template <class A, class B> struct same_fmt { static constexpr bool value = false; };
+template <class A> struct same_fmt<A, A> { static constexpr bool value = true; };
+
 // Up to three matrices of one type sharing an input (Q, K, V): blocks
 // [0, nb0) compute matrix 0, the next nb1 matrix 1, and so on, four rows per
 // block (a warp per row). accum: add into out instead of overwriting (a
@@ -491,27 +516,53 @@ __device__ __forceinline__ float act_fn(float x, int act) {
     return act == 0 ? x / (1.0f + __expf(-x)) : 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x)));
 }
 
+// The plain products: matrices [0, n_a) of the launch in format FA, the
+// rest in FB. Two formats in one launch serve a Q/K/V whose V has more bits
+// (Q4_K_M's Q6_K or Q8_0 in some layers): one launch instead of two.
+template <class FA, class FB, int T>
+__device__ __forceinline__ void mv_body(Mats m, int n_mats, int n_a, int cols, const i8* __restrict__ xq,
+        const float2* __restrict__ xd, const float* __restrict__ xf, int accum, RopeArgs rp) {
+    int k, row;
+    if (!pick_row<T>(m, n_mats, k, row)) return;
+    int role = (rp.roles >> (2 * k)) & 3;
+    if ((role == 1 || role == 2) && rp.halves) row = halves_row(row, rp.head_dim);
+    float acc[T];
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    // constant indices: a dynamic index into the parameter struct would copy it to local memory
+    const u8* w = k == 0 ? m.w[0] : k == 1 ? m.w[1] : m.w[2];
+    const float* bias = k == 0 ? m.bias[0] : k == 1 ? m.bias[1] : m.bias[2];
+    float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2];
+    int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2];
+    if constexpr (same_fmt<FA, FB>::value) {
+        prefetch_fmt((const FA*)nullptr, w, row, rows, cols);
+        PDL_WAIT();
+        dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc);
+    } else if (k < n_a) {
+        prefetch_fmt((const FA*)nullptr, w, row, rows, cols);
+        PDL_WAIT();
+        dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc);
+    } else {
+        prefetch_fmt((const FB*)nullptr, w, row, rows, cols);
+        PDL_WAIT();
+        dot_rows<FB, T, FB::U>(w, row, rows, cols, xq, xd, xf, acc);
+    }
+    PDL_TRIGGER();
+    if (role) rope_rows<T>(acc, bias, out, row, rows, rp, role);
+    else store_rows<T>(acc, bias, out, row, rows, accum);
+}
+
+#define MV_ARGS Mats m, int n_mats, int cols, const i8* __restrict__ xq, const float2* __restrict__ xd, \
+    const float* __restrict__ xf, int accum, RopeArgs rp
+
+// mv_<a>_<b>_t<T>: matrices [0, n_a) in format a, the rest in b.
+#define MV2_KERNEL(TA, TB, T) \
+extern "C" __global__ void __launch_bounds__(128) mv_##TA##_##TB##_t##T(MV_ARGS, int n_a) { \
+    mv_body<Fmt_##TA, Fmt_##TB, T>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp); \
+}
+
 #define MV_KERNELS(TY, T) \
-extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(Mats m, int n_mats, int cols, \
-        const i8* __restrict__ xq, const float2* __restrict__ xd, const float* __restrict__ xf, int accum, \
-        RopeArgs rp) { \
-    int k, row; \
-    if (!pick_row<T>(m, n_mats, k, row)) return; \
-    int role = (rp.roles >> (2 * k)) & 3; \
-    if ((role == 1 || role == 2) && rp.halves) row = halves_row(row, rp.head_dim); \
-    float acc[T]; \
-    for (int t = 0; t < T; t++) acc[t] = 0.0f; \
-    /* constant indices: a dynamic index into the parameter struct would copy it to local memory */ \
-    const u8* w = k == 0 ? m.w[0] : k == 1 ? m.w[1] : m.w[2]; \
-    const float* bias = k == 0 ? m.bias[0] : k == 1 ? m.bias[1] : m.bias[2]; \
-    float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2]; \
-    int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2]; \
-    prefetch_row_##TY(w, row, rows, cols); \
-    PDL_WAIT(); \
-    dot_rows<Fmt_##TY, T, Fmt_##TY::U>(w, row, rows, cols, xq, xd, xf, acc); \
-    PDL_TRIGGER(); \
-    if (role) rope_rows<T>(acc, bias, out, row, rows, rp, role); \
-    else store_rows<T>(acc, bias, out, row, rows, accum); \
+extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(MV_ARGS) { \
+    mv_body<Fmt_##TY, Fmt_##TY, T>(m, n_mats, n_mats, cols, xq, xd, xf, accum, rp); \
 } \
 extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __restrict__ wg, \
         const u8* __restrict__ wu, float* __restrict__ out, int rows, int cols, const i8* __restrict__ xq, \
@@ -530,8 +581,8 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
     if (threadIdx.x % WARP == 0) \
         for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t]; \
 }
-// Instantiations (MV_KERNELS(type, T), DEQ_KERNELS(type)) are generated per
-// program by gpu.rs, so the types compile in parallel.
+// Instantiations (MV_KERNELS(type, T), MV2_KERNEL(a, b, T), DEQ_KERNELS(type))
+// are generated per program by gpu.rs, so the types compile in parallel.
 
 // ---- Dequantization of 32-weight groups: for prefill (to f16, then a tensor-
 // core GEMM) and for embedding lookups (to f32).
