@@ -1,7 +1,8 @@
 // Attention over the paged f16 KV cache, split over the keys (flash-decoding):
 // block (head, row, split) scores up to SPLIT keys, one thread per key, and
-// writes its partial softmax (max m, sum l, unnormalised output); a second
-// kernel merges the splits. Keys are found through the row's sequence slot
+// writes its partial softmax (max m, sum l, unnormalised output); the last
+// split of a (row, head) to finish merges them (decode), or a second kernel
+// does. Keys are found through the row's sequence slot
 // list; masking is causal plus the sliding window. The number of splits is a
 // launch parameter that may exceed what a row needs (a captured graph sizes
 // it for a context bucket): splits past a row's position do nothing.
@@ -46,7 +47,7 @@ struct SplitSmem {
 // HD = 64 or 128: the width known when compiling, so each thread's K row and
 // its warp's V values are loaded into registers at once, right after the
 // wait, with q: one trip to L2 for the split instead of one per batch of
-// keys (kernel notes #60). HD = 0: any width up to 256, loads in unrolled
+// keys (kernel notes #62). HD = 0: any width up to 256, loads in unrolled
 // batches. Both sum in the same order: the same bits.
 // With `direct` non-null the split is the row's only one: the normalised
 // output goes straight to `direct` (and its int8 form to xq/xd at `gi`),

@@ -104,8 +104,8 @@ __device__ __forceinline__ void rope_angle(float pos, int i, float step, float f
 #endif
 // Small kernels between the products (norms, attention, the activation
 // quantizer) trigger at entry: they fill few SMs, so the next product's
-// blocks can be placed and ask L2 for their weights while these run.
-// TANDEM_CUDA_NVRTC_OPTS=-DEARLY_TRIGGER=0 to compare.
+// blocks can be placed and ask L2 for their weights while these run
+// (kernel notes #60). TANDEM_CUDA_NVRTC_OPTS=-DEARLY_TRIGGER=0 to compare.
 #ifndef EARLY_TRIGGER
 #define EARLY_TRIGGER 1
 #endif
