@@ -612,8 +612,8 @@ impl Backend for CudaBackend {
         }
         let mut keep = Vec::new();
         let pos = self.u32s(positions, &mut keep);
-        // Only "q" heads: nothing is stored (the slot list is never used, so
-        // the positions stand in for it).
+        // Only "q" heads: nothing is stored (the kernel reads a slot per row
+        // but uses it only for KV heads, so the positions stand in).
         let ptrs = [x.ptr(), 0, 0, pos, pos, 0, 0];
         self.launch_rope_store(
             x.rows,
@@ -634,7 +634,8 @@ impl Backend for CudaBackend {
         let mut keep = Vec::new();
         let s = self.u32s(slots, &mut keep);
         // One "KV head" as wide as the row and no rotation: rope_store only
-        // stores k and v (positions are never read then; the slots stand in).
+        // stores k and v (it reads a position per row but uses it only to
+        // rotate, so the slots stand in).
         let ptrs = [0, k.ptr(), v.ptr(), s, s, kv.k[layer].ptr, kv.v[layer].ptr];
         self.launch_rope_store(slots.len(), 1, ptrs, [0, kv.kv_dim, kv.kv_dim], None);
     }
