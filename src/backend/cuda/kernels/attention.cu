@@ -2,8 +2,8 @@
 // block (head, row, split) scores up to SPLIT keys, one thread per key, and
 // writes its partial softmax (max m, sum l, unnormalised output); the last
 // split of a (row, head) to finish merges them (decode), or a second kernel
-// does. Keys are found through the row's sequence slot
-// list; masking is causal plus the sliding window. The number of splits is a
+// does. Keys are found through the row's sequence slot list; masking is
+// causal plus the sliding window. The number of splits is a
 // launch parameter that may exceed what a row needs (a captured graph sizes
 // it for a context bucket): splits past a row's position do nothing.
 
