@@ -343,22 +343,14 @@ impl Backend for AnyBackend {
         k: &mut AnyAct,
         v: &AnyAct,
         kv: &mut AnyKv,
-        layer: usize,
-        head_dim: usize,
-        positions: &[u32],
-        slots: &[u32],
-        rope: &Rope,
+        at: &KvWrite<'_>,
     ) {
         dispatch!(self, |b, V| b.rope_store(
             inner!(q, V::Act),
             inner!(k, V::Act),
             inner!(v, V::Act),
             inner!(kv, V::Kv),
-            layer,
-            head_dim,
-            positions,
-            slots,
-            rope
+            at
         ))
     }
 

@@ -65,17 +65,7 @@ pub fn qkv_then_rope_store<B: Backend + ?Sized>(
     at: &KvWrite<'_>,
 ) {
     be.linear_many(x, ws, &mut [&mut *q, &mut *k, &mut *v]);
-    be.rope_store(
-        q,
-        k,
-        v,
-        kv,
-        at.layer,
-        at.head_dim,
-        at.positions,
-        at.slots,
-        at.rope,
-    );
+    be.rope_store(q, k, v, kv, at);
 }
 
 /// Where a step's keys and values go: the layer, its head size, the rows'
@@ -244,23 +234,18 @@ pub trait Backend: Send + Sync {
         qkv_then_rope_store(self, x, ws, [q, k, v], kv, at);
     }
 
-    /// RoPE on q and k, then k and v into the cache at `slots`.
-    #[allow(clippy::too_many_arguments)]
+    /// RoPE on q and k, then k and v into the cache at `at.slots`.
     fn rope_store(
         &self,
         q: &mut Self::Act,
         k: &mut Self::Act,
         v: &Self::Act,
         kv: &mut Self::KvCache,
-        layer: usize,
-        head_dim: usize,
-        positions: &[u32],
-        slots: &[u32],
-        rope: &Rope,
+        at: &KvWrite<'_>,
     ) {
-        self.rope(q, head_dim, positions, rope);
-        self.rope(k, head_dim, positions, rope);
-        self.kv_store(kv, layer, k, v, slots);
+        self.rope(q, at.head_dim, at.positions, at.rope);
+        self.rope(k, at.head_dim, at.positions, at.rope);
+        self.kv_store(kv, at.layer, k, v, at.slots);
     }
 
     /// A forward pass over `step` begins; its last op is `read_logits`, then

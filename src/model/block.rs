@@ -179,17 +179,7 @@ impl<B: Backend> Block<B> {
             std::mem::swap(&mut q, &mut t);
             be.rms_norm(&k, kn, spec.eps, &mut t);
             std::mem::swap(&mut k, &mut t);
-            be.rope_store(
-                &mut q,
-                &mut k,
-                &v,
-                kv,
-                layer,
-                at.head_dim,
-                at.positions,
-                at.slots,
-                at.rope,
-            );
+            be.rope_store(&mut q, &mut k, &v, kv, &at);
         } else {
             be.qkv_rope_store(&h, &ws, [&mut q, &mut k, &mut v], kv, &at);
         }

@@ -567,12 +567,15 @@ impl Backend for CudaBackend {
         k: &mut CudaAct,
         v: &CudaAct,
         kv: &mut CudaKv,
-        layer: usize,
-        head_dim: usize,
-        positions: &[u32],
-        slots: &[u32],
-        rope: &Rope,
+        at: &KvWrite<'_>,
     ) {
+        let KvWrite {
+            layer,
+            head_dim,
+            positions,
+            slots,
+            rope,
+        } = *at;
         self.gpu.bind();
         q.q8 = None;
         k.q8 = None;
