@@ -18,7 +18,9 @@
 // added to acc[T]. Each weight format is a struct: LANES lanes share one of
 // its blocks, `load` fetches a lane's raw share of block b (weights and
 // scales, 16-byte loads that bypass L1, which keeps the input there), and
-// `dot` multiplies it with the inputs. `dot_rows` issues the loads of U
+// `dot` multiplies it with the inputs; `prefetch` asks L2 for the bulk of
+// a row (its quant plane) before the kernel waits for its input
+// (PDL_WAIT). `dot_rows` issues the loads of U
 // blocks before the first use, so each lane has U · 16+ bytes of weights in
 // flight instead of one load, then its dependent scale and input loads,
 // per step (kernel notes #54). Blocks are still summed in ascending order:
@@ -127,6 +129,10 @@ __device__ __forceinline__ void scale_min_k4_regs(int j, u32 s0, u32 s1, u32 s2,
 // 16-byte head (d, dmin, 12 scale bytes) is loaded by all eight.
 struct Q4K {
     static constexpr int LANES = 8, COLS = 256, U = MV_U_Q4K, UG = MVG_U_Q4K;
+    __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
+        size_t n = (size_t)cols / 256 * 144;
+        prefetch_l2(w + row * n, n);
+    }
     struct Raw { int4 q, h; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         const u8* blk = w + ((size_t)row * nb + b) * 144;
@@ -173,6 +179,11 @@ struct Q4K {
 // l16 + i, k = 0..3, with scales 8n + l16/16 + 2k of the block's 16.
 struct Q6K {
     static constexpr int LANES = 4, COLS = 256, U = MV_U_Q6K, UG = MVG_U_Q6K;
+    __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
+        size_t n = (size_t)cols / 256 * 128;
+        prefetch_l2(w + row * n, n);
+        prefetch_l2(w + (size_t)rows * n + row * n / 2, n / 2);
+    }
     struct Raw { int4 a, b, c, s; u32 d; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         int q4 = lane % 4, n = q4 / 2, l16 = (q4 % 2) * 16;
@@ -244,6 +255,10 @@ __device__ __forceinline__ int spread4(u32 h) {
 // Q5_0: one lane per 32-weight block.
 struct Q5_0 {
     static constexpr int LANES = 1, COLS = 32, U = MV_U_Q5_0, UG = MVG_U_Q5_0;
+    __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
+        size_t n = (size_t)cols / 2;
+        prefetch_l2(w + row * n, n);
+    }
     struct Raw { int4 q; u32 h, d; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
@@ -274,6 +289,9 @@ struct Q5_0 {
 template <bool MIN>
 struct Q4Legacy {
     static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
+    __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
+        Q5_0::prefetch(w, row, rows, cols);  // the same 16-byte quant plane
+    }
     struct Raw { int4 q; u32 d, m; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
@@ -304,6 +322,9 @@ struct Q4Legacy {
 // Q8_0: one lane per 32-weight block.
 struct Q8_0 {
     static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
+    __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
+        prefetch_l2(w + (size_t)row * cols, cols);
+    }
     struct Raw { int4 lo, hi; u32 d; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
@@ -325,6 +346,9 @@ struct Q8_0 {
 // F16: eight halves per lane per block, input in f32.
 struct F16 {
     static constexpr int LANES = 1, COLS = 8, U = MV_U_F16, UG = MVG_U_F16;
+    __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
+        prefetch_l2(w + (size_t)row * cols * 2, (size_t)cols * 2);
+    }
     struct Raw { int4 v; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         return Raw{ld_stream(w + ((size_t)row * nb + b) * 16)};
@@ -357,56 +381,6 @@ typedef Q4Legacy<false> Fmt_q4_0;
 typedef Q4Legacy<true> Fmt_q4_1;
 typedef Q8_0 Fmt_q8_0;
 typedef F16 Fmt_f16;
-
-// The bulk of weight row `row` (its quant plane), asked of L2 before the
-// kernel waits for its input (PDL_WAIT).
-__device__ __forceinline__ void prefetch_row_q4_k(const u8* w, int row, int rows, int cols) {
-    size_t n = (size_t)cols / 256 * 144;
-    prefetch_l2(w + row * n, n);
-}
-__device__ __forceinline__ void prefetch_row_q6_k(const u8* w, int row, int rows, int cols) {
-    size_t n = (size_t)cols / 256 * 128;
-    prefetch_l2(w + row * n, n);
-    prefetch_l2(w + (size_t)rows * n + row * n / 2, n / 2);
-}
-__device__ __forceinline__ void prefetch_row_q5_0(const u8* w, int row, int rows, int cols) {
-    size_t n = (size_t)cols / 2;
-    prefetch_l2(w + row * n, n);
-}
-__device__ __forceinline__ void prefetch_row_q8_0(const u8* w, int row, int rows, int cols) {
-    prefetch_l2(w + (size_t)row * cols, cols);
-}
-__device__ __forceinline__ void prefetch_row_q4_0(const u8* w, int row, int rows, int cols) {
-    prefetch_row_q5_0(w, row, rows, cols);
-}
-__device__ __forceinline__ void prefetch_row_q4_1(const u8* w, int row, int rows, int cols) {
-    prefetch_row_q5_0(w, row, rows, cols);
-}
-__device__ __forceinline__ void prefetch_row_f16(const u8* w, int row, int rows, int cols) {
-    prefetch_l2(w + (size_t)row * cols * 2, (size_t)cols * 2);
-}
-
-// The prefetch of each format, by its struct (for the products templated
-// on formats).
-__device__ __forceinline__ void prefetch_fmt(const Q4K*, const u8* w, int row, int rows, int cols) {
-    prefetch_row_q4_k(w, row, rows, cols);
-}
-__device__ __forceinline__ void prefetch_fmt(const Q6K*, const u8* w, int row, int rows, int cols) {
-    prefetch_row_q6_k(w, row, rows, cols);
-}
-__device__ __forceinline__ void prefetch_fmt(const Q5_0*, const u8* w, int row, int rows, int cols) {
-    prefetch_row_q5_0(w, row, rows, cols);
-}
-__device__ __forceinline__ void prefetch_fmt(const Q8_0*, const u8* w, int row, int rows, int cols) {
-    prefetch_row_q8_0(w, row, rows, cols);
-}
-template <bool MIN>
-__device__ __forceinline__ void prefetch_fmt(const Q4Legacy<MIN>*, const u8* w, int row, int rows, int cols) {
-    prefetch_row_q5_0(w, row, rows, cols);
-}
-__device__ __forceinline__ void prefetch_fmt(const F16*, const u8* w, int row, int rows, int cols) {
-    prefetch_row_f16(w, row, rows, cols);
-}
 
 template <class A, class B> struct same_fmt { static constexpr bool value = false; };
 template <class A> struct same_fmt<A, A> { static constexpr bool value = true; };
@@ -534,15 +508,15 @@ __device__ __forceinline__ void mv_body(Mats m, int n_mats, int n_a, int cols, c
     float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2];
     int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2];
     if constexpr (same_fmt<FA, FB>::value) {
-        prefetch_fmt((const FA*)nullptr, w, row, rows, cols);
+        FA::prefetch(w, row, rows, cols);
         PDL_WAIT();
         dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc);
     } else if (k < n_a) {
-        prefetch_fmt((const FA*)nullptr, w, row, rows, cols);
+        FA::prefetch(w, row, rows, cols);
         PDL_WAIT();
         dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc);
     } else {
-        prefetch_fmt((const FB*)nullptr, w, row, rows, cols);
+        FB::prefetch(w, row, rows, cols);
         PDL_WAIT();
         dot_rows<FB, T, FB::U>(w, row, rows, cols, xq, xd, xf, acc);
     }
@@ -569,8 +543,8 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
         const float2* __restrict__ xd, const float* __restrict__ xf, int act) { \
     int row = blockIdx.x * 4 + threadIdx.x / WARP; \
     if (row >= rows) return; \
-    prefetch_row_##TY(wg, row, rows, cols); \
-    prefetch_row_##TY(wu, row, rows, cols); \
+    Fmt_##TY::prefetch(wg, row, rows, cols); \
+    Fmt_##TY::prefetch(wu, row, rows, cols); \
     PDL_WAIT(); \
     float g[T], u[T]; \
     for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; } \
