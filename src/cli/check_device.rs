@@ -83,15 +83,10 @@ fn synthetic_readout(be: &AnyBackend, vocab: usize) -> (usize, usize) {
 
 fn synthetic_readout_at(be: &AnyBackend, vocab: usize) -> (usize, usize) {
     use tandem::backend::Backend;
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 11) as f32 / (1u64 << 53) as f32 * 16.0 - 8.0
-    };
-    let mut data: Vec<f32> = (0..vocab).map(|_| (next() * 16.0).round() / 16.0).collect();
-    data.extend((0..vocab).map(|_| next()));
+    let values: Vec<f32> = noise(2 * vocab, 1).into_iter().map(|v| v * 8.0).collect();
+    let (coarse, fine) = values.split_at(vocab);
+    let mut data: Vec<f32> = coarse.iter().map(|v| (v * 16.0).round() / 16.0).collect();
+    data.extend_from_slice(fine);
     data.extend(std::iter::repeat_n(0.5, vocab));
     let (mut rows, mut bad) = (0, 0);
     for k in READOUT_KS.into_iter().filter(|&k| k <= vocab) {
