@@ -473,9 +473,8 @@ impl Gpu {
     }
 }
 
-/// The NVRTC options every program is compiled with.
-/// NVRTC's options, then TANDEM_CUDA_NVRTC_OPTS (experiments, e.g.
-/// -DMV_U_Q4K=2).
+/// The NVRTC options every program is compiled with, then
+/// TANDEM_CUDA_NVRTC_OPTS (experiments, e.g. -DMV_U_Q4K=2).
 fn nvrtc_options() -> Vec<String> {
     let split = format!("-DSPLIT={}", super::step::ATTN_SPLIT);
     let extra = std::env::var("TANDEM_CUDA_NVRTC_OPTS").unwrap_or_default();
@@ -692,13 +691,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_kernel_instantiation_is_found() {
-        let names: Vec<String> = programs()
+    /// Every kernel of every program, start-up and background.
+    fn all_kernel_names() -> Vec<String> {
+        programs()
             .into_iter()
             .chain(late_programs())
             .flat_map(|(_, n)| n)
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_instantiation_is_found() {
+        let names = all_kernel_names();
         for n in [
             "mv_q4_k_t1",
             "mv_f16_t8",
@@ -723,11 +727,7 @@ mod tests {
     /// host method once launched kernels that no program defined any more).
     #[test]
     fn every_kernel_launched_by_name_is_defined() {
-        let names: Vec<String> = programs()
-            .into_iter()
-            .chain(late_programs())
-            .flat_map(|(_, n)| n)
-            .collect();
+        let names = all_kernel_names();
         let sources = [
             include_str!("mod.rs"),
             include_str!("products.rs"),
@@ -737,7 +737,7 @@ mod tests {
         ];
         let mut seen = 0;
         for src in sources {
-            for call in [".launch(", ".launch_in_clusters(", ".elementwise("] {
+            for call in [".launch(", ".elementwise("] {
                 for (at, _) in src.match_indices(call) {
                     let rest = src[at + call.len()..].trim_start();
                     if let Some(lit) = rest.strip_prefix('"') {
