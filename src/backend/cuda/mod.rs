@@ -385,9 +385,7 @@ impl Backend for CudaBackend {
         };
         let (out, shape) = self.top_k(x, k, keys);
         let src = self.state().finish_step(&self.gpu, Some(out.ptr), shape);
-        let mut data = vec![0f32; shape.len()];
-        self.gpu.download(src, &mut data);
-        shape.unpack(data)
+        shape.download(&self.gpu, src)
     }
 
     fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaAct) {

@@ -48,7 +48,14 @@ impl OutShape {
         }
     }
 
-    pub fn unpack(self, data: Vec<f32>) -> Logits {
+    /// The output at device address `src`, copied to the host and unpacked.
+    pub fn download(self, gpu: &Gpu, src: u64) -> Logits {
+        let mut data = vec![0f32; self.len()];
+        gpu.download(src, &mut data);
+        self.unpack(data)
+    }
+
+    fn unpack(self, data: Vec<f32>) -> Logits {
         match self {
             OutShape::Full { cols, .. } => Logits::Full { vocab: cols, data },
             OutShape::Top { rows, k, drawn } => {
@@ -262,11 +269,9 @@ impl StepState {
         if graphable {
             if let Some(g) = self.graphs.get(&key) {
                 g.exec.launch().expect("launching CUDA graph");
-                let mut out = vec![0f32; g.shape.len()];
-                gpu.download(g.out, &mut out);
                 self.mode = Mode::Eager;
                 self.current = None;
-                return Some(g.shape.unpack(out));
+                return Some(g.shape.download(gpu, g.out));
             }
         }
         self.mode = if !graphable {
