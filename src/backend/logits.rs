@@ -149,7 +149,12 @@ pub struct TopRow<'a> {
     pub drawn: Option<(u32, f32)>,
 }
 
-impl TopRow<'_> {
+impl<'a> TopRow<'a> {
+    /// The candidates as (id, logit), best first.
+    pub fn candidates(&self) -> impl Iterator<Item = (u32, f32)> + 'a {
+        self.ids.iter().copied().zip(self.values.iter().copied())
+    }
+
     /// The logit of `id` if it is among the candidates (or drawn).
     pub fn logit(&self, id: u32) -> Option<f32> {
         match self.ids.iter().position(|&t| t == id) {

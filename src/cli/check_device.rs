@@ -226,8 +226,7 @@ fn readout_mismatches(full: &[f32], top: &Logits, vocab: usize, readout: &Readou
             }
             _ => None,
         };
-        let same = want.iter().map(|c| c.0).eq(t.ids.iter().copied())
-            && want.iter().map(|c| c.1).eq(t.values.iter().copied())
+        let same = want.iter().copied().eq(t.candidates())
             && ((t.lse - lse) / lse.abs().max(1.0)).abs() <= 1e-5
             && t.drawn == drawn;
         if !same {

@@ -262,11 +262,9 @@ impl Sampler {
                 // readout asks for enough of them).
                 logprob: t.logit(id).unwrap_or(f32::NEG_INFINITY) - t.lse,
                 top: t
-                    .ids
-                    .iter()
-                    .zip(t.values)
+                    .candidates()
                     .take(n)
-                    .map(|(&i, &l)| (i, l - t.lse))
+                    .map(|(i, l)| (i, l - t.lse))
                     .collect(),
             },
         }
@@ -292,11 +290,8 @@ impl Sampler {
         let cand = match s {
             Scored::Full(l) => top_by_logit(l, if top_k > 0 { top_k } else { l.len() }),
             Scored::Top(t) => t
-                .ids
-                .iter()
-                .zip(t.values)
+                .candidates()
                 .take(if top_k > 0 { top_k } else { t.ids.len() })
-                .map(|(&i, &l)| (i, l))
                 .collect(),
         };
         self.truncate_and_scale(cand)
