@@ -473,16 +473,21 @@ impl Gpu {
     }
 }
 
-/// The NVRTC options every program is compiled with, then
-/// TANDEM_CUDA_NVRTC_OPTS (experiments, e.g. -DMV_U_Q4K=2).
+/// The NVRTC options every program is compiled with (the sizes the host
+/// and the kernels share among them), then TANDEM_CUDA_NVRTC_OPTS
+/// (experiments, e.g. -DMV_U_Q4K=2).
 fn nvrtc_options() -> Vec<String> {
-    let split = format!("-DSPLIT={}", super::step::ATTN_SPLIT);
     let extra = std::env::var("TANDEM_CUDA_NVRTC_OPTS").unwrap_or_default();
-    ["-default-device", "--std=c++17", &split]
-        .into_iter()
-        .chain(extra.split_whitespace())
-        .map(String::from)
-        .collect()
+    [
+        "-default-device".to_string(),
+        "--std=c++17".to_string(),
+        format!("-DSPLIT={}", super::step::ATTN_SPLIT),
+        format!("-DTOPK_CHUNK={}", super::readout::CHUNK),
+        format!("-DTOPK_THREADS={}", super::readout::THREADS),
+    ]
+    .into_iter()
+    .chain(extra.split_whitespace().map(String::from))
+    .collect()
 }
 
 /// Loaded kernel programs; `late` is the background compile of the rest.

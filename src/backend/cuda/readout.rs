@@ -7,9 +7,10 @@ use super::gpu::{DevBuf, KArgs};
 use super::step::OutShape;
 use super::{CudaAct, CudaBackend};
 
-/// Candidates one block of `top_k_stage` sorts, and its threads.
-const CHUNK: usize = 2048;
-const THREADS: u32 = 1024;
+/// Candidates one block of `top_k_stage` sorts, and its threads (passed to
+/// the kernels as TOPK_CHUNK and TOPK_THREADS).
+pub(super) const CHUNK: usize = 2048;
+pub(super) const THREADS: u32 = 1024;
 
 /// Candidate lists of one stage: values and ids, `per_row` of each per row.
 struct Stage {

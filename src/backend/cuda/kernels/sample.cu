@@ -5,8 +5,8 @@
 // k, until one block holds them all. 152k logits with k = 40: 75 blocks,
 // then 2, then 1.
 
-#define TOPK_CHUNK 2048
-#define TOPK_THREADS 1024
+// TOPK_CHUNK and TOPK_THREADS come from readout.rs (CHUNK, THREADS), passed
+// by gpu.rs as SPLIT is.
 
 // A candidate as one u64 whose unsigned order is the ranking: the logit's
 // bits mapped to an unsigned key ordered as Rust's f32::total_cmp, above the
