@@ -82,13 +82,15 @@ pub enum Mode {
     Capture(GraphKey),
 }
 
-/// Device pointers of the attention metadata.
+/// Device pointers of the attention metadata, and the splits of the keys
+/// decode attention is launched with.
 #[derive(Clone, Copy)]
 pub struct AttnMeta {
     /// Per row: where its sequence's slot list starts in `slots`.
     pub row_slots: u64,
     pub positions: u64,
     pub slots: u64,
+    pub n_splits: usize,
 }
 
 struct Graph {
@@ -327,19 +329,15 @@ impl StepState {
         (id(rows) == c.logit_rows).then(|| self.ptr(4))
     }
 
-    pub fn attention_meta(&self, seqs: &[AttnSeq<'_>]) -> Option<(AttnMeta, usize)> {
+    pub fn attention_meta(&self, seqs: &[AttnSeq<'_>]) -> Option<AttnMeta> {
         let c = self.current.as_ref()?;
         let same =
             c.seqs.len() == seqs.len() && c.seqs.iter().zip(seqs).all(|(a, b)| *a == seq_id(b));
-        same.then(|| {
-            (
-                AttnMeta {
-                    row_slots: self.ptr(3),
-                    positions: self.ptr(1),
-                    slots: self.ptr(5),
-                },
-                c.n_splits,
-            )
+        same.then(|| AttnMeta {
+            row_slots: self.ptr(3),
+            positions: self.ptr(1),
+            slots: self.ptr(5),
+            n_splits: c.n_splits,
         })
     }
 
@@ -373,12 +371,8 @@ impl StepState {
 }
 
 /// Attention metadata for seqs outside a step layout (op tests), uploaded
-/// into buffers held by `keep`. Returns it with the split count.
-pub fn upload_attention_meta(
-    gpu: &Gpu,
-    seqs: &[AttnSeq<'_>],
-    keep: &mut Vec<DevBuf>,
-) -> (AttnMeta, usize) {
+/// into buffers held by `keep`.
+pub fn upload_attention_meta(gpu: &Gpu, seqs: &[AttnSeq<'_>], keep: &mut Vec<DevBuf>) -> AttnMeta {
     let rows: usize = seqs.iter().map(|s| s.rows.end).max().unwrap_or(0);
     let mut row_slots = vec![0u32; rows];
     let mut positions = vec![0u32; rows];
@@ -398,12 +392,10 @@ pub fn upload_attention_meta(
         p
     };
     let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
-    (
-        AttnMeta {
-            row_slots: up(&row_slots),
-            positions: up(&positions),
-            slots: up(&slots),
-        },
-        (max_pos + 1).div_ceil(ATTN_SPLIT),
-    )
+    AttnMeta {
+        row_slots: up(&row_slots),
+        positions: up(&positions),
+        slots: up(&slots),
+        n_splits: (max_pos + 1).div_ceil(ATTN_SPLIT),
+    }
 }
