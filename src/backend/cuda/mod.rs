@@ -9,6 +9,7 @@ mod decode_attention;
 pub mod gpu;
 mod prefill_attention;
 mod products;
+mod programs;
 mod readout;
 mod step;
 mod weights;

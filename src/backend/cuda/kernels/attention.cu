@@ -7,7 +7,7 @@
 // launch parameter that may exceed what a row needs (a captured graph sizes
 // it for a context bucket): splits past a row's position do nothing.
 
-// Keys per split: step.rs's ATTN_SPLIT, passed by gpu.rs (at most the
+// Keys per split: step.rs's ATTN_SPLIT, passed by programs.rs (at most the
 // block's 128 threads: one thread scores one key). 128 rather than 64: one
 // split, and no merge, for every row of a context up to 128. It changes the
 // order of the sums for longer ones: SmolLM2 on a 200-token prompt went from

@@ -556,7 +556,7 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
         for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t]; \
 }
 // Instantiations (MV_KERNELS(type, T), MV2_KERNEL(a, b, T), DEQ_KERNELS(type))
-// are generated per program by gpu.rs, so the types compile in parallel.
+// are generated per program by programs.rs, so the types compile in parallel.
 
 // ---- Dequantization of 32-weight groups: for prefill (to f16, then a tensor-
 // core GEMM) and for embedding lookups (to f32).

@@ -6,7 +6,7 @@
 // then 2, then 1.
 
 // TOPK_CHUNK and TOPK_THREADS come from readout.rs (CHUNK, THREADS), passed
-// by gpu.rs as SPLIT is.
+// by programs.rs as SPLIT is.
 
 // A candidate as one u64 whose unsigned order is the ranking: the logit's
 // bits mapped to an unsigned key ordered as Rust's f32::total_cmp, above the
