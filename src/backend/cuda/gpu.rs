@@ -1,6 +1,6 @@
 //! The device: context, one stream, the kernels compiled from our CUDA C at
-//! start-up with NVRTC (programs.rs) and launched, cuBLAS, and a caching pool of device memory for
-//! activations. Everything CUDA is loaded at run time (cudarc's dynamic
+//! start-up with NVRTC (programs.rs) and launched, cuBLAS, and a caching
+//! pool of device memory for activations. Everything CUDA is loaded at run time (cudarc's dynamic
 //! loading), so a build without a GPU or driver runs and reports one clear
 //! error when `--device cuda` is asked for.
 
