@@ -381,4 +381,8 @@ impl Backend for AnyBackend {
     fn end_forward(&self) {
         dispatch!(self, |b, V| b.end_forward())
     }
+
+    fn wait_idle(&self) {
+        dispatch!(self, |b, V| b.wait_idle())
+    }
 }

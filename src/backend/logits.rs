@@ -139,6 +139,16 @@ pub enum Row<'a> {
     Top(TopRow<'a>),
 }
 
+impl Row<'_> {
+    /// The token with the largest logit (the first of equals).
+    pub fn best(&self) -> u32 {
+        match self {
+            Row::Full(x) => crate::sampler::argmax(x),
+            Row::Top(t) => t.ids[0],
+        }
+    }
+}
+
 /// A row's k largest logits, best first, and its log-sum-exp.
 #[derive(Debug, Clone, Copy)]
 pub struct TopRow<'a> {

@@ -256,4 +256,9 @@ pub trait Backend: Send + Sync {
         None
     }
     fn end_forward(&self) {}
+
+    /// Wait until the work launched so far has finished (a decode step a
+    /// backend launched ahead of the host included): a benchmark calls it
+    /// before it starts a clock.
+    fn wait_idle(&self) {}
 }

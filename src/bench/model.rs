@@ -1,7 +1,9 @@
 //! `tandem bench -m M`: prompt processing and generation speed of one model,
 //! measured the way llama-bench measures them. Each repetition reads `p`
-//! random tokens into a fresh cache (pp) and generates `n` tokens one at a
-//! time after a one-token prompt (tg), after one warm-up of each. Reported:
+//! random tokens into a fresh cache (pp) and generates `n` tokens greedily
+//! after a one-token prompt (tg: each step's best candidate is the next
+//! step's token, as in `generate --temp 0`), after one warm-up of each.
+//! The device is idle when each clock starts. Reported:
 //! mean ± sd and median tokens/s, weight bytes read per generated token,
 //! the bandwidth that implies and its share of the machine's measured read
 //! bandwidth, and peak resident memory.
@@ -127,20 +129,25 @@ pub fn run<B: Backend + 'static>(
     let pp_run = |seed: u64, session: &mut Session<'_, B>| -> crate::engine::Result<f64> {
         let toks = random_tokens(p, vocab, seed);
         session.truncate(0);
+        session.model.backend.wait_idle();
         let t = Instant::now();
         session.extend(&toks, p - 1)?;
         Ok(p as f64 / t.elapsed().as_secs_f64())
     };
     // One untimed prompt token, then n timed single-token steps, each read
     // out as greedy decoding reads it (the best candidate; a device computes
-    // it where the logits are).
+    // it where the logits are) and fed the best candidate of the step before.
     let tg_run = |seed: u64, session: &mut Session<'_, B>| -> crate::engine::Result<f64> {
-        let toks = random_tokens(n + 1, vocab, seed);
+        let first = random_tokens(1, vocab, seed)[0];
         session.truncate(0);
-        session.extend(&toks[..1], 0)?;
+        let mut tok = session
+            .extend_as(&[first], 0, Readout::Top(1))?
+            .row(0)
+            .best();
+        session.model.backend.wait_idle();
         let t = Instant::now();
-        for &tok in &toks[1..] {
-            session.extend_as(&[tok], 0, Readout::Top(1))?;
+        for _ in 0..n {
+            tok = session.extend_as(&[tok], 0, Readout::Top(1))?.row(0).best();
         }
         Ok(n as f64 / t.elapsed().as_secs_f64())
     };

@@ -747,4 +747,8 @@ impl Backend for CudaBackend {
     fn end_forward(&self) {
         self.state().end(&self.gpu);
     }
+
+    fn wait_idle(&self) {
+        self.gpu.sync();
+    }
 }

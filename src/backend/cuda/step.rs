@@ -7,6 +7,8 @@
 //! read context lengths from it), so one graph serves every step of a
 //! context-length bucket.
 
+mod ahead;
+
 use std::collections::HashMap;
 
 use cudarc::driver::{sys, CudaGraph};
@@ -159,6 +161,7 @@ pub struct StepState {
     buf: Option<(OwnedBuf, Caps)>,
     staging: Vec<u32>,
     current: Option<Current>,
+    ahead: ahead::Lookahead,
 }
 
 // SAFETY: CudaGraph holds driver handles used only under the backend's lock,
@@ -175,7 +178,12 @@ impl StepState {
             buf: None,
             staging: Vec::new(),
             current: None,
+            ahead: ahead::Lookahead::new(),
         }
+    }
+
+    fn caps(&self) -> Caps {
+        self.buf.as_ref().expect("step buffer").1
     }
 
     fn ptr(&self, region: usize) -> u64 {
@@ -185,6 +193,11 @@ impl StepState {
 
     /// Upload the step; returns the logits when a recorded graph ran it.
     pub fn begin(&mut self, gpu: &Gpu, step: &StepLayout<'_>, kv: u64) -> Option<Logits> {
+        if let Some(logits) = self.ahead_result(gpu, step, kv) {
+            self.mode = Mode::Eager;
+            self.current = None;
+            return Some(logits);
+        }
         let n_rows = step.tokens.len();
         let n_slots: usize = step.seqs.iter().map(|s| s.slots.len()).sum();
         let need = Caps {
@@ -217,7 +230,7 @@ impl StepState {
             self.seen.clear();
             self.buf = Some((b, caps));
         }
-        let caps = self.buf.as_ref().expect("step buffer").1;
+        let caps = self.caps();
         let off = caps.offsets();
         let keys = match step.readout {
             Readout::Draw(_, keys) => keys.as_slice(),
@@ -273,7 +286,7 @@ impl StepState {
                 g.exec.launch().expect("launching CUDA graph");
                 self.mode = Mode::Eager;
                 self.current = None;
-                return Some(g.shape.download(gpu, g.out));
+                return Some(self.replayed_result(gpu, step, &key, n_slots));
             }
         }
         self.mode = if !graphable {

@@ -84,6 +84,18 @@ __device__ __forceinline__ u16 ld_stream_u16(const void* p) {
     return v;
 }
 
+// Zero, from a value the compiler cannot see through (a row count is never
+// negative). `word |= (other & opaque_zero(rows))` makes the first word a block's
+// arithmetic uses depend on its other loads: the compiler then issues all of a
+// block's loads before waiting on any. Left alone, it issued a scale's load
+// only after the quants had arrived and were unpacked, two trips to memory
+// per block (kernel notes #68).
+__device__ __forceinline__ u32 opaque_zero(int rows) {
+    u32 z;
+    asm("shr.u32 %0, %1, 31;" : "=r"(z) : "r"(rows));
+    return z;
+}
+
 template <class K, int T, int UK>
 __device__ __forceinline__ void dot_rows(DOT_ARGS) {
     // More input rows bring more work per weight byte and more registers:
@@ -124,52 +136,65 @@ __device__ __forceinline__ void scale_min_k4_regs(int j, u32 s0, u32 s1, u32 s2,
     }
 }
 
-// Q4_K: eight lanes per block, each owning 16 bytes of qs = 16 weights of
-// sub-block 2j (low nibbles) and 16 of sub-block 2j+1 (high nibbles); the
-// 16-byte head (d, dmin, 12 scale bytes) is loaded by all eight.
+// Q4_K: four lanes per block, lane j owning qs[32j..32j+32] = the 32 weights
+// of sub-block 2j (low nibbles) and the 32 of sub-block 2j+1 (high nibbles);
+// the 16-byte head (d, dmin, 12 scale bytes) is loaded by all four. Eight
+// lanes of 16 bytes each decoded the head for half the weights, and issued
+// its load only after the quants had arrived (kernel notes #68).
 struct Q4K {
-    static constexpr int LANES = 8, COLS = 256, U = MV_U_Q4K, UG = MVG_U_Q4K;
+    static constexpr int LANES = 4, COLS = 256, U = MV_U_Q4K, UG = MVG_U_Q4K;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         size_t n = (size_t)cols / 256 * 144;
         prefetch_l2(w + row * n, n);
     }
-    struct Raw { int4 q, h; };
+    struct Raw { int4 q0, q1, h; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         const u8* blk = w + ((size_t)row * nb + b) * 144;
-        return Raw{ld_stream(blk + 16 + (lane % 8) * 16), ld_stream(blk)};
+        const u8* qs = blk + 16 + (lane % 4) * 32;
+        Raw r{ld_stream(qs), ld_stream(qs + 16), ld_stream(blk)};
+        r.q0.x |= (r.q1.x | r.h.x) & opaque_zero(rows);
+        return r;
     }
     template <int T>
     __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
             const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
-        int sub = lane % 8, j = sub / 2, half = sub % 2, nx = cols / 32;
+        int j = lane % 4, nx = cols / 32;
         float d = h2f((u32)r.h.x & 0xffff), dmin = h2f((u32)r.h.x >> 16);
         float s0, m0, s1, m1;
         scale_min_k4_regs(2 * j, r.h.y, r.h.z, r.h.w, s0, m0);
         scale_min_k4_regs(2 * j + 1, r.h.y, r.h.z, r.h.w, s1, m1);
-        const int* qi = (const int*)&r.q;
-        int lo[4], hi[4];
+        const int* qa = (const int*)&r.q0;
+        const int* qb = (const int*)&r.q1;
+        int lo[8], hi[8];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            lo[i] = qi[i] & 0x0F0F0F0F;
-            hi[i] = (qi[i] >> 4) & 0x0F0F0F0F;
+            lo[i] = qa[i] & 0x0F0F0F0F;
+            hi[i] = (qa[i] >> 4) & 0x0F0F0F0F;
+            lo[i + 4] = qb[i] & 0x0F0F0F0F;
+            hi[i + 4] = (qb[i] >> 4) & 0x0F0F0F0F;
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const i8* xr = xq + (size_t)t * cols + b * 256 + 64 * j + half * 16;
-            int4 xl = *(const int4*)xr, xh = *(const int4*)(xr + 32);
-            const int* xli = (const int*)&xl;
-            const int* xhi = (const int*)&xh;
+            const int4* xr = (const int4*)(xq + (size_t)t * cols + b * 256 + 64 * j);
+            int4 x0 = xr[0], x1 = xr[1], x2 = xr[2], x3 = xr[3];
+            const int* xl0 = (const int*)&x0;
+            const int* xl1 = (const int*)&x1;
+            const int* xh0 = (const int*)&x2;
+            const int* xh1 = (const int*)&x3;
             int sl = 0, sh = 0;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                sl = dp4a(lo[i], xli[i], sl);
-                sh = dp4a(hi[i], xhi[i], sh);
+                sl = dp4a(lo[i], xl0[i], sl);
+                sh = dp4a(hi[i], xh0[i], sh);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                sl = dp4a(lo[i + 4], xl1[i], sl);
+                sh = dp4a(hi[i + 4], xh1[i], sh);
             }
             const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * j;
             float2 a = xs[0], c = xs[1];
-            float v = d * (s0 * a.x * (float)sl + s1 * c.x * (float)sh);
-            if (half == 0) v -= dmin * (m0 * a.y + m1 * c.y);
-            acc[t] += v;
+            acc[t] += d * (s0 * a.x * (float)sl + s1 * c.x * (float)sh) - dmin * (m0 * a.y + m1 * c.y);
         }
     }
 };
@@ -189,8 +214,10 @@ struct Q6K {
         int q4 = lane % 4, n = q4 / 2, l16 = (q4 % 2) * 16;
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
         const u8* ql = w + bi * 128 + 64 * n + l16;
-        return Raw{ld_stream(ql), ld_stream(ql + 32), ld_stream(w + nblk * 128 + bi * 64 + 32 * n + l16),
-                   ld_stream(w + nblk * 192 + bi * 16), ld_stream_u16(w + nblk * 208 + bi * 2)};
+        Raw r{ld_stream(ql), ld_stream(ql + 32), ld_stream(w + nblk * 128 + bi * 64 + 32 * n + l16),
+              ld_stream(w + nblk * 192 + bi * 16), ld_stream_u16(w + nblk * 208 + bi * 2)};
+        r.a.x |= (r.b.x | r.s.x | r.d) & opaque_zero(rows);
+        return r;
     }
     template <int T>
     __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
@@ -262,7 +289,9 @@ struct Q5_0 {
     struct Raw { int4 q; u32 h, d; };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
-        return Raw{ld_stream(w + bi * 16), ld_stream_u32(w + nblk * 16 + bi * 4), ld_stream_u16(w + nblk * 20 + bi * 2)};
+        Raw r{ld_stream(w + bi * 16), ld_stream_u32(w + nblk * 16 + bi * 4), ld_stream_u16(w + nblk * 20 + bi * 2)};
+        r.h |= r.d & opaque_zero(rows);
+        return r;
     }
     template <int T>
     __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
