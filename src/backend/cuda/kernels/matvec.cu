@@ -18,7 +18,8 @@
 // added to acc[T]. Each weight format is a struct: LANES lanes share one of
 // its blocks, `load` fetches a lane's raw share of block b (weights and
 // scales, 16-byte loads that bypass L1, which keeps the input there), and
-// `dot` multiplies it with the inputs; `prefetch` asks L2 for the bulk of
+// `dot` multiplies it with the inputs (`Raw::fold` ORs one word of each of
+// its loads, to tie on); `prefetch` asks L2 for the bulk of
 // a row (its quant plane) before the kernel waits for its input
 // (PDL_WAIT). `dot_rows` issues the loads of U
 // blocks before the first use, so each lane has U · 16+ bytes of weights in
@@ -84,16 +85,21 @@ __device__ __forceinline__ u16 ld_stream_u16(const void* p) {
     return v;
 }
 
-// Zero, from a value the compiler cannot see through (a row count is never
-// negative). `word |= (other & opaque_zero(rows))` makes the first word a block's
-// arithmetic uses depend on its other loads: the compiler then issues all of a
-// block's loads before waiting on any. Left alone, it issued a scale's load
-// only after the quants had arrived and were unpacked, two trips to memory
-// per block (kernel notes #68).
-__device__ __forceinline__ u32 opaque_zero(int rows) {
+// `x` made to depend on `y` without changing it: x | (y & 0). The zero is
+// the top bit of the device's nanosecond clock (set from the year 2262),
+// which no compiler can fold: zeros from a row count or an aligned pointer's
+// low bit were folded by ptxas where it could prove them. Tying the first
+// word a block's arithmetic uses to its other loads makes the compiler issue
+// all of a block's loads before waiting on any: left alone, it issued a
+// scale's load only after the quants had arrived and were unpacked, two
+// trips to memory per block (kernel notes #68).
+__device__ __forceinline__ u32 opaque_zero() {
     u32 z;
-    asm("shr.u32 %0, %1, 31;" : "=r"(z) : "r"(rows));
+    asm("{\n\t.reg .u32 t;\n\tmov.u32 t, %%globaltimer_hi;\n\tshr.u32 %0, t, 31;\n\t}" : "=r"(z));
     return z;
+}
+__device__ __forceinline__ u32 tie(u32 x, u32 y) {
+    return x | (y & opaque_zero());
 }
 
 template <class K, int T, int UK>
@@ -110,6 +116,29 @@ __device__ __forceinline__ void dot_rows(DOT_ARGS) {
 #pragma unroll
         for (int u = 0; u < U; u++)
             if (b0 + u * PER < nb) K::template dot<T>(r[u], b0 + u * PER, lane, cols, xq, xd, xf, acc);
+    }
+}
+
+// The gated products' two rows of one index (gate and up) block by block:
+// both blocks' loads issued before either is used, so a row pair costs one
+// trip to memory per block index instead of two (kernel notes #70). Each
+// lane still visits its blocks in ascending order: the same sums as
+// dot_rows. Only where it pays (a format's PAIR), and for one input row:
+// the registers of two blocks' weights cost blocks per SM (Q8_0 −6%).
+template <class K, int T>
+__device__ __forceinline__ void dot_rows_pair(const u8* __restrict__ wg, const u8* __restrict__ wu, int row,
+        int rows, int cols, const i8* __restrict__ xq, const float2* __restrict__ xd,
+        const float* __restrict__ xf, float* g, float* u) {
+    constexpr int PER = WARP / K::LANES;
+    int lane = threadIdx.x % WARP, nb = cols / K::COLS;
+    for (int b = lane / K::LANES; b < nb; b += PER) {
+        typename K::Raw rg = K::load(wg, row, rows, nb, b, lane), ru = K::load(wu, row, rows, nb, b, lane);
+        // The input's address depends on a word of every load of both
+        // blocks (`fold`): no product, nor part of one (the compiler may
+        // reorder integer sums), starts before both have arrived.
+        const i8* x = xq + tie(0, rg.fold() | ru.fold());
+        K::template dot<T>(rg, b, lane, cols, x, xd, xf, g);
+        K::template dot<T>(ru, b, lane, cols, x, xd, xf, u);
     }
 }
 
@@ -143,16 +172,20 @@ __device__ __forceinline__ void scale_min_k4_regs(int j, u32 s0, u32 s1, u32 s2,
 // its load only after the quants had arrived (kernel notes #68).
 struct Q4K {
     static constexpr int LANES = 4, COLS = 256, U = MV_U_Q4K, UG = MVG_U_Q4K;
+    static constexpr bool PAIR = true;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         size_t n = (size_t)cols / 256 * 144;
         prefetch_l2(w + row * n, n);
     }
-    struct Raw { int4 q0, q1, h; };
+    struct Raw {
+        int4 q0, q1, h;
+        __device__ u32 fold() const { return q0.x | q1.x | h.x; }
+    };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         const u8* blk = w + ((size_t)row * nb + b) * 144;
         const u8* qs = blk + 16 + (lane % 4) * 32;
         Raw r{ld_stream(qs), ld_stream(qs + 16), ld_stream(blk)};
-        r.q0.x |= (r.q1.x | r.h.x) & opaque_zero(rows);
+        r.q0.x = tie(r.q0.x, r.q1.x | r.h.x);
         return r;
     }
     template <int T>
@@ -204,19 +237,24 @@ struct Q4K {
 // l16 + i, k = 0..3, with scales 8n + l16/16 + 2k of the block's 16.
 struct Q6K {
     static constexpr int LANES = 4, COLS = 256, U = MV_U_Q6K, UG = MVG_U_Q6K;
+    static constexpr bool PAIR = false;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         size_t n = (size_t)cols / 256 * 128;
         prefetch_l2(w + row * n, n);
         prefetch_l2(w + (size_t)rows * n + row * n / 2, n / 2);
     }
-    struct Raw { int4 a, b, c, s; u32 d; };
+    struct Raw {
+        int4 a, b, c, s;
+        u32 d;
+        __device__ u32 fold() const { return a.x | b.x | c.x | s.x | d; }
+    };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         int q4 = lane % 4, n = q4 / 2, l16 = (q4 % 2) * 16;
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
         const u8* ql = w + bi * 128 + 64 * n + l16;
         Raw r{ld_stream(ql), ld_stream(ql + 32), ld_stream(w + nblk * 128 + bi * 64 + 32 * n + l16),
               ld_stream(w + nblk * 192 + bi * 16), ld_stream_u16(w + nblk * 208 + bi * 2)};
-        r.a.x |= (r.b.x | r.s.x | r.d) & opaque_zero(rows);
+        r.a.x = tie(r.a.x, r.b.x | r.s.x | r.d);
         return r;
     }
     template <int T>
@@ -282,15 +320,20 @@ __device__ __forceinline__ int spread4(u32 h) {
 // Q5_0: one lane per 32-weight block.
 struct Q5_0 {
     static constexpr int LANES = 1, COLS = 32, U = MV_U_Q5_0, UG = MVG_U_Q5_0;
+    static constexpr bool PAIR = false;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         size_t n = (size_t)cols / 2;
         prefetch_l2(w + row * n, n);
     }
-    struct Raw { int4 q; u32 h, d; };
+    struct Raw {
+        int4 q;
+        u32 h, d;
+        __device__ u32 fold() const { return q.x | h | d; }
+    };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
         Raw r{ld_stream(w + bi * 16), ld_stream_u32(w + nblk * 16 + bi * 4), ld_stream_u16(w + nblk * 20 + bi * 2)};
-        r.h |= r.d & opaque_zero(rows);
+        r.h = tie(r.h, r.d);
         return r;
     }
     template <int T>
@@ -318,10 +361,15 @@ struct Q5_0 {
 template <bool MIN>
 struct Q4Legacy {
     static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
+    static constexpr bool PAIR = false;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         Q5_0::prefetch(w, row, rows, cols);  // the same 16-byte quant plane
     }
-    struct Raw { int4 q; u32 d, m; };
+    struct Raw {
+        int4 q;
+        u32 d, m;
+        __device__ u32 fold() const { return q.x | d | m; }
+    };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
         const u8* dp = w + nblk * 16;
@@ -351,10 +399,15 @@ struct Q4Legacy {
 // Q8_0: one lane per 32-weight block.
 struct Q8_0 {
     static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
+    static constexpr bool PAIR = false;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         prefetch_l2(w + (size_t)row * cols, cols);
     }
-    struct Raw { int4 lo, hi; u32 d; };
+    struct Raw {
+        int4 lo, hi;
+        u32 d;
+        __device__ u32 fold() const { return lo.x | hi.x | d; }
+    };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
         return Raw{ld_stream(w + bi * 32), ld_stream(w + bi * 32 + 16), ld_stream_u16(w + nblk * 32 + bi * 2)};
@@ -375,10 +428,14 @@ struct Q8_0 {
 // F16: eight halves per lane per block, input in f32.
 struct F16 {
     static constexpr int LANES = 1, COLS = 8, U = MV_U_F16, UG = MVG_U_F16;
+    static constexpr bool PAIR = false;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         prefetch_l2(w + (size_t)row * cols * 2, (size_t)cols * 2);
     }
-    struct Raw { int4 v; };
+    struct Raw {
+        int4 v;
+        __device__ u32 fold() const { return v.x; }
+    };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         return Raw{ld_stream(w + ((size_t)row * nb + b) * 16)};
     }
@@ -577,8 +634,12 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
     PDL_WAIT(); \
     float g[T], u[T]; \
     for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; } \
-    dot_rows<Fmt_##TY, T, Fmt_##TY::UG>(wg, row, rows, cols, xq, xd, xf, g); \
-    dot_rows<Fmt_##TY, T, Fmt_##TY::UG>(wu, row, rows, cols, xq, xd, xf, u); \
+    if (Fmt_##TY::PAIR && T == 1) { \
+        dot_rows_pair<Fmt_##TY, T>(wg, wu, row, rows, cols, xq, xd, xf, g, u); \
+    } else { \
+        dot_rows<Fmt_##TY, T, Fmt_##TY::UG>(wg, row, rows, cols, xq, xd, xf, g); \
+        dot_rows<Fmt_##TY, T, Fmt_##TY::UG>(wu, row, rows, cols, xq, xd, xf, u); \
+    } \
     PDL_TRIGGER(); \
     for (int t = 0; t < T; t++) { g[t] = warp_sum(g[t]); u[t] = warp_sum(u[t]); } \
     if (threadIdx.x % WARP == 0) \
