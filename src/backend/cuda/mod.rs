@@ -99,6 +99,14 @@ pub struct CudaBackend {
     fused_rope: bool,
 }
 
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        // A decode step launched ahead may still run: let it finish before
+        // its graph, buffers and pinned result slots are freed.
+        let _ = self.gpu.stream.synchronize();
+    }
+}
+
 impl CudaBackend {
     /// Open `cuda:N`. Graph capture is on unless TANDEM_CUDA_GRAPHS=0.
     pub fn new(ordinal: usize) -> GpuResult<Self> {

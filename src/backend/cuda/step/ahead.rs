@@ -114,8 +114,8 @@ impl Drop for Lookahead {
     fn drop(&mut self) {
         for i in 0..2 {
             if !self.host[i].is_null() {
-                // SAFETY: allocated in ensure_host, freed once; the backend
-                // is going away, so no copy into it is pending that matters.
+                // SAFETY: allocated in ensure_host, freed once; the backend's
+                // Drop synchronized the stream, so no copy into it is pending.
                 unsafe {
                     let _ = result::event::destroy(self.events[i]);
                     let _ = result::free_host(self.host[i] as *mut std::ffi::c_void);
