@@ -25,7 +25,7 @@ use crate::backend::{Logits, Readout, StepLayout};
 use crate::kv::DEFAULT_BLOCK_SIZE;
 
 /// Floats of each pinned result slot: a one-row top-k readout with k up to
-/// [`crate::backend::MAX_TOP_K`] (2k + 1 values).
+/// [`crate::backend::logits::MAX_TOP_K`] (2k + 1 values).
 const SLOT_FLOATS: usize = 1024;
 
 /// Steps that continued the one before, after which the next is launched
