@@ -30,7 +30,42 @@ fn free_port() -> u16 {
 }
 
 fn start(extra: &[&str]) -> Server {
-    let port = free_port();
+    // A port from free_port can reach two tests started at once: the second
+    // server then fails to bind, and its health checks would be answered by
+    // the first one's server, whose exit later resets this test's requests.
+    // So a server counts as up only while our own child still runs, and a
+    // lost port is retried.
+    for _ in 0..3 {
+        let mut s = spawn(free_port(), extra);
+        let t = Instant::now();
+        loop {
+            let healthy = raw(&s, "GET", "/health", None, true).0 == 200;
+            if let Ok(Some(status)) = s.child.try_wait() {
+                let mut err = String::new();
+                let _ = s
+                    .child
+                    .stderr
+                    .take()
+                    .map(|mut e| e.read_to_string(&mut err));
+                if err.contains("in use") {
+                    break;
+                }
+                panic!("server exited ({status}): {err}");
+            }
+            if healthy {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "server did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("no free port for the server after three tries");
+}
+
+fn spawn(port: u16, extra: &[&str]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args([
             "serve",
@@ -51,25 +86,7 @@ fn start(extra: &[&str]) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut s = Server { child, port };
-    let t = Instant::now();
-    while raw(&s, "GET", "/health", None, true).0 != 200 {
-        if let Ok(Some(status)) = s.child.try_wait() {
-            let mut err = String::new();
-            let _ = s
-                .child
-                .stderr
-                .take()
-                .map(|mut e| e.read_to_string(&mut err));
-            panic!("server exited ({status}): {err}");
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    s
+    Server { child, port }
 }
 
 /// A minimal HTTP/1.1 exchange: (status, headers, body).
