@@ -12,9 +12,10 @@
 # 3. SmolLM2-135M (Q4_1) when given: logits within tolerance and free-running
 #    greedy tokens identical to the CPU's.
 # 4. Serving: concurrent greedy requests against one at a time.
-# 5. Decode steps launched ahead of the host: greedy `generate` (plain, with
-#    n-gram speculation, and past a 16-position KV block and a graph's
-#    context bucket) gives the same tokens and log-probabilities as with
+# 5. Decode steps launched ahead of the host: `generate` (greedy, past a
+#    16-position KV block and a graph's context bucket; with n-gram
+#    speculation; seeded top-k sampling, which mostly refuses the step
+#    launched ahead) gives the same tokens and log-probabilities as with
 #    TANDEM_CUDA_AHEAD=0.
 # Every check-device run also compares ops no model reaches on the device
 # (RoPE alone, the KV store read back through decode attention at head
@@ -73,11 +74,11 @@ for _ in $(seq 120); do curl -sf localhost:8117/health > /dev/null && break; sle
 python3 "$(dirname "$0")/serve_batch_check.py" 8117 6 || { status=1; tail -3 "$WORK/serve.log"; }
 kill $server; wait $server 2> /dev/null || true
 echo "== decode steps launched ahead against none"
-for args in "-n 600" "-n 200 --spec ngram"; do
+for args in "--temp 0 -n 600" "--temp 0 -n 200 --spec ngram" "--temp 0.8 --seed 3 -n 200"; do
   # shellcheck disable=SC2086
-  TANDEM_CUDA_AHEAD=0 "$TANDEM" generate -m "$m" --device cuda --temp 0 --json -p "$LONG" $args > "$WORK/ahead0.json"
+  TANDEM_CUDA_AHEAD=0 "$TANDEM" generate -m "$m" --device cuda --json -p "$LONG" $args > "$WORK/ahead0.json"
   # shellcheck disable=SC2086
-  "$TANDEM" generate -m "$m" --device cuda --temp 0 --json -p "$LONG" $args > "$WORK/ahead1.json"
+  "$TANDEM" generate -m "$m" --device cuda --json -p "$LONG" $args > "$WORK/ahead1.json"
   python3 - "$WORK/ahead0.json" "$WORK/ahead1.json" "$args" << 'PY' || status=1
 import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:3])

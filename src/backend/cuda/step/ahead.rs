@@ -13,9 +13,11 @@
 //! It wrote only its output buffer and the KV slot of a position the host
 //! has not confirmed; that slot is in the same KV block as the step before
 //! it, a block the sequence owns, and the real step at that position writes
-//! it again. Steps are only launched ahead after two that continued each
-//! other, so a host that changes course (speculative rounds, a second
-//! request) loses at most one step each time.
+//! it again. Steps are only launched ahead after steps that each continued
+//! the one before with its best candidate: a host that changes course
+//! (speculative rounds, a second request) loses at most one step each time,
+//! and one that may sample other tokens (a readout of more than one
+//! candidate) is only tried after a long streak of best candidates.
 
 use cudarc::driver::{result, sys};
 
@@ -28,19 +30,25 @@ use crate::kv::DEFAULT_BLOCK_SIZE;
 /// [`crate::backend::logits::MAX_TOP_K`] (2k + 1 values).
 const SLOT_FLOATS: usize = 1024;
 
-/// Steps that continued the one before, after which the next is launched
-/// ahead.
+/// Steps that continued the one before with its best candidate, after
+/// which the next is launched ahead: a one-candidate readout leaves the host
+/// no other choice; with more candidates the host may be sampling, and a
+/// refused step costs a whole step where a taken one saves a few percent of
+/// one, so only a long run of best candidates (rare when sampling) is taken
+/// as greedy decoding (with log-probabilities). Starting at 2 and doubling
+/// on each refusal still cost sampled 7B decoding ~0.7% over 256 tokens.
 const STREAK: u32 = 2;
+const STREAK_SEVERAL: u32 = 64;
 
 pub(super) struct Lookahead {
     enabled: bool,
-    /// Steps in a row that continued the one before.
+    /// Steps in a row that continued the one before with its best candidate.
     streak: u32,
     /// (KV cache, position) of the last one-row step with a best-first
     /// readout, to tell whether the next continues it.
     last: Option<(u64, u32)>,
     /// The best candidate of the last result the host read: the token the
-    /// step launched after it was fed.
+    /// step launched after it was fed, and the one a continuing step has.
     fed: u32,
     /// Slots in the staged slot list.
     n_slots: usize,
@@ -78,10 +86,14 @@ impl Lookahead {
 
     /// Note a replayed step; returns whether the next is launched ahead of it.
     fn continues(&mut self, step: &StepLayout<'_>, kv: u64, shape: OutShape) -> bool {
+        let k = match step.readout {
+            Readout::Top(k) => *k,
+            _ => 0,
+        };
         let one_row = step.tokens.len() == 1
             && step.seqs.len() == 1
             && step.logit_rows == [0]
-            && matches!(step.readout, Readout::Top(_))
+            && k > 0
             && shape.len() <= SLOT_FLOATS;
         if !self.enabled || !one_row {
             self.streak = 0;
@@ -90,11 +102,13 @@ impl Lookahead {
         }
         let pos = step.positions[0];
         self.streak = match self.last {
-            Some((k, p)) if k == kv && p + 1 == pos => self.streak + 1,
+            Some((k, p)) if k == kv && p + 1 == pos && step.tokens[0] == self.fed => {
+                self.streak + 1
+            }
             _ => 0,
         };
         self.last = Some((kv, pos));
-        self.streak >= STREAK
+        self.streak >= if k == 1 { STREAK } else { STREAK_SEVERAL }
     }
 
     fn ensure_host(&mut self) {
@@ -178,7 +192,11 @@ impl StepState {
             (g.out, g.shape)
         };
         if !self.ahead.continues(step, key.kv, shape) {
-            return shape.download(gpu, out);
+            let logits = shape.download(gpu, out);
+            if let Logits::Top { ids, .. } = &logits {
+                self.ahead.fed = ids[0];
+            }
+            return logits;
         }
         self.ahead.n_slots = n_slots;
         let slot = self.download_async(gpu, out, shape);
@@ -298,21 +316,44 @@ mod tests {
         };
         let mut a = Lookahead::new();
         a.enabled = true;
-        let go = |a: &mut Lookahead, pos, r: &Readout, kv| {
-            decode_at(pos, r, |s| a.continues(s, kv, shape))
+        // Every step's token is 7; `fed` is the best candidate the host read
+        // from the step before.
+        let go = |a: &mut Lookahead, pos, r: &Readout, kv, best| {
+            let ahead = decode_at(pos, r, |s| a.continues(s, kv, shape));
+            a.fed = best;
+            ahead
         };
-        assert!(!go(&mut a, 10, &top, 1));
-        assert!(!go(&mut a, 11, &top, 1));
-        assert!(go(&mut a, 12, &top, 1));
-        assert!(go(&mut a, 13, &top, 1));
+        assert!(!go(&mut a, 10, &top, 1, 7));
+        assert!(!go(&mut a, 11, &top, 1, 7));
+        assert!(go(&mut a, 12, &top, 1, 7));
+        assert!(go(&mut a, 13, &top, 1, 7));
         // A gap, another cache, or a readout the host may not follow start over.
-        assert!(!go(&mut a, 15, &top, 1));
-        assert!(!go(&mut a, 16, &top, 1));
-        assert!(go(&mut a, 17, &top, 1));
-        assert!(!go(&mut a, 18, &top, 2));
-        assert!(!go(&mut a, 19, &Readout::Full, 2));
-        assert!(!go(&mut a, 20, &top, 2));
-        let full = OutShape::Full { rows: 1, cols: 4 };
+        assert!(!go(&mut a, 15, &top, 1, 7));
+        assert!(!go(&mut a, 16, &top, 1, 7));
+        assert!(go(&mut a, 17, &top, 1, 7));
+        assert!(!go(&mut a, 18, &top, 2, 7));
+        assert!(!go(&mut a, 19, &Readout::Full, 2, 7));
+        assert!(!go(&mut a, 20, &top, 2, 7));
+        let full = OutShape::Full {
+            rows: 1,
+            cols: 5000,
+        };
         assert!(!decode_at(21, &top, |s| a.continues(s, 2, full)));
+        // A host that took another token than the best (sampling) breaks
+        // the streak; with several candidates a long streak is wanted.
+        assert!(!go(&mut a, 30, &top, 3, 9));
+        assert!(!go(&mut a, 31, &top, 3, 7));
+        assert!(!go(&mut a, 32, &top, 3, 7));
+        assert!(go(&mut a, 33, &top, 3, 7));
+        let top5 = Readout::Top(5);
+        let shape5 = OutShape::Top {
+            rows: 1,
+            k: 5,
+            drawn: false,
+        };
+        for pos in 40..=40 + STREAK_SEVERAL {
+            let ahead = decode_at(pos, &top5, |s| a.continues(s, 3, shape5));
+            assert_eq!(ahead, pos - 40 >= STREAK_SEVERAL, "position {pos}");
+        }
     }
 }
