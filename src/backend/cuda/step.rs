@@ -20,6 +20,12 @@ use crate::backend::{AttnSeq, Logits, Readout, StepLayout};
 /// Keys per attention split (kernels/attention.cu's SPLIT).
 pub const ATTN_SPLIT: usize = 128;
 
+/// The context a graph's attention is launched for, for rows up to
+/// position `max_pos`: a power of two, at least four splits.
+fn context_bucket(max_pos: usize) -> usize {
+    (max_pos + 1).next_power_of_two().max(4 * ATTN_SPLIT)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GraphKey {
     kv: u64,
@@ -269,7 +275,7 @@ impl StepState {
         gpu.upload(self.ptr(0), &self.staging);
 
         let max_pos = step.positions.iter().copied().max().unwrap_or(0) as usize;
-        let bucket = (max_pos + 1).next_power_of_two().max(4 * ATTN_SPLIT);
+        let bucket = context_bucket(max_pos);
         let key = GraphKey {
             kv,
             rows_per_seq: step.seqs.iter().map(|s| s.rows.len()).collect(),

@@ -21,7 +21,7 @@
 
 use cudarc::driver::{result, sys};
 
-use super::{GraphKey, OutShape, StepState, ATTN_SPLIT};
+use super::{context_bucket, GraphKey, OutShape, StepState};
 use crate::backend::cuda::gpu::Gpu;
 use crate::backend::{Logits, Readout, StepLayout};
 use crate::kv::DEFAULT_BLOCK_SIZE;
@@ -111,6 +111,13 @@ impl Lookahead {
         self.streak >= if k == 1 { STREAK } else { STREAK_SEVERAL }
     }
 
+    /// Remember the best candidate of a result the host reads.
+    fn note_best(&mut self, logits: &Logits) {
+        if let Logits::Top { ids, .. } = logits {
+            self.fed = ids[0];
+        }
+    }
+
     fn ensure_host(&mut self) {
         for i in 0..2 {
             if self.host[i].is_null() {
@@ -193,9 +200,7 @@ impl StepState {
         };
         if !self.ahead.continues(step, key.kv, shape) {
             let logits = shape.download(gpu, out);
-            if let Logits::Top { ids, .. } = &logits {
-                self.ahead.fed = ids[0];
-            }
+            self.ahead.note_best(&logits);
             return logits;
         }
         self.ahead.n_slots = n_slots;
@@ -212,10 +217,9 @@ impl StepState {
         let n = self.ahead.n_slots;
         let pos = self.staging[off[1]] + 1;
         let slot = self.staging[off[2]] + 1;
-        let bucket = (pos as usize + 1).next_power_of_two().max(4 * ATTN_SPLIT);
         if (slot as usize).is_multiple_of(DEFAULT_BLOCK_SIZE)
             || n + 1 > caps.slots
-            || bucket != key.bucket
+            || context_bucket(pos as usize) != key.bucket
         {
             return;
         }
@@ -276,9 +280,7 @@ impl StepState {
             std::slice::from_raw_parts(a.host[slot], shape.len()).to_vec()
         };
         let logits = shape.unpack(data);
-        if let Logits::Top { ids, .. } = &logits {
-            a.fed = ids[0];
-        }
+        a.note_best(&logits);
         logits
     }
 }
