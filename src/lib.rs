@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod kv;
 pub mod model;
 pub mod quant;
+pub mod rng;
 pub mod sampler;
 pub mod server;
 pub mod spec;

@@ -98,14 +98,9 @@ pub fn peak_rss() -> Option<u64> {
 }
 
 fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % vocab as u64) as u32
-        })
+    crate::rng::XorShift::new(seed)
+        .take(n)
+        .map(|x| (x % vocab as u64) as u32)
         .collect()
 }
 

@@ -104,14 +104,9 @@ fn synthetic_readout_at(be: &AnyBackend, vocab: usize) -> (usize, usize) {
 
 /// `n` values in [-1, 1) from `seed` (xorshift).
 fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        })
+    tandem::rng::XorShift::new(seed)
+        .take(n)
+        .map(|x| (x >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0)
         .collect()
 }
 

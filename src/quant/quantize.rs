@@ -325,14 +325,9 @@ mod tests {
     use crate::quant::dequantize_row;
 
     fn random_row(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-            })
+        crate::rng::XorShift::new(seed)
+            .take(n)
+            .map(|s| ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0)
             .collect()
     }
 

@@ -211,13 +211,8 @@ fn summarise(l: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32) {
 
 #[test]
 fn summarised_rows_choose_and_report_as_full_rows_do() {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % 10_000) as f32 / 1000.0 - 5.0
-    };
+    let mut rng = crate::rng::XorShift::from_state(0x2545_f491_4f6c_dd1d);
+    let mut next = || (rng.next().expect("endless") % 10_000) as f32 / 1000.0 - 5.0;
     // Ties on purpose: every logit rounded to a tenth.
     let l: Vec<f32> = (0..5000).map(|_| (next() * 10.0).round() / 10.0).collect();
     for params in [
