@@ -74,7 +74,7 @@ fn planes(bytes: &[u8], block: usize, fields: &[(usize, usize)]) -> Vec<u8> {
 /// The device layout and bytes of a [rows, cols] tensor stored as `ty`.
 pub fn repack(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> (DevType, Vec<u8>) {
     match ty {
-        GgmlType::Q4_K => (DevType::Q4K, bytes.to_vec()),
+        GgmlType::Q4_K => (DevType::Q4K, planes(bytes, 144, &[(16, 128), (0, 16)])),
         GgmlType::Q6_K => (
             DevType::Q6K,
             planes(bytes, 210, &[(0, 128), (128, 64), (192, 16), (208, 2)]),

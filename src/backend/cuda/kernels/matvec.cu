@@ -6,7 +6,7 @@
 //
 // Device layouts (`weights.rs` repacks the file's blocks into these at load,
 // the same bytes in planes so every lane's load is 16 bytes and aligned):
-//   Q4_K: the file's 144-byte blocks (already 16-byte aligned).
+//   Q4_K: planes qs[nblk][128] | head[nblk][16] (d, dmin, scales).
 //   Q6_K: planes ql[nblk][128] | qh[nblk][64] | scales[nblk][16] | d[nblk] (f16).
 //   Q5_0: planes qs[nblk][16] | qh[nblk] (u32) | d[nblk] (f16).
 //   Q8_0: planes qs[nblk][32] | d[nblk] (f16).
@@ -59,6 +59,13 @@
 #ifndef MVG_U_Q32
 #define MVG_U_Q32 2
 #endif
+// Q8_0's lanes hold half a block each (16 bytes): 4 and 2 (kernel notes #75).
+#ifndef MV_U_Q8_0
+#define MV_U_Q8_0 4
+#endif
+#ifndef MVG_U_Q8_0
+#define MVG_U_Q8_0 2
+#endif
 #ifndef MV_U_F16
 #define MV_U_F16 2
 #endif
@@ -70,18 +77,18 @@
 // which every row of the block reads again.
 __device__ __forceinline__ int4 ld_stream(const void* p) {
     int4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
 __device__ __forceinline__ u32 ld_stream_u32(const void* p) {
     u32 v;
-    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
     return v;
 }
 __device__ __forceinline__ u16 ld_stream_u16(const void* p) {
     u16 v;
-    asm("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
+    asm volatile("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(v) : "l"(p));
     return v;
 }
 
@@ -152,29 +159,25 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float& d, float
     }
 }
 
-// The same from the 12 scale bytes held as three words (no local array).
-__device__ __forceinline__ void scale_min_k4_regs(int j, u32 s0, u32 s1, u32 s2, float& d, float& m) {
-    int i = j % 4;
-    u32 a = (s0 >> (8 * i)) & 0xFF, b = (s1 >> (8 * i)) & 0xFF, c = (s2 >> (8 * i)) & 0xFF;
-    if (j < 4) {
-        d = a & 63;
-        m = b & 63;
-    } else {
-        d = (c & 0xF) | ((a >> 6) << 4);
-        m = (c >> 4) | ((b >> 6) << 4);
-    }
+// Σ a·b over four bytes, a unsigned and b signed.
+__device__ __forceinline__ int dp4a_us(u32 a, int b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
 }
 
-// Q4_K: four lanes per block, lane j owning qs[32j..32j+32] = the 32 weights
-// of sub-block 2j (low nibbles) and the 32 of sub-block 2j+1 (high nibbles);
-// the 16-byte head (d, dmin, 12 scale bytes) is loaded by all four. Eight
-// lanes of 16 bytes each decoded the head for half the weights, and issued
-// its load only after the quants had arrived (kernel notes #68).
+// Q4_K in planes qs[nblk][128] | head[nblk][16] (d, dmin, 12 scale bytes).
+// Four lanes per block, lane j = 2g + h owning qs[16j..16j+16) and
+// qs[64+16j..+16): positions 16h..16h+15 of sub-blocks 2g, 2g+1 (low and
+// high nibbles) and 2g+4, 2g+5. So the four lanes of a block read 64
+// contiguous bytes per load, whole 32-byte sectors; with the file's
+// 144-byte blocks every load used half of two sectors, and L2 saw twice
+// the requests for the same bytes (kernel notes #75).
 struct Q4K {
     static constexpr int LANES = 4, COLS = 256, U = MV_U_Q4K, UG = MVG_U_Q4K;
     static constexpr bool PAIR = true;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
-        size_t n = (size_t)cols / 256 * 144;
+        size_t n = (size_t)cols / 256 * 128;
         prefetch_l2(w + row * n, n);
     }
     struct Raw {
@@ -182,52 +185,55 @@ struct Q4K {
         __device__ u32 fold() const { return q0.x | q1.x | h.x; }
     };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
-        const u8* blk = w + ((size_t)row * nb + b) * 144;
-        const u8* qs = blk + 16 + (lane % 4) * 32;
-        Raw r{ld_stream(qs), ld_stream(qs + 16), ld_stream(blk)};
+        size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+        const u8* qs = w + bi * 128 + (lane % 4) * 16;
+        Raw r{ld_stream(qs), ld_stream(qs + 64), ld_stream(w + nblk * 128 + bi * 16)};
         r.q0.x = tie(r.q0.x, r.q1.x | r.h.x);
         return r;
     }
     template <int T>
     __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
             const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
-        int j = lane % 4, nx = cols / 32;
+        int j = lane % 4, g = j / 2, h = j % 2, nx = cols / 32;
         float d = h2f((u32)r.h.x & 0xffff), dmin = h2f((u32)r.h.x >> 16);
-        float s0, m0, s1, m1;
-        scale_min_k4_regs(2 * j, r.h.y, r.h.z, r.h.w, s0, m0);
-        scale_min_k4_regs(2 * j + 1, r.h.y, r.h.z, r.h.w, s1, m1);
+        // Scales and mins of sub-blocks 2g, 2g+1 (6 bits of bytes 2g, 2g+1
+        // of the first and second four) and 2g+4, 2g+5 (4 bits of the
+        // last four, their top 2 from the first and second four's).
+        u32 A = (u32)r.h.y >> (16 * g), B = (u32)r.h.z >> (16 * g), C = (u32)r.h.w >> (16 * g);
+        float s0 = A & 63, s1 = (A >> 8) & 63, m0 = B & 63, m1 = (B >> 8) & 63;
+        float s4 = (C & 15) | ((A >> 2) & 48), s5 = ((C >> 8) & 15) | ((A >> 10) & 48);
+        float m4 = ((C >> 4) & 15) | ((B >> 2) & 48), m5 = ((C >> 12) & 15) | ((B >> 10) & 48);
+        // The high nibbles stay in place (16× their value) and meet the
+        // input through an unsigned × signed dp4a; the scale / 16 undoes
+        // the factor exactly (a power of two).
+        s1 *= 0.0625f;
+        s5 *= 0.0625f;
         const int* qa = (const int*)&r.q0;
         const int* qb = (const int*)&r.q1;
-        int lo[8], hi[8];
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            lo[i] = qa[i] & 0x0F0F0F0F;
-            hi[i] = (qa[i] >> 4) & 0x0F0F0F0F;
-            lo[i + 4] = qb[i] & 0x0F0F0F0F;
-            hi[i + 4] = (qb[i] >> 4) & 0x0F0F0F0F;
-        }
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            const int4* xr = (const int4*)(xq + (size_t)t * cols + b * 256 + 64 * j);
-            int4 x0 = xr[0], x1 = xr[1], x2 = xr[2], x3 = xr[3];
-            const int* xl0 = (const int*)&x0;
-            const int* xl1 = (const int*)&x1;
-            const int* xh0 = (const int*)&x2;
-            const int* xh1 = (const int*)&x3;
-            int sl = 0, sh = 0;
+            const i8* xr = xq + (size_t)t * cols + b * 256 + 64 * g + 16 * h;
+            int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 32), x4 = *(const int4*)(xr + 128),
+                 x5 = *(const int4*)(xr + 160);
+            const int* p0 = (const int*)&x0;
+            const int* p1 = (const int*)&x1;
+            const int* p4 = (const int*)&x4;
+            const int* p5 = (const int*)&x5;
+            int S0 = 0, S1 = 0, S4 = 0, S5 = 0;
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                sl = dp4a(lo[i], xl0[i], sl);
-                sh = dp4a(hi[i], xh0[i], sh);
+                S0 = dp4a(qa[i] & 0x0F0F0F0F, p0[i], S0);
+                S1 = dp4a_us(qa[i] & 0xF0F0F0F0, p1[i], S1);
+                S4 = dp4a(qb[i] & 0x0F0F0F0F, p4[i], S4);
+                S5 = dp4a_us(qb[i] & 0xF0F0F0F0, p5[i], S5);
             }
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                sl = dp4a(lo[i + 4], xl1[i], sl);
-                sh = dp4a(hi[i + 4], xh1[i], sh);
-            }
-            const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * j;
-            float2 a = xs[0], c = xs[1];
-            acc[t] += d * (s0 * a.x * (float)sl + s1 * c.x * (float)sh) - dmin * (m0 * a.y + m1 * c.y);
+            const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * g;
+            float2 a0 = xs[0], a1 = xs[1], a4 = xs[4], a5 = xs[5];
+            // Two lanes share each sub-block: the min terms (over the whole
+            // sub-block's input) go to one of them, half to each lane.
+            float mins = h ? m4 * a4.y + m5 * a5.y : m0 * a0.y + m1 * a1.y;
+            acc[t] += d * (s0 * a0.x * (float)S0 + s1 * a1.x * (float)S1 + s4 * a4.x * (float)S4
+                           + s5 * a5.x * (float)S5) - dmin * mins;
         }
     }
 };
@@ -357,7 +363,8 @@ struct Q5_0 {
     }
 };
 
-// Q4_0 (w = d·(q − 8)) and Q4_1 (w = d·q + m): one lane per 32-weight block.
+// Q4_0 (w = d·(q − 8)) and Q4_1 (w = d·q + m): one lane per 32-weight block
+// (its 16 quant bytes: consecutive lanes read consecutive bytes).
 template <bool MIN>
 struct Q4Legacy {
     static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
@@ -396,30 +403,37 @@ struct Q4Legacy {
     }
 };
 
-// Q8_0: one lane per 32-weight block.
+// Q8_0: two lanes per 32-weight block, lane h holding weights 16h..16h+15,
+// so consecutive lanes read consecutive 16 bytes (whole sectors: one lane
+// per block read half of a sector per load, kernel notes #75).
 struct Q8_0 {
-    static constexpr int LANES = 1, COLS = 32, U = MV_U_Q32, UG = MVG_U_Q32;
+    static constexpr int LANES = 2, COLS = 32, U = MV_U_Q8_0, UG = MVG_U_Q8_0;
     static constexpr bool PAIR = false;
     __device__ static __forceinline__ void prefetch(const u8* w, int row, int rows, int cols) {
         prefetch_l2(w + (size_t)row * cols, cols);
     }
     struct Raw {
-        int4 lo, hi;
+        int4 q;
         u32 d;
-        __device__ u32 fold() const { return lo.x | hi.x | d; }
+        __device__ u32 fold() const { return q.x | d; }
     };
     __device__ static __forceinline__ Raw load(const u8* w, int row, int rows, int nb, int b, int lane) {
         size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
-        return Raw{ld_stream(w + bi * 32), ld_stream(w + bi * 32 + 16), ld_stream_u16(w + nblk * 32 + bi * 2)};
+        return Raw{ld_stream(w + bi * 32 + 16 * (lane % 2)), ld_stream_u16(w + nblk * 32 + bi * 2)};
     }
     template <int T>
     __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* __restrict__ xq,
             const float2* __restrict__ xd, const float* __restrict__ xf, float* acc) {
         int nb = cols / 32;
         float d = h2f((u16)r.d);
+        const int* q = (const int*)&r.q;
 #pragma unroll
         for (int t = 0; t < T; t++) {
-            int s = dot_block32((const int*)&r.lo, (const int*)&r.hi, xq + (size_t)t * cols + b * 32);
+            int4 x = *(const int4*)(xq + (size_t)t * cols + b * 32 + 16 * (lane % 2));
+            const int* xi = (const int*)&x;
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) s = dp4a(q[i], xi[i], s);
             acc[t] += d * xd[(size_t)t * nb + b].x * (float)s;
         }
     }
@@ -620,11 +634,15 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TA##_##TB##_t##T(MV_ARGS,
     mv_body<Fmt_##TA, Fmt_##TB, T>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp); \
 }
 
+// Blocks per SM the gated products are compiled to fit (registers).
+#ifndef MVG_MIN_BLOCKS
+#define MVG_MIN_BLOCKS 6
+#endif
 #define MV_KERNELS(TY, T) \
 extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(MV_ARGS) { \
     mv_body<Fmt_##TY, Fmt_##TY, T>(m, n_mats, n_mats, cols, xq, xd, xf, accum, rp); \
 } \
-extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __restrict__ wg, \
+extern "C" __global__ void __launch_bounds__(128, T == 1 ? MVG_MIN_BLOCKS : 0) mvg_##TY##_t##T(const u8* __restrict__ wg, \
         const u8* __restrict__ wu, float* __restrict__ out, int rows, int cols, const i8* __restrict__ xq, \
         const float2* __restrict__ xd, const float* __restrict__ xf, int act) { \
     int row = blockIdx.x * 4 + threadIdx.x / WARP; \
@@ -653,11 +671,12 @@ extern "C" __global__ void __launch_bounds__(128) mvg_##TY##_t##T(const u8* __re
 
 __device__ __forceinline__ void deq32_q4_k(const u8* w, int rows, int cols, int row, int g, float* o) {
     int nb = cols / 256, b = g / 8, sb = g % 8;
-    const u8* blk = w + ((size_t)row * nb + b) * 144;
-    u32 dd = *(const u32*)blk;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+    const u8* head = w + nblk * 128 + bi * 16;
+    u32 dd = *(const u32*)head;
     float d = h2f(dd & 0xffff), dmin = h2f(dd >> 16), s, m;
-    scale_min_k4(sb, blk + 4, s, m);
-    const u8* qs = blk + 16 + 32 * (sb / 2);
+    scale_min_k4(sb, head + 4, s, m);
+    const u8* qs = w + bi * 128 + 32 * (sb / 2);
     int shift = (sb % 2) * 4;
     for (int i = 0; i < 32; i++) o[i] = d * s * (float)((qs[i] >> shift) & 0xF) - dmin * m;
 }
@@ -722,11 +741,12 @@ __device__ __forceinline__ void deq32_f16(const u8* w, int rows, int cols, int r
 // contiguous bytes.
 __device__ __forceinline__ void deq8_q4_k(const u8* w, int rows, int cols, int row, int col, float* o) {
     int nb = cols / 256, b = col / 256, sb = (col % 256) / 32, off = col % 32;
-    const u8* blk = w + ((size_t)row * nb + b) * 144;
-    u32 dd = *(const u32*)blk;
+    size_t nblk = (size_t)rows * nb, bi = (size_t)row * nb + b;
+    const u8* head = w + nblk * 128 + bi * 16;
+    u32 dd = *(const u32*)head;
     float d = h2f(dd & 0xffff), dmin = h2f(dd >> 16), s, m;
-    scale_min_k4(sb, blk + 4, s, m);
-    u64 q = *(const u64*)(blk + 16 + 32 * (sb / 2) + off);
+    scale_min_k4(sb, head + 4, s, m);
+    u64 q = *(const u64*)(w + bi * 128 + 32 * (sb / 2) + off);
     int shift = (sb % 2) * 4;
     for (int i = 0; i < 8; i++) o[i] = d * s * (float)((q >> (8 * i + shift)) & 0xF) - dmin * m;
 }
