@@ -114,6 +114,20 @@ mod tests {
     }
 
     #[test]
+    fn q4_k_goes_to_quant_and_head_planes() {
+        // Two 144-byte blocks [head 16 | qs 128] → qs0 qs1 | head0 head1, so
+        // four lanes of a block read 64 contiguous quant bytes (matvec.cu).
+        let bytes: Vec<u8> = (0..288).map(|i| (i % 251) as u8).collect();
+        let (ty, out) = repack(GgmlType::Q4_K, 1, 512, &bytes);
+        assert_eq!(ty, DevType::Q4K);
+        assert_eq!(out.len(), bytes.len());
+        assert_eq!(&out[..128], &bytes[16..144]);
+        assert_eq!(&out[128..256], &bytes[160..288]);
+        assert_eq!(&out[256..272], &bytes[..16]);
+        assert_eq!(&out[272..], &bytes[144..160]);
+    }
+
+    #[test]
     fn types_without_a_kernel_widen_to_f16() {
         let x: Vec<f32> = (0..64).map(|i| i as f32 / 8.0 - 4.0).collect();
         let mut bytes = Vec::new();
