@@ -175,6 +175,10 @@ impl Backend for AnyBackend {
         dispatch!(self, |b, V| b.name())
     }
 
+    fn ready(&self) -> Result<()> {
+        dispatch!(self, |b, V| b.ready())
+    }
+
     fn load_weight(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<AnyWeight> {
         dispatch!(self, |b, V| b.load_weight(t, file).map(V::Weight))
     }

@@ -16,6 +16,8 @@ use crate::gguf::Tensor;
 pub enum BackendError {
     #[error("tensor {name:?}: {problem}")]
     BadWeight { name: String, problem: String },
+    #[error("{0}")]
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;
@@ -125,6 +127,12 @@ pub trait Backend: Send + Sync {
     type KvCache: Send;
 
     fn name(&self) -> String;
+    /// Wait for what the backend prepares in the background at start-up
+    /// (CUDA: its kernels' compile, overlapped with loading the weights);
+    /// an error here is a start-up failure. Model loading calls it last.
+    fn ready(&self) -> Result<()> {
+        Ok(())
+    }
     fn load_weight(
         &self,
         t: &Tensor<'_>,

@@ -73,6 +73,7 @@ impl<B: Backend + 'static> LoadedModel<B> {
             "gemma3" => Box::new(gemma3::Gemma3::load(&backend, &file)?),
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
         };
+        backend.ready()?;
         if model.hparams().vocab_size < tokenizer.vocab_size() {
             return Err(ModelError::BadHParams(format!(
                 "the output layer has {} rows but the vocabulary has {} tokens",

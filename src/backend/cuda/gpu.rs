@@ -46,9 +46,10 @@ pub struct Gpu {
     pub blas: CudaBlas,
     pool: Arc<Pool>,
     pub name: String,
-    pub compile_secs: f64,
-    /// The kernels came from the on-disk cache (not compiled this start).
-    pub kernels_cached: bool,
+    /// Seconds the start-up kernels took to compile (or read from the
+    /// on-disk cache) and load, and whether they came from the cache; set
+    /// when the background compile is joined (`ready`).
+    startup: std::sync::OnceLock<(f64, bool)>,
     /// TANDEM_CUDA_PROFILE=1: device time per kernel, from events around
     /// every launch (graphs are off then).
     profile: Option<Mutex<Profile>>,
@@ -73,6 +74,11 @@ impl Drop for Gpu {
         // no kernel cache: a segmentation fault after its output). Waiting
         // also leaves those kernels cached for the next start.
         if let Ok(mut k) = self.kernels.write() {
+            if let Some(early) = k.early.take() {
+                if let Ok(e) = early.join() {
+                    let _ = e.late.join();
+                }
+            }
             if let Some(late) = k.late.take() {
                 let _ = late.join();
             }
@@ -136,47 +142,43 @@ impl Gpu {
         let stream = ctx.new_stream().map_err(drv)?;
         let (major, minor) = ctx.compute_capability().map_err(drv)?;
         let name = ctx.name().map_err(drv)?;
-        let t0 = std::time::Instant::now();
-        let options = nvrtc_options();
-        let programs = programs();
-        let images = compile_all(&programs, major, minor, &options);
-        let nvrtc_secs = t0.elapsed().as_secs_f64();
-        let info = std::env::var("TANDEM_CUDA_KERNEL_INFO").is_ok_and(|v| v == "1");
-        let mut modules = Vec::new();
-        let mut funcs = HashMap::new();
-        let all_cached = load_programs(&ctx, &programs, images, info, &mut modules, &mut funcs)?;
-        let compile_secs = t0.elapsed().as_secs_f64();
-        let late = std::thread::spawn(move || {
-            let programs = late_programs();
+        // The kernels compile on a background thread while the caller loads
+        // the weights (NVRTC's libraries alone take seconds to read on a
+        // machine's first start); `ready` or the first launch waits for
+        // them. The larger row counts compile after them, on a thread of
+        // their own.
+        let opened = std::time::Instant::now();
+        let early = std::thread::spawn(move || {
+            let options = nvrtc_options();
+            let programs = programs();
             let images = compile_all(&programs, major, minor, &options);
-            (programs, images)
+            let nvrtc_secs = opened.elapsed().as_secs_f64();
+            let late = std::thread::spawn(move || {
+                let programs = late_programs();
+                let images = compile_all(&programs, major, minor, &options);
+                (programs, images)
+            });
+            Early {
+                programs,
+                images,
+                nvrtc_secs,
+                late,
+            }
         });
-        if info {
-            eprintln!(
-                "{} programs {} in {nvrtc_secs:.2} s, modules loaded {:.2} s",
-                programs.len(),
-                if all_cached {
-                    "from the cache"
-                } else {
-                    "compiled"
-                },
-                compile_secs - nvrtc_secs
-            );
-        }
         let blas = CudaBlas::new(stream.clone()).map_err(drv)?;
         Ok(Arc::new(Gpu {
             pool: Arc::new(Pool::default()),
             ctx,
             stream,
             kernels: std::sync::RwLock::new(Kernels {
-                modules,
-                funcs,
-                late: Some(late),
+                modules: Vec::new(),
+                funcs: HashMap::new(),
+                early: Some(early),
+                late: None,
             }),
             blas,
             name: format!("{name} (sm_{major}{minor})"),
-            compile_secs,
-            kernels_cached: all_cached,
+            startup: std::sync::OnceLock::new(),
             pinned: Mutex::new(Pinned {
                 ptr: std::ptr::null_mut(),
                 len: 0,
@@ -196,6 +198,52 @@ impl Gpu {
         self.stream.cu_stream()
     }
 
+    /// Wait for the start-up kernels' compile and load them (once): the
+    /// seconds since their compile began and whether they came from the
+    /// cache.
+    pub fn ready(&self) -> GpuResult<(f64, bool)> {
+        if let Some(r) = self.startup.get() {
+            return Ok(*r);
+        }
+        let mut k = self.kernels.write().expect("kernels lock");
+        self.load_early(&mut k)?;
+        Ok(*self.startup.get().expect("start-up kernels loaded"))
+    }
+
+    fn load_early(&self, k: &mut Kernels) -> GpuResult<()> {
+        let Some(early) = k.early.take() else {
+            return Ok(());
+        };
+        let Early {
+            programs,
+            images,
+            nvrtc_secs,
+            late,
+        } = early.join().expect("kernel compile thread");
+        k.late = Some(late);
+        let info = std::env::var("TANDEM_CUDA_KERNEL_INFO").is_ok_and(|v| v == "1");
+        let t = std::time::Instant::now();
+        let Kernels { modules, funcs, .. } = k;
+        let all_cached = load_programs(&self.ctx, &programs, images, info, modules, funcs)?;
+        if info {
+            eprintln!(
+                "{} programs {} in {nvrtc_secs:.2} s, modules loaded {:.2} s",
+                programs.len(),
+                if all_cached {
+                    "from the cache"
+                } else {
+                    "compiled"
+                },
+                t.elapsed().as_secs_f64()
+            );
+        }
+        // The compile's own time, not the wait: the weights load meanwhile.
+        let _ = self
+            .startup
+            .set((nvrtc_secs + t.elapsed().as_secs_f64(), all_cached));
+        Ok(())
+    }
+
     /// The kernel `name`, waiting for the background programs if it is one
     /// of theirs.
     fn function(&self, name: &str) -> Func {
@@ -203,6 +251,10 @@ impl Gpu {
             return *f;
         }
         let mut k = self.kernels.write().expect("kernels lock");
+        self.load_early(&mut k).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(f) = k.funcs.get(name) {
+            return *f;
+        }
         if let Some(late) = k.late.take() {
             let (programs, images) = late.join().expect("kernel compile thread");
             let Kernels { modules, funcs, .. } = &mut *k;
@@ -407,11 +459,21 @@ impl Gpu {
     }
 }
 
-/// Loaded kernel programs; `late` is the background compile of the rest.
+/// Loaded kernel programs; `early` is the background compile of the
+/// start-up programs (until joined), `late` that of the rest.
 struct Kernels {
     modules: Vec<Arc<CudaModule>>,
     funcs: HashMap<String, Func>,
+    early: Option<std::thread::JoinHandle<Early>>,
     late: Option<std::thread::JoinHandle<(Vec<Program>, Vec<Image>)>>,
+}
+
+/// The start-up programs compiled, and the compile of the rest begun.
+struct Early {
+    programs: Vec<Program>,
+    images: Vec<Image>,
+    nvrtc_secs: f64,
+    late: std::thread::JoinHandle<(Vec<Program>, Vec<Image>)>,
 }
 
 /// Load compiled programs and record their kernels; true when every image

@@ -250,16 +250,21 @@ impl Backend for CudaBackend {
     type KvCache = CudaKv;
 
     fn name(&self) -> String {
-        format!(
-            "cuda ({}, kernels {} in {:.2} s)",
-            self.gpu.name,
-            if self.gpu.kernels_cached {
-                "loaded"
-            } else {
-                "compiled"
-            },
-            self.gpu.compile_secs
-        )
+        match self.gpu.ready() {
+            Ok((secs, cached)) => format!(
+                "cuda ({}, kernels {} in {secs:.2} s)",
+                self.gpu.name,
+                if cached { "loaded" } else { "compiled" },
+            ),
+            Err(e) => format!("cuda ({}, kernels failed: {e})", self.gpu.name),
+        }
+    }
+
+    fn ready(&self) -> Result<()> {
+        self.gpu
+            .ready()
+            .map(|_| ())
+            .map_err(|e| BackendError::Device(e.to_string()))
     }
 
     fn load_weight(&self, t: &Tensor<'_>, _file: &Arc<GgufFile>) -> Result<CudaWeight> {
