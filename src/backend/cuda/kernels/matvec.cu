@@ -74,7 +74,8 @@
 #endif
 
 // Weights are read once per step: L1::no_allocate leaves L1 to the input,
-// which every row of the block reads again.
+// which every row of the block reads again. (`volatile` since the tenth
+// session's experiments; every kernel measured since, #75 on, has it.)
 __device__ __forceinline__ int4 ld_stream(const void* p) {
     int4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
@@ -229,8 +230,9 @@ struct Q4K {
             }
             const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * g;
             float2 a0 = xs[0], a1 = xs[1], a4 = xs[4], a5 = xs[5];
-            // Two lanes share each sub-block: the min terms (over the whole
-            // sub-block's input) go to one of them, half to each lane.
+            // Two lanes share each sub-block, and a min term covers the
+            // whole sub-block's input: lane h = 0 adds those of sub-blocks
+            // 2g, 2g+1, lane h = 1 those of 2g+4, 2g+5.
             float mins = h ? m4 * a4.y + m5 * a5.y : m0 * a0.y + m1 * a1.y;
             acc[t] += d * (s0 * a0.x * (float)S0 + s1 * a1.x * (float)S1 + s4 * a4.x * (float)S4
                            + s5 * a5.x * (float)S5) - dmin * mins;
@@ -634,7 +636,9 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TA##_##TB##_t##T(MV_ARGS,
     mv_body<Fmt_##TA, Fmt_##TB, T>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp); \
 }
 
-// Blocks per SM the gated products are compiled to fit (registers).
+// Blocks per SM the one-row gated products are compiled to fit: Q4_K's
+// gate/up pair would take 91 registers (5 blocks) unbounded, 64 at 8 blocks
+// spills (kernel notes #75). The other row counts stay unbounded (0).
 #ifndef MVG_MIN_BLOCKS
 #define MVG_MIN_BLOCKS 6
 #endif
