@@ -207,7 +207,11 @@ impl Gpu {
         }
         let mut k = self.kernels.write().expect("kernels lock");
         self.load_early(&mut k)?;
-        Ok(*self.startup.get().expect("start-up kernels loaded"))
+        // Unset after a load that failed (its error was returned then).
+        self.startup
+            .get()
+            .copied()
+            .ok_or_else(|| GpuError::Unavailable("the kernels failed to load".into()))
     }
 
     fn load_early(&self, k: &mut Kernels) -> GpuResult<()> {
