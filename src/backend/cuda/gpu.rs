@@ -147,12 +147,12 @@ impl Gpu {
         // machine's first start); `ready` or the first launch waits for
         // them. The larger row counts compile after them, on a thread of
         // their own.
-        let opened = std::time::Instant::now();
+        let start = std::time::Instant::now();
         let early = std::thread::spawn(move || {
             let options = nvrtc_options();
             let programs = programs();
             let images = compile_all(&programs, major, minor, &options);
-            let nvrtc_secs = opened.elapsed().as_secs_f64();
+            let nvrtc_secs = start.elapsed().as_secs_f64();
             let late = std::thread::spawn(move || {
                 let programs = late_programs();
                 let images = compile_all(&programs, major, minor, &options);
@@ -199,8 +199,8 @@ impl Gpu {
     }
 
     /// Wait for the start-up kernels' compile and load them (once): the
-    /// seconds since their compile began and whether they came from the
-    /// cache.
+    /// seconds the compile and load took (not the wait) and whether the
+    /// kernels came from the cache.
     pub fn ready(&self) -> GpuResult<(f64, bool)> {
         if let Some(r) = self.startup.get() {
             return Ok(*r);

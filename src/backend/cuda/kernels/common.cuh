@@ -56,6 +56,12 @@ __device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, AddF(
 __device__ __forceinline__ float warp_max(float v) { return warp_reduce(v, MaxF()); }
 
 __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
+// The same with a's bytes unsigned (b's still signed).
+__device__ __forceinline__ int dp4a_us(u32 a, int b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
 
 // Sum and max over a block of up to 1024 threads; `scratch` holds 32 floats.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {

@@ -160,13 +160,6 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float& d, float
     }
 }
 
-// Σ a·b over four bytes, a unsigned and b signed.
-__device__ __forceinline__ int dp4a_us(u32 a, int b, int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
 // Q4_K in planes qs[nblk][128] | head[nblk][16] (d, dmin, 12 scale bytes).
 // Four lanes per block, lane j = 2g + h owning qs[16j..16j+16) and
 // qs[64+16j..+16): positions 16h..16h+15 of sub-blocks 2g, 2g+1 (low and

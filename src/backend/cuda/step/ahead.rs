@@ -96,8 +96,7 @@ impl Lookahead {
             && k > 0
             && shape.len() <= SLOT_FLOATS;
         if !self.enabled || !one_row {
-            self.streak = 0;
-            self.last = None;
+            self.start_over();
             return false;
         }
         let pos = step.positions[0];
@@ -109,6 +108,12 @@ impl Lookahead {
         };
         self.last = Some((kv, pos));
         self.streak >= if k == 1 { STREAK } else { STREAK_SEVERAL }
+    }
+
+    /// Forget the streak: the next step continues nothing.
+    fn start_over(&mut self) {
+        self.streak = 0;
+        self.last = None;
     }
 
     /// Remember the best candidate of a result the host reads.
@@ -160,8 +165,7 @@ impl StepState {
             // Let it finish before the step buffer or a graph it uses can be
             // replaced.
             gpu.sync();
-            self.ahead.streak = 0;
-            self.ahead.last = None;
+            self.ahead.start_over();
             return None;
         }
         self.ahead.last = Some((kv, f.position));
