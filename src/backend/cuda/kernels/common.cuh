@@ -121,13 +121,15 @@ __device__ __forceinline__ void rope_angle(float pos, int i, float step, float f
 // step, in a block of the kernel's first wave (the blocks PDL lets start
 // while the kernel before is finishing): their first loads then find L2
 // instead of DRAM. Later blocks, and the rest of long rows, would only add
-// traffic (prefetching whole rows slowed 7B decode by 7%).
+// traffic (prefetching whole rows slowed 7B decode by 7%). Since the
+// products load a row's first step before the wait (matvec.cu, dot_rows),
+// 1 KiB does better than 2 (kernel notes #80: 0.5B +0.7%, 7B +1.0%).
 // TANDEM_CUDA_NVRTC_OPTS=-DPREFETCH_BLOCKS=0 to compare without.
 #ifndef PREFETCH_BLOCKS
 #define PREFETCH_BLOCKS 1024
 #endif
 #ifndef PREFETCH_ROW_BYTES
-#define PREFETCH_ROW_BYTES 2048
+#define PREFETCH_ROW_BYTES 1024
 #endif
 __device__ __forceinline__ void prefetch_l2(const u8* p, size_t n) {
     if (blockIdx.x >= PREFETCH_BLOCKS) return;

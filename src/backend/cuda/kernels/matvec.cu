@@ -124,13 +124,28 @@ __device__ __forceinline__ u32 tie(u32 x, u32 y) {
 #ifndef PRELOAD
 #define PRELOAD 1
 #endif
+#ifndef PREFETCH_ONE_STEP
+#define PREFETCH_ONE_STEP 0
+#endif
+// Blocks of a row one lane loads per step: more input rows bring more work
+// per weight byte and more registers, so fewer blocks in flight.
+template <int T, int UK>
+__device__ __forceinline__ constexpr int step_blocks() { return T >= 4 ? 1 : T >= 2 ? (UK + 1) / 2 : UK; }
+// Whether a warp covers a row of `cols` in one step of U blocks a lane.
+template <class K, int U>
+__device__ __forceinline__ bool one_step(int cols) { return cols / K::COLS <= WARP / K::LANES * U; }
+// The L2 prefetch of a row's first bytes, unless the row is loaded whole
+// before the wait anyway: there the prefetch only doubled the requests
+// (0.5B 1,910 → 1,972 without it; -DPREFETCH_ONE_STEP=1 to compare).
+template <class K, int U>
+__device__ __forceinline__ void prefetch_row(const u8* w, int row, int rows, int cols) {
+    if (PREFETCH_ONE_STEP || !PRELOAD || !one_step<K, U>(cols)) K::prefetch(w, row, rows, cols);
+}
 template <class K, int T, int UK>
 __device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false) {
-    // More input rows bring more work per weight byte and more registers:
-    // fewer blocks in flight.
-    constexpr int PER = WARP / K::LANES, U = T >= 4 ? 1 : T >= 2 ? (UK + 1) / 2 : UK;
+    constexpr int PER = WARP / K::LANES, U = step_blocks<T, UK>();
     int lane = threadIdx.x % WARP, nb = cols / K::COLS;
-    if (first && PRELOAD && nb <= PER * U) {
+    if (first && PRELOAD && one_step<K, U>(cols)) {
         // One step covers the row: a path of its own, so the loop below
         // compiles as it did without it (7B −1.5% when the two shared one).
         int b0 = lane / K::LANES;
@@ -168,7 +183,7 @@ __device__ __forceinline__ void dot_rows_pair(const u8* __restrict__ wg, const u
         const float* xf, float* g, float* u, bool first = false) {
     constexpr int PER = WARP / K::LANES;
     int lane = threadIdx.x % WARP, nb = cols / K::COLS;
-    if (first && PRELOAD && nb <= PER) {  // one step covers the row, as in dot_rows
+    if (first && PRELOAD && one_step<K, 1>(cols)) {  // one step covers the row, as in dot_rows
         int b = lane / K::LANES;
         typename K::Raw rg, ru;
         if (b < nb) rg = K::load(wg, row, rows, nb, b, lane), ru = K::load(wu, row, rows, nb, b, lane);
@@ -645,13 +660,13 @@ __device__ __forceinline__ void mv_body(Mats m, int n_mats, int n_a, int cols, c
     float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2];
     int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2];
     if constexpr (same_fmt<FA, FB>::value) {
-        FA::prefetch(w, row, rows, cols);
+        prefetch_row<FA, step_blocks<T, FA::U>()>(w, row, rows, cols);
         dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc, true);
     } else if (k < n_a) {
-        FA::prefetch(w, row, rows, cols);
+        prefetch_row<FA, step_blocks<T, FA::U>()>(w, row, rows, cols);
         dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc, true);
     } else {
-        FB::prefetch(w, row, rows, cols);
+        prefetch_row<FB, step_blocks<T, FB::U>()>(w, row, rows, cols);
         dot_rows<FB, T, FB::U>(w, row, rows, cols, xq, xd, xf, acc, true);
     }
     PDL_TRIGGER();
@@ -680,8 +695,9 @@ template <class F, int T>
 __device__ __forceinline__ void mvg_dots(const u8* __restrict__ wg, const u8* __restrict__ wu, int row, int rows,
         int cols, const i8* xq, const float2* xd, const float* xf,
         float* g, float* u) {
-    F::prefetch(wg, row, rows, cols);
-    F::prefetch(wu, row, rows, cols);
+    constexpr int U = F::PAIR && T == 1 ? 1 : step_blocks<T, F::UG>();
+    prefetch_row<F, U>(wg, row, rows, cols);
+    prefetch_row<F, U>(wu, row, rows, cols);
     for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; }
     if (F::PAIR && T == 1) {
         dot_rows_pair<F, T>(wg, wu, row, rows, cols, xq, xd, xf, g, u, true);
