@@ -131,21 +131,31 @@ __device__ __forceinline__ u32 tie(u32 x, u32 y) {
 // per weight byte and more registers, so fewer blocks in flight.
 template <int T, int UK>
 __device__ __forceinline__ constexpr int step_blocks() { return T >= 4 ? 1 : T >= 2 ? (UK + 1) / 2 : UK; }
-// Whether a warp covers a row of `cols` in one step of U blocks a lane.
+// Formats whose products have the one-step path at all: not F16, whose
+// rows (8 weights a lane per block) fit one step only below 512 columns,
+// and where the path's mere presence changed the loop's code (7B F16
+// 197.5 → 190.1 tok/s).
+struct F16;
+template <class K> struct Preloads { static constexpr bool value = PRELOAD; };
+template <> struct Preloads<F16> { static constexpr bool value = false; };
+// Whether a warp covers a row of `cols` in one step of U blocks a lane, its
+// weights then loaded before the wait.
 template <class K, int U>
-__device__ __forceinline__ bool one_step(int cols) { return cols / K::COLS <= WARP / K::LANES * U; }
+__device__ __forceinline__ bool one_step(int cols) {
+    return Preloads<K>::value && cols / K::COLS <= WARP / K::LANES * U;
+}
 // The L2 prefetch of a row's first bytes, unless the row is loaded whole
 // before the wait anyway: there the prefetch only doubled the requests
 // (0.5B 1,910 → 1,972 without it; -DPREFETCH_ONE_STEP=1 to compare).
 template <class K, int U>
 __device__ __forceinline__ void prefetch_row(const u8* w, int row, int rows, int cols) {
-    if (PREFETCH_ONE_STEP || !PRELOAD || !one_step<K, U>(cols)) K::prefetch(w, row, rows, cols);
+    if (PREFETCH_ONE_STEP || !one_step<K, U>(cols)) K::prefetch(w, row, rows, cols);
 }
 template <class K, int T, int UK>
 __device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false) {
     constexpr int PER = WARP / K::LANES, U = step_blocks<T, UK>();
     int lane = threadIdx.x % WARP, nb = cols / K::COLS;
-    if (first && PRELOAD && one_step<K, U>(cols)) {
+    if (first && one_step<K, U>(cols)) {
         // One step covers the row: a path of its own, so the loop below
         // compiles as it did without it (7B −1.5% when the two shared one).
         int b0 = lane / K::LANES;
@@ -183,7 +193,7 @@ __device__ __forceinline__ void dot_rows_pair(const u8* __restrict__ wg, const u
         const float* xf, float* g, float* u, bool first = false) {
     constexpr int PER = WARP / K::LANES;
     int lane = threadIdx.x % WARP, nb = cols / K::COLS;
-    if (first && PRELOAD && one_step<K, 1>(cols)) {  // one step covers the row, as in dot_rows
+    if (first && one_step<K, 1>(cols)) {  // one step covers the row, as in dot_rows
         int b = lane / K::LANES;
         typename K::Raw rg, ru;
         if (b < nb) rg = K::load(wg, row, rows, nb, b, lane), ru = K::load(wu, row, rows, nb, b, lane);
