@@ -95,7 +95,10 @@ __device__ __forceinline__ void rope_angle(float pos, int i, float step, float f
 
 // Programmatic dependent launch (sm_90+): PDL_WAIT waits until the kernels
 // before are done and their writes visible; before it a kernel may only
-// read what no kernel writes (weights). PDL_TRIGGER lets the next kernel be
+// read what no kernel writes (weights). A kernel that reads anything
+// through ld.global.nc (a const __restrict__ pointer) before the wait must
+// read what the kernels before wrote through plain loads after it: .nc
+// reads after the wait returned stale values (kernel notes #78). PDL_TRIGGER lets the next kernel be
 // scheduled; without it that happens as each block exits. The products
 // trigger after their main loop, not at entry: blocks of the next kernel
 // placed early, while a multi-wave kernel still runs, crowd onto the SMs

@@ -19,10 +19,10 @@
 // its blocks, `load` fetches a lane's raw share of block b (weights and
 // scales, 16-byte loads that bypass L1, which keeps the input there), and
 // `dot` multiplies it with the inputs (`Raw::fold` ORs one word of each of
-// its loads, to tie on); `prefetch` asks L2 for the bulk of
-// a row (its quant plane) before the kernel waits for its input
-// (PDL_WAIT). `dot_rows` issues the loads of U
-// blocks before the first use, so each lane has U · 16+ bytes of weights in
+// its loads, to tie on); `prefetch` asks L2 for the first bytes of a
+// row (its quant plane) before the kernel waits for its input (PDL_WAIT),
+// unless the row is short enough to be loaded whole before that wait
+// (`one_step`). `dot_rows` issues the loads of U blocks before the first use, so each lane has U · 16+ bytes of weights in
 // flight instead of one load, then its dependent scale and input loads,
 // per step (kernel notes #54). Blocks are still summed in ascending order:
 // the same bits as one block per step.
@@ -196,7 +196,10 @@ __device__ __forceinline__ void dot_rows_pair(const u8* __restrict__ wg, const u
     if (first && one_step<K, 1>(cols)) {  // one step covers the row, as in dot_rows
         int b = lane / K::LANES;
         typename K::Raw rg, ru;
-        if (b < nb) rg = K::load(wg, row, rows, nb, b, lane), ru = K::load(wu, row, rows, nb, b, lane);
+        if (b < nb) {
+            rg = K::load(wg, row, rows, nb, b, lane);
+            ru = K::load(wu, row, rows, nb, b, lane);
+        }
         PDL_WAIT();
         if (b < nb) {
             const i8* x = xq + tie(0, rg.fold() | ru.fold());
