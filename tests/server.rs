@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -21,58 +22,19 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A server on a port the OS chose (`--port 0`), learnt from its "listening
+/// on" line. Ports found free by the tests themselves could reach two tests
+/// at once: the second server then failed to bind while its model loaded,
+/// its health checks were answered by the first test's server, and its
+/// requests were reset once that test ended (a rare "Connection reset").
 fn start(extra: &[&str]) -> Server {
-    // A port from free_port can reach two tests started at once: the second
-    // server then fails to bind, and its health checks would be answered by
-    // the first one's server, whose exit later resets this test's requests.
-    // So a server counts as up only while our own child still runs, and a
-    // lost port is retried.
-    for _ in 0..3 {
-        let mut s = spawn(free_port(), extra);
-        let t = Instant::now();
-        loop {
-            let healthy = raw(&s, "GET", "/health", None, true).0 == 200;
-            if let Ok(Some(status)) = s.child.try_wait() {
-                let mut err = String::new();
-                let _ = s
-                    .child
-                    .stderr
-                    .take()
-                    .map(|mut e| e.read_to_string(&mut err));
-                if err.contains("in use") {
-                    break;
-                }
-                panic!("server exited ({status}): {err}");
-            }
-            if healthy {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "server did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    panic!("no free port for the server after three tries");
-}
-
-fn spawn(port: u16, extra: &[&str]) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args([
             "serve",
             "-m",
             "smollm2-135m",
             "--port",
-            &port.to_string(),
+            "0",
             "--api-key",
             KEY,
         ])
@@ -86,7 +48,35 @@ fn spawn(port: u16, extra: &[&str]) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    Server { child, port }
+    // stderr is read to its end on a thread of its own, so the server never
+    // blocks on a full pipe; what it said is kept for a failure's message.
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let kept = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
+            }
+            let mut kept = kept.lock().unwrap();
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(120)).ok().flatten();
+    let Some(port) = port else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("server did not come up: {}", log.lock().unwrap());
+    };
+    let s = Server { child, port };
+    assert_eq!(
+        raw(&s, "GET", "/health", None, true).0,
+        200,
+        "health after bind"
+    );
+    s
 }
 
 /// A minimal HTTP/1.1 exchange: (status, headers, body).
