@@ -23,13 +23,8 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(6);
     let rows = (mib << 20) >> cols.ilog2();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = tandem::rng::XorShift::from_state(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next().expect("endless");
     use GgmlType::*;
     for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K] {
         if !has_fused_kernel(ty) && !has_gemm_kernel(ty) {

@@ -98,11 +98,12 @@ __device__ __forceinline__ void rope_angle(float pos, int i, float step, float f
 // read what no kernel writes (weights). A kernel that reads anything
 // through ld.global.nc (a const __restrict__ pointer) before the wait must
 // read what the kernels before wrote through plain loads after it: .nc
-// reads after the wait returned stale values (kernel notes #78). PDL_TRIGGER lets the next kernel be
-// scheduled; without it that happens as each block exits. The products
-// trigger after their main loop, not at entry: blocks of the next kernel
-// placed early, while a multi-wave kernel still runs, crowd onto the SMs
-// that happen to be free and leave the others idle (7B decode −4%).
+// reads after the wait returned stale values (kernel notes #78).
+// PDL_TRIGGER lets the next kernel be scheduled; without it that happens as
+// each block exits. The products trigger after their main loop, not at
+// entry: blocks of the next kernel placed early, while a multi-wave kernel
+// still runs, crowd onto the SMs that happen to be free and leave the
+// others idle (7B decode −4%).
 // Launched without the PDL attribute, or on an older GPU, both are no-ops.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")

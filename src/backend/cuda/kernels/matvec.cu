@@ -22,9 +22,10 @@
 // its loads, to tie on); `prefetch` asks L2 for the first bytes of a
 // row (its quant plane) before the kernel waits for its input (PDL_WAIT),
 // unless the row is short enough to be loaded whole before that wait
-// (`one_step`). `dot_rows` issues the loads of U blocks before the first use, so each lane has U · 16+ bytes of weights in
-// flight instead of one load, then its dependent scale and input loads,
-// per step (kernel notes #54). Blocks are still summed in ascending order:
+// (`one_step`). `dot_rows` issues the loads of U blocks before the first
+// use, so each lane has U · 16+ bytes of weights in flight instead of one
+// load, then its dependent scale and input loads, per step (kernel notes
+// #54). Blocks are still summed in ascending order:
 // the same bits as one block per step.
 // The activations' pointers carry no __restrict__: with it they are read
 // through the non-coherent path (ld.global.nc), and a kernel whose weight
@@ -79,8 +80,9 @@
 #endif
 
 // Weights are read once per step: L1::no_allocate leaves L1 to the input,
-// which every row of the block reads again. (`volatile` since the tenth
-// session's experiments; every kernel measured since, #75 on, has it.)
+// which every row of the block reads again. `volatile` (since kernel notes
+// #75) also keeps them in program order with PDL_WAIT, itself volatile: the
+// one-step path (dot_rows) relies on its loads staying before the wait.
 __device__ __forceinline__ int4 ld_stream(const void* p) {
     int4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
@@ -151,6 +153,24 @@ template <class K, int U>
 __device__ __forceinline__ void prefetch_row(const u8* w, int row, int rows, int cols) {
     if (PREFETCH_ONE_STEP || !one_step<K, U>(cols)) K::prefetch(w, row, rows, cols);
 }
+// One step of dot_rows, in two halves so that a wait can come between
+// them: a lane's U blocks from b0 loaded, then multiplied with the input.
+template <class K, int U>
+__device__ __forceinline__ void load_step(typename K::Raw* r, const u8* __restrict__ w, int row, int rows, int nb,
+                                          int b0, int lane) {
+    constexpr int PER = WARP / K::LANES;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        if (b0 + u * PER < nb) r[u] = K::load(w, row, rows, nb, b0 + u * PER, lane);
+}
+template <class K, int T, int U>
+__device__ __forceinline__ void dot_step(const typename K::Raw* r, int nb, int b0, int lane, int cols, const i8* xq,
+                                         const float2* xd, const float* xf, float* acc) {
+    constexpr int PER = WARP / K::LANES;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+        if (b0 + u * PER < nb) K::template dot<T>(r[u], b0 + u * PER, lane, cols, xq, xd, xf, acc);
+}
 template <class K, int T, int UK>
 __device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false) {
     constexpr int PER = WARP / K::LANES, U = step_blocks<T, UK>();
@@ -160,24 +180,16 @@ __device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false) {
         // compiles as it did without it (7B −1.5% when the two shared one).
         int b0 = lane / K::LANES;
         typename K::Raw r[U];
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (b0 + u * PER < nb) r[u] = K::load(w, row, rows, nb, b0 + u * PER, lane);
+        load_step<K, U>(r, w, row, rows, nb, b0, lane);
         PDL_WAIT();
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (b0 + u * PER < nb) K::template dot<T>(r[u], b0 + u * PER, lane, cols, xq, xd, xf, acc);
+        dot_step<K, T, U>(r, nb, b0, lane, cols, xq, xd, xf, acc);
         return;
     }
     if (first) PDL_WAIT();
     for (int b0 = lane / K::LANES; b0 < nb; b0 += PER * U) {
         typename K::Raw r[U];
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (b0 + u * PER < nb) r[u] = K::load(w, row, rows, nb, b0 + u * PER, lane);
-#pragma unroll
-        for (int u = 0; u < U; u++)
-            if (b0 + u * PER < nb) K::template dot<T>(r[u], b0 + u * PER, lane, cols, xq, xd, xf, acc);
+        load_step<K, U>(r, w, row, rows, nb, b0, lane);
+        dot_step<K, T, U>(r, nb, b0, lane, cols, xq, xd, xf, acc);
     }
 }
 
@@ -187,6 +199,17 @@ __device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false) {
 // lane still visits its blocks in ascending order: the same sums as
 // dot_rows. Only where it pays (a format's PAIR), and for one input row:
 // the registers of two blocks' weights cost blocks per SM (Q8_0 −6%).
+template <class K, int T>
+__device__ __forceinline__ void pair_dots(const typename K::Raw& rg, const typename K::Raw& ru, int b, int lane,
+                                          int cols, const i8* xq, const float2* xd, const float* xf, float* g,
+                                          float* u) {
+    // The input's address depends on a word of every load of both blocks
+    // (`fold`): no product, nor part of one (the compiler may reorder
+    // integer sums), starts before both have arrived.
+    const i8* x = xq + tie(0, rg.fold() | ru.fold());
+    K::template dot<T>(rg, b, lane, cols, x, xd, xf, g);
+    K::template dot<T>(ru, b, lane, cols, x, xd, xf, u);
+}
 template <class K, int T>
 __device__ __forceinline__ void dot_rows_pair(const u8* __restrict__ wg, const u8* __restrict__ wu, int row,
         int rows, int cols, const i8* xq, const float2* xd,
@@ -201,22 +224,13 @@ __device__ __forceinline__ void dot_rows_pair(const u8* __restrict__ wg, const u
             ru = K::load(wu, row, rows, nb, b, lane);
         }
         PDL_WAIT();
-        if (b < nb) {
-            const i8* x = xq + tie(0, rg.fold() | ru.fold());
-            K::template dot<T>(rg, b, lane, cols, x, xd, xf, g);
-            K::template dot<T>(ru, b, lane, cols, x, xd, xf, u);
-        }
+        if (b < nb) pair_dots<K, T>(rg, ru, b, lane, cols, xq, xd, xf, g, u);
         return;
     }
     if (first) PDL_WAIT();
     for (int b = lane / K::LANES; b < nb; b += PER) {
         typename K::Raw rg = K::load(wg, row, rows, nb, b, lane), ru = K::load(wu, row, rows, nb, b, lane);
-        // The input's address depends on a word of every load of both
-        // blocks (`fold`): no product, nor part of one (the compiler may
-        // reorder integer sums), starts before both have arrived.
-        const i8* x = xq + tie(0, rg.fold() | ru.fold());
-        K::template dot<T>(rg, b, lane, cols, x, xd, xf, g);
-        K::template dot<T>(ru, b, lane, cols, x, xd, xf, u);
+        pair_dots<K, T>(rg, ru, b, lane, cols, xq, xd, xf, g, u);
     }
 }
 
