@@ -324,6 +324,25 @@ impl Backend for AnyBackend {
         ))
     }
 
+    fn linear_add_norm(
+        &self,
+        x: &AnyAct,
+        w: &AnyWeight,
+        acc: &mut AnyAct,
+        g: &AnyVector,
+        eps: f32,
+        out: &mut AnyAct,
+    ) {
+        dispatch!(self, |b, V| b.linear_add_norm(
+            inner!(x, V::Act),
+            inner!(w, V::Weight),
+            inner!(acc, V::Act),
+            inner!(g, V::Vector),
+            eps,
+            inner!(out, V::Act)
+        ))
+    }
+
     fn gated_ffn(
         &self,
         x: &AnyAct,

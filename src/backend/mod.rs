@@ -215,6 +215,24 @@ pub trait Backend: Send + Sync {
         self.linear(x, w, None, &mut o);
         self.add(acc, &o);
     }
+    /// acc += x · wᵀ, then out = rms_norm(acc) with weight `g`: a residual
+    /// projection and the norm of the next sublayer's input in one call, so
+    /// that a backend may fold the norm into the product's epilogue. `out`
+    /// then feeds products only (linear, linear_many, gated_ffn,
+    /// qkv_rope_store).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_add_norm(
+        &self,
+        x: &Self::Act,
+        w: &Self::Weight,
+        acc: &mut Self::Act,
+        g: &Self::Vector,
+        eps: f32,
+        out: &mut Self::Act,
+    ) {
+        self.linear_add(x, w, acc);
+        self.rms_norm(acc, g, eps, out);
+    }
     /// out = act(x · gateᵀ) * (x · upᵀ): a gated MLP's first half.
     fn gated_ffn(
         &self,

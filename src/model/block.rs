@@ -143,12 +143,21 @@ impl<B: Backend> Block<B> {
         })
     }
 
-    /// x ← x + attn(norm(x)); x ← x + mlp(norm(x)).
+    /// The norm of this block's input.
+    pub fn input_norm(&self) -> &B::Vector {
+        &self.attn_norm
+    }
+
+    /// x ← x + attn(h); x ← x + mlp(norm(x)), where h = norm(x) on entry
+    /// (the caller's, or the block before's), and on return h = next(x)
+    /// when a next norm is given (the next block's input norm).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         be: &B,
         x: &mut B::Act,
+        h: &mut B::Act,
+        next: Option<&B::Vector>,
         layer: usize,
         spec: &LayerSpec,
         ctx: &super::batch::FlatBatch,
@@ -156,8 +165,6 @@ impl<B: Backend> Block<B> {
         kv: &mut B::KvCache,
     ) {
         let _span = tracing::trace_span!("block", layer).entered();
-        let mut h = be.act(0, 0);
-        be.rms_norm(x, &self.attn_norm, spec.eps, &mut h);
         let (mut q, mut k, mut v) = (be.act(0, 0), be.act(0, 0), be.act(0, 0));
         let b = self.bias.as_ref();
         let ws = [
@@ -173,7 +180,7 @@ impl<B: Backend> Block<B> {
             rope: &spec.rope,
         };
         if let Some([qn, kn]) = &self.qk_norm {
-            be.linear_many(&h, &ws, &mut [&mut q, &mut k, &mut v]);
+            be.linear_many(h, &ws, &mut [&mut q, &mut k, &mut v]);
             let mut t = be.act(0, 0);
             be.rms_norm(&q, qn, spec.eps, &mut t);
             std::mem::swap(&mut q, &mut t);
@@ -181,36 +188,43 @@ impl<B: Backend> Block<B> {
             std::mem::swap(&mut k, &mut t);
             be.rope_store(&mut q, &mut k, &v, kv, &at);
         } else {
-            be.qkv_rope_store(&h, &ws, [&mut q, &mut k, &mut v], kv, &at);
+            be.qkv_rope_store(h, &ws, [&mut q, &mut k, &mut v], kv, &at);
         }
         let mut a = be.act(0, 0);
         be.attention(&q, kv, layer, seqs, &spec.attn, &mut a);
-        self.residual(be, x, &a, &self.wo, self.post_attn_norm.as_ref(), spec.eps);
+        let post = self.post_attn_norm.as_ref();
+        Self::residual(be, x, &a, &self.wo, post, Some(&self.ffn_norm), spec.eps, h);
 
-        be.rms_norm(x, &self.ffn_norm, spec.eps, &mut h);
         let mut g = be.act(0, 0);
-        be.gated_ffn(&h, &self.gate, &self.up, spec.act, &mut g);
-        self.residual(be, x, &g, &self.down, self.post_ffn_norm.as_ref(), spec.eps);
+        be.gated_ffn(h, &self.gate, &self.up, spec.act, &mut g);
+        let post = self.post_ffn_norm.as_ref();
+        Self::residual(be, x, &g, &self.down, post, next, spec.eps, h);
     }
 
-    /// x += (post_norm of) y · wᵀ.
+    /// x += (post_norm of) y · wᵀ, then h = next_norm(x) if given.
+    #[allow(clippy::too_many_arguments)]
     fn residual(
-        &self,
         be: &B,
         x: &mut B::Act,
         y: &B::Act,
         w: &B::Weight,
         post_norm: Option<&B::Vector>,
+        next_norm: Option<&B::Vector>,
         eps: f32,
+        h: &mut B::Act,
     ) {
-        match post_norm {
-            Some(n) => {
+        match (post_norm, next_norm) {
+            (None, Some(next)) => be.linear_add_norm(y, w, x, next, eps, h),
+            (None, None) => be.linear_add(y, w, x),
+            (Some(n), _) => {
                 let (mut o, mut t) = (be.act(0, 0), be.act(0, 0));
                 be.linear(y, w, None, &mut o);
                 be.rms_norm(&o, n, eps, &mut t);
                 be.add(x, &t);
+                if let Some(next) = next_norm {
+                    be.rms_norm(x, next, eps, h);
+                }
             }
-            None => be.linear_add(y, w, x),
         }
     }
 }
@@ -297,8 +311,24 @@ impl<B: Backend> Decoder<B> {
         }
         let mut x = be.act(0, 0);
         be.embed(&self.embd, &flat.tokens, embd_scale, &mut x);
+        // Each block's normed input, written by the block before.
+        let mut x_normed = be.act(0, 0);
+        if let Some(first) = self.blocks.first() {
+            be.rms_norm(&x, first.input_norm(), spec(0).eps, &mut x_normed);
+        }
         for (i, b) in self.blocks.iter().enumerate() {
-            b.forward(be, &mut x, i, &spec(i), &flat, &seqs, kv);
+            let next = self.blocks.get(i + 1).map(|n| n.input_norm());
+            b.forward(
+                be,
+                &mut x,
+                &mut x_normed,
+                next,
+                i,
+                &spec(i),
+                &flat,
+                &seqs,
+                kv,
+            );
         }
         let mut last = be.act(0, 0);
         be.gather_rows(&x, &flat.logit_rows, &mut last);

@@ -458,6 +458,11 @@ impl Gpu {
         }
     }
 
+    /// The loaded programs' modules, each named by its first kernel.
+    pub(super) fn modules(&self) -> Vec<(String, Arc<CudaModule>)> {
+        self.kernels.read().expect("kernels lock").modules.clone()
+    }
+
     pub fn sync(&self) {
         self.stream.synchronize().expect("CUDA stream synchronize");
     }
@@ -466,7 +471,8 @@ impl Gpu {
 /// Loaded kernel programs; `early` is the background compile of the
 /// start-up programs (until joined), `late` that of the rest.
 struct Kernels {
-    modules: Vec<Arc<CudaModule>>,
+    /// Each loaded program's module, with its first kernel's name.
+    modules: Vec<(String, Arc<CudaModule>)>,
     funcs: HashMap<String, Func>,
     early: Option<std::thread::JoinHandle<Early>>,
     late: Option<std::thread::JoinHandle<(Vec<Program>, Vec<Image>)>>,
@@ -487,7 +493,7 @@ fn load_programs(
     programs: &[Program],
     images: Vec<Image>,
     info: bool,
-    modules: &mut Vec<Arc<CudaModule>>,
+    modules: &mut Vec<(String, Arc<CudaModule>)>,
     funcs: &mut HashMap<String, Func>,
 ) -> GpuResult<bool> {
     let mut all_cached = true;
@@ -509,7 +515,7 @@ fn load_programs(
             }
             funcs.insert(name.clone(), Func(f.cu_function()));
         }
-        modules.push(module);
+        modules.push((names.first().cloned().unwrap_or_default(), module));
     }
     Ok(all_cached)
 }

@@ -12,6 +12,7 @@ mod products;
 mod programs;
 mod readout;
 mod step;
+mod timeline;
 mod weights;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,10 +42,42 @@ pub struct CudaAct {
     /// The same values quantized to int8 blocks (values, (scale, scale·Σq)),
     /// when the op that wrote them also quantized them for a decode product.
     q8: Option<(DevBuf, DevBuf)>,
+    /// Set when a residual product wrote this as the next norm's output
+    /// with the norm folded into its epilogue (`linear_add_norm`): `q8`
+    /// then holds x ⊙ g unnormalised and the products scale by 1/rms(x)
+    /// themselves; `buf` holds nothing until a float reader asks for it.
+    norm: Option<FoldedNorm>,
+}
+
+/// A norm folded into the product that wrote its input (kernels/matvec.cu,
+/// mvr_body and NormIn).
+struct FoldedNorm {
+    /// Σx² per 32-value group, `groups` per row.
+    parts: DevBuf,
+    groups: usize,
+    eps: f32,
+    /// The residual stream it normalises and the norm's weight: the float
+    /// values are computed from them if a float reader comes.
+    src: u64,
+    weight: u64,
+}
+
+impl FoldedNorm {
+    /// struct NormIn { const float* parts; int n; float eps; }
+    fn words(&self) -> [u64; 2] {
+        [
+            self.parts.ptr,
+            self.groups as u64 | (self.eps.to_bits() as u64) << 32,
+        ]
+    }
 }
 
 impl CudaAct {
     fn ptr(&self) -> u64 {
+        assert!(
+            self.norm.is_none(),
+            "a folded norm's output read as floats (CudaBackend::float_input computes them)"
+        );
         self.buf
             .as_ref()
             .map(|b| b.ptr)
@@ -97,7 +130,17 @@ pub struct CudaBackend {
     /// TANDEM_CUDA_FUSED_ROPE=0 keeps the rope_store launch after the Q/K/V
     /// products (A/B).
     fused_rope: bool,
+    /// TANDEM_CUDA_FOLD_NORMS=0 keeps the rms_norm launches that
+    /// `linear_add_norm` folds into the residual products (A/B).
+    fold_norms: bool,
+    /// FOLD_MIN_WIDTH, or TANDEM_CUDA_FOLD_MIN_WIDTH (tests: the 0.5B's 896).
+    fold_min_width: usize,
 }
+
+/// Widths from which `linear_add_norm` folds the norm into the product: its
+/// kernel takes a block of 32 rows per group of 32 outputs, so narrower
+/// rows would leave most SMs idle (the 0.5B's 896: 28 blocks).
+const FOLD_MIN_WIDTH: usize = 2048;
 
 impl Drop for CudaBackend {
     fn drop(&mut self) {
@@ -123,6 +166,11 @@ impl CudaBackend {
             fused_attention: std::env::var("TANDEM_CUDA_FUSED_ATTENTION")
                 .map_or(true, |v| v != "0"),
             fused_rope: std::env::var("TANDEM_CUDA_FUSED_ROPE").map_or(true, |v| v != "0"),
+            fold_norms: std::env::var("TANDEM_CUDA_FOLD_NORMS").map_or(true, |v| v != "0"),
+            fold_min_width: std::env::var("TANDEM_CUDA_FOLD_MIN_WIDTH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(FOLD_MIN_WIDTH),
         })
     }
 
@@ -141,6 +189,7 @@ impl CudaBackend {
         a.rows = rows;
         a.cols = cols;
         a.q8 = None;
+        a.norm = None;
         if !fits {
             a.buf = Some(self.gpu.alloc(bytes));
         }
@@ -337,6 +386,7 @@ impl Backend for CudaBackend {
             cols: 0,
             buf: None,
             q8: None,
+            norm: None,
         };
         if rows * cols > 0 {
             self.out(&mut a, rows, cols);
@@ -358,13 +408,14 @@ impl Backend for CudaBackend {
             cols,
             buf: Some(b),
             q8: None,
+            norm: None,
         }
     }
 
     fn to_host(&self, x: &CudaAct) -> Vec<f32> {
         self.gpu.bind();
         let mut out = vec![0f32; x.len()];
-        let ptr = x.buf.as_ref().map(|b| b.ptr);
+        let ptr = x.buf.as_ref().map(|_| self.float_input(x, true));
         let shape = OutShape::Full {
             rows: x.rows,
             cols: x.cols,
@@ -499,6 +550,67 @@ impl Backend for CudaBackend {
         );
         acc.q8 = None;
         self.project(x, &[(w, None)], &mut [acc], true);
+    }
+
+    fn linear_add_norm(
+        &self,
+        x: &CudaAct,
+        w: &CudaWeight,
+        acc: &mut CudaAct,
+        g: &CudaVector,
+        eps: f32,
+        out: &mut CudaAct,
+    ) {
+        let n = acc.cols;
+        let folds = self.fold_norms
+            && x.rows == 1
+            && w.ty.wants_q8_input()
+            && x.norm.is_none()
+            && (x.rows, x.cols, n) == (acc.rows, w.cols, w.rows)
+            && g.len == n
+            && n >= self.fold_min_width
+            && n.is_multiple_of(32);
+        if !folds {
+            self.linear_add(x, w, acc);
+            self.rms_norm(acc, g, eps, out);
+            return;
+        }
+        self.gpu.bind();
+        acc.q8 = None;
+        self.out(out, acc.rows, n);
+        let mut keep = Vec::new();
+        let (xq, xd) = self.q8_input(x, true, &mut keep);
+        let groups = n / 32;
+        let (oq, od) = (
+            self.gpu.alloc(acc.len()),
+            self.gpu.alloc(acc.len() / 32 * 8),
+        );
+        let parts = self.gpu.alloc(acc.rows * groups * 4);
+        self.gpu.launch(
+            &format!("mvr_{}_t{}", w.ty.stem(), x.rows),
+            (groups as u32, 1, 1),
+            1024,
+            &KArgs::new()
+                .ptr(w.buf.ptr)
+                .ptr(acc.ptr())
+                .i32(n)
+                .i32(x.cols)
+                .ptr(xq)
+                .ptr(xd)
+                .ptr(x.ptr())
+                .ptr(g.buf.ptr)
+                .ptr(oq.ptr)
+                .ptr(od.ptr)
+                .ptr(parts.ptr),
+        );
+        out.norm = Some(FoldedNorm {
+            parts,
+            groups,
+            eps,
+            src: acc.ptr(),
+            weight: g.buf.ptr,
+        });
+        out.q8 = Some((oq, od));
     }
 
     fn gated_ffn(

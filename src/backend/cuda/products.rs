@@ -87,21 +87,57 @@ impl CudaBackend {
         }
         let mut keep = Vec::new();
         let (xq, xd) = self.q8_input(x, gate.ty.wants_q8_input(), &mut keep);
+        let xf = self.float_input(x, !gate.ty.wants_q8_input());
+        let norm = Self::norm_words(x, gate.ty);
+        let kernel = if norm.is_some() { "mvgn" } else { "mvg" };
+        let mut args = KArgs::new()
+            .ptr(gate.buf.ptr)
+            .ptr(up.buf.ptr)
+            .ptr(out.ptr())
+            .i32(gate.rows)
+            .i32(gate.cols)
+            .ptr(xq)
+            .ptr(xd)
+            .ptr(xf)
+            .i32(act_code(act));
+        if let Some(n) = norm {
+            args = args.words(n);
+        }
         self.gpu.launch(
-            &format!("mvg_{}_t{}", gate.ty.stem(), x.rows),
+            &format!("{kernel}_{}_t{}", gate.ty.stem(), x.rows),
             (gate.rows.div_ceil(4) as u32, 1, 1),
             128,
-            &KArgs::new()
-                .ptr(gate.buf.ptr)
-                .ptr(up.buf.ptr)
-                .ptr(out.ptr())
-                .i32(gate.rows)
-                .i32(gate.cols)
-                .ptr(xq)
-                .ptr(xd)
-                .ptr(x.ptr())
-                .i32(act_code(act)),
+            &args,
         );
+    }
+
+    /// x's float values for a kernel that reads them (`needed`), computed
+    /// now if x is a folded norm's output; else its buffer (unread).
+    pub(super) fn float_input(&self, x: &CudaAct, needed: bool) -> u64 {
+        let buf = x.buf.as_ref().expect("activation has no device memory").ptr;
+        if let (Some(n), true) = (&x.norm, needed) {
+            self.gpu.launch(
+                "rms_norm",
+                (x.rows as u32, 1, 1),
+                x.cols.next_multiple_of(32).min(1024) as u32,
+                &KArgs::new()
+                    .ptr(n.src)
+                    .ptr(n.weight)
+                    .ptr(buf)
+                    .i32(x.cols)
+                    .f32(n.eps),
+            );
+        }
+        buf
+    }
+
+    /// The NormIn argument of a product of format `ty` reading x, when x is
+    /// a folded norm's output: the product is then the `mvn`/`mvgn` kernel.
+    pub(super) fn norm_words(x: &CudaAct, ty: DevType) -> Option<[u64; 2]> {
+        match &x.norm {
+            Some(n) if ty.wants_q8_input() => Some(n.words()),
+            _ => None,
+        }
     }
 
     /// The int8 form of x for the decode products: the one its producer
@@ -143,6 +179,7 @@ impl CudaBackend {
         let mut keep = Vec::new();
         let wants = ws.iter().any(|(w, _)| w.ty.wants_q8_input());
         let (xq, xd) = self.q8_input(x, wants, &mut keep);
+        let xf = self.float_input(x, ws.iter().any(|(w, _)| !w.ty.wants_q8_input()));
         let mut jobs: Vec<(usize, DevType)> =
             ws.iter().enumerate().map(|(i, (w, _))| (i, w.ty)).collect();
         // Up to three weights of two formats with a two-format kernel: one
@@ -198,16 +235,21 @@ impl CudaBackend {
                 .i32(x.cols)
                 .ptr(xq)
                 .ptr(xd)
-                .ptr(x.ptr())
+                .ptr(xf)
                 .i32(accum as usize)
                 .words(rope.map_or([0; 7], |r| r.words(roles)));
+            let norm = Self::norm_words(x, ty);
+            let kernel = if norm.is_some() { "mvn" } else { "mv" };
+            if let Some(n) = norm {
+                args = args.words(n);
+            }
             let name = match mixed {
                 Some((a, b)) => {
                     let n_a = group.iter().filter(|&&i| ws[i].0.ty == a).count();
                     args = args.i32(n_a);
-                    format!("mv_{}_{}_t{}", a.stem(), b.stem(), x.rows)
+                    format!("{kernel}_{}_{}_t{}", a.stem(), b.stem(), x.rows)
                 }
-                None => format!("mv_{}_t{}", ty.stem(), x.rows),
+                None => format!("{kernel}_{}_t{}", ty.stem(), x.rows),
             };
             self.gpu.launch(&name, (blocks as u32, 1, 1), 128, &args);
         }

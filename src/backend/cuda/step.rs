@@ -289,10 +289,18 @@ impl StepState {
             && !step.logit_rows.is_empty();
         if graphable {
             if let Some(g) = self.graphs.get(&key) {
+                let timeline = super::timeline::path();
+                if timeline.is_some() {
+                    super::timeline::reset(gpu);
+                }
                 g.exec.launch().expect("launching CUDA graph");
                 self.mode = Mode::Eager;
                 self.current = None;
-                return Some(self.replayed_result(gpu, step, &key, n_slots));
+                let result = self.replayed_result(gpu, step, &key, n_slots);
+                if let Some(path) = timeline {
+                    super::timeline::dump(gpu, &path);
+                }
+                return Some(result);
             }
         }
         self.mode = if !graphable {

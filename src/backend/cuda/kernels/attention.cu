@@ -180,6 +180,7 @@ extern "C" __global__ void __launch_bounds__(128) attn_split(
     const u32* __restrict__ slots, int n_heads, int n_kv_heads,
     int hd, int kv_dim, float scale, int window, int n_splits, u32* __restrict__ counters,
     float* __restrict__ out, i8* __restrict__ xq, float2* __restrict__ xd) {
+    TL_SCOPE();
     PDL_TRIGGER_EARLY();
     __shared__ SplitSmem sm;
     __shared__ bool last;

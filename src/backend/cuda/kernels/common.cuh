@@ -105,8 +105,56 @@ __device__ __forceinline__ void rope_angle(float pos, int i, float step, float f
 // still runs, crowd onto the SMs that happen to be free and leave the
 // others idle (7B decode −4%).
 // Launched without the PDL attribute, or on an older GPU, both are no-ops.
+// TANDEM_CUDA_TIMELINE (timeline.rs) compiles with -DTIMELINE=1: every warp
+// of the kernels that open with TL_SCOPE() records its grid launch, block,
+// SM and the global timer at entry, after PDL_WAIT and at exit, into its
+// program's `tl_rec` (a diagnostic: nsys is not at hand on the lent GPUs).
+#ifndef TIMELINE
+#define TIMELINE 0
+#endif
+#if TIMELINE
+#define TL_CAP (1 << 20)
+#define TL_SMS 256
+__device__ u64 tl_rec[TL_CAP * 4];
+__device__ u32 tl_n[TL_SMS];
+__device__ __forceinline__ u64 tl_now() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ u64& tl_waited() {
+    __shared__ u64 s[32];
+    return s[threadIdx.x / WARP];
+}
+struct TlScope {
+    u64 t0;
+    __device__ TlScope() : t0(tl_now()) { tl_waited() = 0; }
+    __device__ ~TlScope() {
+        if (threadIdx.x % WARP) return;
+        u64 t2 = tl_now(), gid;
+        u32 sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        // a count per SM: one shared counter serialised ~19k atomics per
+        // gated product
+        u32 i = atomicAdd(&tl_n[sm % TL_SMS], 1u);
+        if (i >= TL_CAP / TL_SMS) return;
+        i += sm % TL_SMS * (TL_CAP / TL_SMS);
+        asm volatile("mov.u64 %0, %%gridid;" : "=l"(gid));
+        tl_rec[4 * i] = gid;
+        tl_rec[4 * i + 1] = (u64)blockIdx.x | (u64)(threadIdx.x / WARP) << 24 | (u64)sm << 32 | (u64)gridDim.x << 40;
+        tl_rec[4 * i + 2] = t0;
+        tl_rec[4 * i + 3] = (t2 - t0) | (tl_waited() ? tl_waited() - t0 : 0xffffffffull) << 32;
+    }
+};
+#define TL_SCOPE() TlScope tl_scope_
+#define TL_WAITED() (tl_waited() = tl_now())
+#else
+#define TL_SCOPE() do {} while (0)
+#define TL_WAITED() ((void)0)
+#endif
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define PDL_WAIT() do { asm volatile("griddepcontrol.wait;" ::: "memory"); TL_WAITED(); } while (0)
 #define PDL_TRIGGER() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
 #else
 #define PDL_WAIT() do {} while (0)

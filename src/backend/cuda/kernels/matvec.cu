@@ -669,12 +669,61 @@ __device__ __forceinline__ float act_fn(float x, int act) {
     return act == 0 ? x / (1.0f + __expf(-x)) : 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x)));
 }
 
+// An input whose norm was folded into the product that wrote it (mvr):
+// its int8 blocks hold x ⊙ g, unnormalised, and `parts` (n per input row)
+// the sums of x² over its 32-value groups. The norm's scale r = 1/rms(x)
+// is common to the whole row, so it multiplies each dot product at the end
+// (the int8 blocks of (x ⊙ g)·r and of x ⊙ g differ only in their scales).
+// parts == nullptr: an ordinary input.
+struct NormIn {
+    const float* parts;
+    int n;
+    float eps;
+};
+// One input row's sums (up to 128 groups) are loaded right after the wait,
+// beside the first weight loads, rather than after the loop: a trip to L2
+// at every row's end made the gated product 3 µs slower on 7B (kernel
+// notes #84). Returns whether it waited.
+#ifndef NORM_EARLY
+#define NORM_EARLY 1
+#endif
+struct NormEarly {
+    float v[4];
+};
+template <int T>
+__device__ __forceinline__ bool norm_early(const NormIn& nin, NormEarly& e) {
+    if (T != 1 || !nin.parts || nin.n > 4 * WARP) return false;
+    PDL_WAIT();
+    int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int k = 0; k < 4; k++) e.v[k] = lane + k * WARP < nin.n ? nin.parts[lane + k * WARP] : 0.0f;
+    return true;
+}
+template <int T>
+__device__ __forceinline__ void scale_by_norm(const NormIn& nin, int cols, bool early, const NormEarly& e,
+                                              float* a, float* b = nullptr) {
+    if (!nin.parts) return;
+    int lane = threadIdx.x % WARP;
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        float ss = 0.0f;
+        if (early)
+#pragma unroll
+            for (int k = 0; k < 4; k++) ss += e.v[k];
+        else
+            for (int i = lane; i < nin.n; i += WARP) ss += nin.parts[(size_t)t * nin.n + i];
+        float r = rsqrtf(warp_sum(ss) / cols + nin.eps);
+        a[t] *= r;
+        if (b) b[t] *= r;
+    }
+}
+
 // The plain products: matrices [0, n_a) of the launch in format FA, the
 // rest in FB. Two formats in one launch serve a Q/K/V whose V has more bits
 // (Q4_K_M's Q6_K or Q8_0 in some layers): one launch instead of two.
-template <class FA, class FB, int T>
+template <class FA, class FB, int T, bool NORMED = false>
 __device__ __forceinline__ void mv_body(Mats m, int n_mats, int n_a, int cols, const i8* xq,
-        const float2* xd, const float* xf, int accum, RopeArgs rp) {
+        const float2* xd, const float* xf, int accum, RopeArgs rp, NormIn nin = NormIn{nullptr, 0, 0.0f}) {
     int k, row;
     if (!pick_row<T>(m, n_mats, k, row)) return;
     int role = (rp.roles >> (2 * k)) & 3;
@@ -686,17 +735,21 @@ __device__ __forceinline__ void mv_body(Mats m, int n_mats, int n_a, int cols, c
     const float* bias = k == 0 ? m.bias[0] : k == 1 ? m.bias[1] : m.bias[2];
     float* out = k == 0 ? m.out[0] : k == 1 ? m.out[1] : m.out[2];
     int rows = k == 0 ? m.rows[0] : k == 1 ? m.rows[1] : m.rows[2];
+    NormEarly ne;
+    bool waited = false;
+    if constexpr (NORMED) waited = NORM_EARLY && norm_early<T>(nin, ne);
     if constexpr (same_fmt<FA, FB>::value) {
         prefetch_row<FA, step_blocks<T, FA::U>()>(w, row, rows, cols);
-        dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc, true);
+        dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc, !waited);
     } else if (k < n_a) {
         prefetch_row<FA, step_blocks<T, FA::U>()>(w, row, rows, cols);
-        dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc, true);
+        dot_rows<FA, T, FA::U>(w, row, rows, cols, xq, xd, xf, acc, !waited);
     } else {
         prefetch_row<FB, step_blocks<T, FB::U>()>(w, row, rows, cols);
-        dot_rows<FB, T, FB::U>(w, row, rows, cols, xq, xd, xf, acc, true);
+        dot_rows<FB, T, FB::U>(w, row, rows, cols, xq, xd, xf, acc, !waited);
     }
     PDL_TRIGGER();
+    if constexpr (NORMED) scale_by_norm<T>(nin, cols, waited, ne, acc);
     if (role) rope_rows<T>(acc, bias, out, row, rows, rp, role);
     else store_rows<T>(acc, bias, out, row, rows, accum);
 }
@@ -707,7 +760,13 @@ __device__ __forceinline__ void mv_body(Mats m, int n_mats, int n_a, int cols, c
 // mv_<a>_<b>_t<T>: matrices [0, n_a) in format a, the rest in b.
 #define MV2_KERNEL(TA, TB, T) \
 extern "C" __global__ void __launch_bounds__(128) mv_##TA##_##TB##_t##T(MV_ARGS, int n_a) { \
+    TL_SCOPE(); \
     mv_body<Fmt_##TA, Fmt_##TB, T>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp); \
+}
+#define MV2N_KERNEL(TA, TB) \
+extern "C" __global__ void __launch_bounds__(128) mvn_##TA##_##TB##_t1(MV_ARGS, NormIn nin, int n_a) { \
+    TL_SCOPE(); \
+    mv_body<Fmt_##TA, Fmt_##TB, 1, true>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp, nin); \
 }
 
 // Blocks per SM the one-row gated products are compiled to fit: Q4_K's
@@ -718,38 +777,101 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TA##_##TB##_t##T(MV_ARGS,
 #endif
 // The gated products' two dot products of one row (gate and up) for T
 // inputs, summed over the warp: every lane holds g and u.
-template <class F, int T>
+template <class F, int T, bool NORMED>
 __device__ __forceinline__ void mvg_dots(const u8* __restrict__ wg, const u8* __restrict__ wu, int row, int rows,
         int cols, const i8* xq, const float2* xd, const float* xf,
-        float* g, float* u) {
+        float* g, float* u, const NormIn& nin) {
     constexpr int U = F::PAIR && T == 1 ? 1 : step_blocks<T, F::UG>();
     prefetch_row<F, U>(wg, row, rows, cols);
     prefetch_row<F, U>(wu, row, rows, cols);
     for (int t = 0; t < T; t++) { g[t] = 0.0f; u[t] = 0.0f; }
+    NormEarly ne;
+    bool waited = false;
+    if constexpr (NORMED) waited = NORM_EARLY && norm_early<T>(nin, ne);
     if (F::PAIR && T == 1) {
-        dot_rows_pair<F, T>(wg, wu, row, rows, cols, xq, xd, xf, g, u, true);
+        dot_rows_pair<F, T>(wg, wu, row, rows, cols, xq, xd, xf, g, u, !waited);
     } else {
-        dot_rows<F, T, F::UG>(wg, row, rows, cols, xq, xd, xf, g, true);
+        dot_rows<F, T, F::UG>(wg, row, rows, cols, xq, xd, xf, g, !waited);
         dot_rows<F, T, F::UG>(wu, row, rows, cols, xq, xd, xf, u);
     }
     PDL_TRIGGER();
+    if constexpr (NORMED) scale_by_norm<T>(nin, cols, waited, ne, g, u);
     for (int t = 0; t < T; t++) { g[t] = warp_sum(g[t]); u[t] = warp_sum(u[t]); }
 }
 
 #define MVG_ARGS const u8* __restrict__ wg, const u8* __restrict__ wu, float* __restrict__ out, int rows, \
     int cols, const i8* xq, const float2* xd, const float* xf, int act
 
-#define MV_KERNELS(TY, T) \
-extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(MV_ARGS) { \
-    mv_body<Fmt_##TY, Fmt_##TY, T>(m, n_mats, n_mats, cols, xq, xd, xf, accum, rp); \
-} \
-extern "C" __global__ void __launch_bounds__(128, T == 1 ? MVG_MIN_BLOCKS : 0) mvg_##TY##_t##T(MVG_ARGS) { \
+#define MVG_BODY(TY, T, NORMED, NIN) \
     int row = blockIdx.x * 4 + threadIdx.x / WARP; \
     if (row >= rows) return; \
     float g[T], u[T]; \
-    mvg_dots<Fmt_##TY, T>(wg, wu, row, rows, cols, xq, xd, xf, g, u); \
+    mvg_dots<Fmt_##TY, T, NORMED>(wg, wu, row, rows, cols, xq, xd, xf, g, u, NIN); \
     if (threadIdx.x % WARP == 0) \
-        for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t]; \
+        for (int t = 0; t < T; t++) out[(size_t)t * rows + row] = act_fn(g[t], act) * u[t];
+
+#define MV_KERNELS(TY, T) \
+extern "C" __global__ void __launch_bounds__(128) mv_##TY##_t##T(MV_ARGS) { \
+    TL_SCOPE(); \
+    mv_body<Fmt_##TY, Fmt_##TY, T>(m, n_mats, n_mats, cols, xq, xd, xf, accum, rp); \
+} \
+extern "C" __global__ void __launch_bounds__(128, T == 1 ? MVG_MIN_BLOCKS : 0) mvg_##TY##_t##T(MVG_ARGS) { \
+    TL_SCOPE(); \
+    MVG_BODY(TY, T, false, (NormIn{nullptr, 0, 0.0f})) \
+}
+
+// The products reading a folded norm's output (NormIn; one input row).
+#define MVN_KERNELS(TY) \
+extern "C" __global__ void __launch_bounds__(128) mvn_##TY##_t1(MV_ARGS, NormIn nin) { \
+    TL_SCOPE(); \
+    mv_body<Fmt_##TY, Fmt_##TY, 1, true>(m, n_mats, n_mats, cols, xq, xd, xf, accum, rp, nin); \
+} \
+extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1(MVG_ARGS, NormIn nin) { \
+    TL_SCOPE(); \
+    MVG_BODY(TY, 1, true, nin) \
+}
+
+// A residual product with the next norm folded into its epilogue (decode,
+// hidden sizes of a few thousand): x += W·y, then for each group of 32
+// values of the new x the int8 blocks of x ⊙ g (oq, od) and Σx² (parts,
+// rows / 32 per input row), which the next products read as a NormIn. A
+// block of 32 warps owns one group, a row per warp, so the group is
+// quantized from shared memory: no rms_norm launch, and no fence or
+// counter between blocks (kernel notes #84).
+template <class F, int T>
+__device__ __forceinline__ void mvr_body(const u8* __restrict__ w, float* x, int rows, int cols, const i8* xq,
+        const float2* xd, const float* xf, const float* __restrict__ g, i8* oq, float2* od, float* parts) {
+    __shared__ float vals[T][32];
+    int wi = threadIdx.x / WARP, lane = threadIdx.x % WARP, row = blockIdx.x * 32 + wi;
+    float acc[T];
+    for (int t = 0; t < T; t++) acc[t] = 0.0f;
+    prefetch_row<F, step_blocks<T, F::U>()>(w, row, rows, cols);
+    dot_rows<F, T, F::U>(w, row, rows, cols, xq, xd, xf, acc, true);
+    PDL_TRIGGER();
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+    if (lane == 0)
+        for (int t = 0; t < T; t++) {
+            float* o = x + (size_t)t * rows + row;
+            float v = *o + acc[t];
+            *o = v;
+            vals[t][wi] = v;
+        }
+    __syncthreads();
+    if (wi < T) {
+        float v = vals[wi][lane];
+        size_t gi = (size_t)wi * rows + blockIdx.x * 32 + lane;
+        warp_quantize(v * g[blockIdx.x * 32 + lane], gi, oq, od);
+        float ss = warp_sum(v * v);
+        if (lane == 0) parts[(size_t)wi * (rows / 32) + blockIdx.x] = ss;
+    }
+}
+#define MVR_KERNEL(TY, T) \
+extern "C" __global__ void __launch_bounds__(1024) mvr_##TY##_t##T(const u8* __restrict__ w, float* x, int rows, \
+        int cols, const i8* xq, const float2* xd, const float* xf, const float* __restrict__ g, i8* oq, float2* od, \
+        float* parts) { \
+    TL_SCOPE(); \
+    mvr_body<Fmt_##TY, T>(w, x, rows, cols, xq, xd, xf, g, oq, od, parts); \
 }
 
 // Instantiations (MV_KERNELS(type, T), MV2_KERNEL(a, b, T), DEQ_KERNELS(type))

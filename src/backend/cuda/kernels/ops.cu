@@ -4,6 +4,7 @@
 // x [n_blocks·32] → int8 blocks with (scale, scale·Σq); one warp per block.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restrict__ xq,
                                        float2* __restrict__ xd, int n_blocks) {
+    TL_SCOPE();
     PDL_TRIGGER_EARLY();
     PDL_WAIT();
     int blk = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
@@ -42,6 +43,7 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
 extern "C" __global__ void __launch_bounds__(256) rms_norm_q8(const float* __restrict__ x,
         const float* __restrict__ w, float* __restrict__ out, int n, float eps, i8* __restrict__ xq,
         float2* __restrict__ xd) {
+    TL_SCOPE();
     PDL_TRIGGER_EARLY();
     __shared__ float scratch[32];
     int row = blockIdx.y, i = blockIdx.x * 256 + threadIdx.x;

@@ -85,6 +85,7 @@ extern "C" __global__ void top_k_stage(const float* __restrict__ in_vals,
                                        const u64* __restrict__ draw_parts_in,
                                        const float* __restrict__ row_logits, int logit_stride,
                                        float* __restrict__ drawn_out) {
+    TL_SCOPE();
     PDL_WAIT();
     __shared__ u64 s[TOPK_CHUNK];
     __shared__ float scratch[32];
