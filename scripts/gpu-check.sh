@@ -12,6 +12,7 @@
 # 3. SmolLM2-135M (Q4_1) when given: logits within tolerance and free-running
 #    greedy tokens identical to the CPU's.
 # 4. Serving: concurrent greedy requests against one at a time.
+#    With the norms folded into the residual products (forced on the 0.5B).
 # 5. Decode steps launched ahead of the host: `generate` (greedy, past a
 #    16-position KV block and a graph's context bucket; with n-gram
 #    speculation; seeded top-k sampling, which mostly refuses the step
@@ -41,6 +42,11 @@ for ty in q4_k_m q8_0 q4_0 q4_1 f16; do
   # attention runs several splits.
   "$TANDEM" check-device -m "$m" --device cuda -n 24 --tol "$(tol "$ty")" -p "$LONG" || status=1
 done
+# The norms folded into the residual products (linear_add_norm) apply from
+# width 2048; forced here onto the 0.5B shape so that the check covers them.
+echo "== qwen2.5-0.5b shape, q4_k_m, norms folded"
+TANDEM_CUDA_FOLD_MIN_WIDTH=512 "$TANDEM" check-device -m "$WORK/qwen05-q4_k_m.gguf" --device cuda -n 24 \
+  --tol "$(tol q4_k_m)" -p "$LONG" || status=1
 # Head dim 128 with six query heads per KV head (the 7B family's attention
 # geometry is the same kind): F16 weights, so the tolerance is tight.
 m="$WORK/qwen15-f16.gguf"
