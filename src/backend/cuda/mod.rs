@@ -195,6 +195,17 @@ impl CudaBackend {
         }
     }
 
+    /// out = rms_norm(x) · w over `rows` rows of n, one block per row (the
+    /// `rms_norm` kernel: prompt rows, per-head norms, a folded norm's floats).
+    fn rms_norm_rows(&self, x: u64, w: u64, out: u64, rows: usize, n: usize, eps: f32) {
+        self.gpu.launch(
+            "rms_norm",
+            (rows as u32, 1, 1),
+            n.next_multiple_of(32).min(1024) as u32,
+            &KArgs::new().ptr(x).ptr(w).ptr(out).i32(n).f32(eps),
+        );
+    }
+
     /// Shape each product's output for x · wᵀ.
     fn shape_products(
         &self,
@@ -508,17 +519,7 @@ impl Backend for CudaBackend {
             out.q8 = Some((xq, xd));
             return;
         }
-        self.gpu.launch(
-            "rms_norm",
-            (rows as u32, 1, 1),
-            n.next_multiple_of(32).min(1024) as u32,
-            &KArgs::new()
-                .ptr(x.ptr())
-                .ptr(w.buf.ptr)
-                .ptr(out.ptr())
-                .i32(n)
-                .f32(eps),
-        );
+        self.rms_norm_rows(x.ptr(), w.buf.ptr, out.ptr(), rows, n, eps);
     }
 
     fn linear(&self, x: &CudaAct, w: &CudaWeight, bias: Option<&CudaVector>, out: &mut CudaAct) {

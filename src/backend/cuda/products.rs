@@ -116,17 +116,7 @@ impl CudaBackend {
     pub(super) fn float_input(&self, x: &CudaAct, needed: bool) -> u64 {
         let buf = x.buf.as_ref().expect("activation has no device memory").ptr;
         if let (Some(n), true) = (&x.norm, needed) {
-            self.gpu.launch(
-                "rms_norm",
-                (x.rows as u32, 1, 1),
-                x.cols.next_multiple_of(32).min(1024) as u32,
-                &KArgs::new()
-                    .ptr(n.src)
-                    .ptr(n.weight)
-                    .ptr(buf)
-                    .i32(x.cols)
-                    .f32(n.eps),
-            );
+            self.rms_norm_rows(n.src, n.weight, buf, x.rows, x.cols, n.eps);
         }
         buf
     }

@@ -298,7 +298,7 @@ impl StepState {
                 self.current = None;
                 let result = self.replayed_result(gpu, step, &key, n_slots);
                 if let Some(path) = timeline {
-                    super::timeline::dump(gpu, &path);
+                    super::timeline::dump(gpu, path);
                 }
                 return Some(result);
             }

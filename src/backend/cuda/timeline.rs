@@ -22,11 +22,16 @@ use super::gpu::Gpu;
 /// share of the records.
 const SMS: usize = 256;
 
-/// The file named by TANDEM_CUDA_TIMELINE, if set.
-pub(super) fn path() -> Option<String> {
-    std::env::var("TANDEM_CUDA_TIMELINE")
-        .ok()
-        .filter(|p| !p.is_empty())
+/// The file named by TANDEM_CUDA_TIMELINE, if set (read once: every
+/// replayed decode step asks).
+pub(super) fn path() -> Option<&'static str> {
+    static PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("TANDEM_CUDA_TIMELINE")
+            .ok()
+            .filter(|p| !p.is_empty())
+    })
+    .as_deref()
 }
 
 /// Addresses of a module's record count and records, if it was compiled

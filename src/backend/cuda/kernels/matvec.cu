@@ -683,7 +683,7 @@ struct NormIn {
 // One input row's sums (up to 128 groups) are loaded right after the wait,
 // beside the first weight loads, rather than after the loop: a trip to L2
 // at every row's end made the gated product 3 µs slower on 7B (kernel
-// notes #84). Returns whether it waited.
+// notes #86). Returns whether it waited.
 #ifndef NORM_EARLY
 #define NORM_EARLY 1
 #endif
@@ -837,7 +837,7 @@ extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1
 // rows / 32 per input row), which the next products read as a NormIn. A
 // block of 32 warps owns one group, a row per warp, so the group is
 // quantized from shared memory: no rms_norm launch, and no fence or
-// counter between blocks (kernel notes #84).
+// counter between blocks (kernel notes #86).
 template <class F, int T>
 __device__ __forceinline__ void mvr_body(const u8* __restrict__ w, float* x, int rows, int cols, const i8* xq,
         const float2* xd, const float* xf, const float* __restrict__ g, i8* oq, float2* od, float* parts) {
