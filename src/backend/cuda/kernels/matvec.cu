@@ -100,6 +100,17 @@ __device__ __forceinline__ u16 ld_stream_u16(const void* p) {
     return v;
 }
 
+// An asynchronous 16-byte copy from global to shared memory through L2
+// only (cp.async.cg, LDGSTS): the value travels while the product's loop
+// runs and holds no register meanwhile, and it is coherent with what the
+// kernels before wrote once past the wait. cp_async_wait: this thread's
+// copies have landed.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"((u32)__cvta_generic_to_shared(smem)), "l"(gmem)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
 // `x` made to depend on `y` without changing it: x | (y & 0). The zero is
 // the top bit of the device's nanosecond clock (set from the year 2262),
 // which no compiler can fold: zeros from a row count or an aligned pointer's
@@ -171,8 +182,13 @@ __device__ __forceinline__ void dot_step(const typename K::Raw* r, int nb, int b
     for (int u = 0; u < U; u++)
         if (b0 + u * PER < nb) K::template dot<T>(r[u], b0 + u * PER, lane, cols, xq, xd, xf, acc);
 }
-template <class K, int T, int UK>
-__device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false) {
+// `after_wait()` runs right after the wait (with `first`): what the caller
+// reads of the kernels before, issued as early as it can be.
+struct NoHook {
+    __device__ void operator()() const {}
+};
+template <class K, int T, int UK, class Hook = NoHook>
+__device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false, Hook after_wait = {}) {
     constexpr int PER = WARP / K::LANES, U = step_blocks<T, UK>();
     int lane = threadIdx.x % WARP, nb = cols / K::COLS;
     if (first && one_step<K, U>(cols)) {
@@ -182,10 +198,14 @@ __device__ __forceinline__ void dot_rows(DOT_ARGS, bool first = false) {
         typename K::Raw r[U];
         load_step<K, U>(r, w, row, rows, nb, b0, lane);
         PDL_WAIT();
+        after_wait();
         dot_step<K, T, U>(r, nb, b0, lane, cols, xq, xd, xf, acc);
         return;
     }
-    if (first) PDL_WAIT();
+    if (first) {
+        PDL_WAIT();
+        after_wait();
+    }
     for (int b0 = lane / K::LANES; b0 < nb; b0 += PER * U) {
         typename K::Raw r[U];
         load_step<K, U>(r, w, row, rows, nb, b0, lane);
@@ -269,7 +289,7 @@ struct Q4K {
         r.q0.x = tie(r.q0.x, r.q1.x | r.h.x);
         return r;
     }
-    template <int T>
+    template <int T, bool TIE = false>
     __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* xq,
             const float2* xd, const float* xf, float* acc) {
         int j = lane % 4, g = j / 2, h = j % 2, nx = cols / 32;
@@ -293,6 +313,19 @@ struct Q4K {
             const i8* xr = xq + (size_t)t * cols + b * 256 + 64 * g + 16 * h;
             int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 32), x4 = *(const int4*)(xr + 128),
                  x5 = *(const int4*)(xr + 160);
+            const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * g;
+            float2 a0, a1, a4, a5;
+            if constexpr (TIE) {
+                a0 = xs[0], a1 = xs[1], a4 = xs[4], a5 = xs[5];
+                // The first input word of each of the four dp4a chains
+                // depends on every load of the step, weights and input.
+                u32 z = opaque_zero() & (r.fold() | x0.x | x1.x | x4.x | x5.x | __float_as_uint(a0.x)
+                                         | __float_as_uint(a1.x) | __float_as_uint(a4.x) | __float_as_uint(a5.x));
+                x0.x |= z;
+                x1.x |= z;
+                x4.x |= z;
+                x5.x |= z;
+            }
             const int* p0 = (const int*)&x0;
             const int* p1 = (const int*)&x1;
             const int* p4 = (const int*)&x4;
@@ -305,8 +338,7 @@ struct Q4K {
                 S4 = dp4a(qb[i] & 0x0F0F0F0F, p4[i], S4);
                 S5 = dp4a_us(qb[i] & 0xF0F0F0F0, p5[i], S5);
             }
-            const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * g;
-            float2 a0 = xs[0], a1 = xs[1], a4 = xs[4], a5 = xs[5];
+            if constexpr (!TIE) a0 = xs[0], a1 = xs[1], a4 = xs[4], a5 = xs[5];
             // Two lanes share each sub-block, and a min term covers the
             // whole sub-block's input: lane h = 0 adds those of sub-blocks
             // 2g, 2g+1, lane h = 1 those of 2g+4, 2g+5.
@@ -316,6 +348,26 @@ struct Q4K {
         }
     }
 };
+
+// Q4_K with every dp4a chain's first input word tied to all of the step's
+// loads, weights and input, so that all are issued before the first dp4a.
+// Left alone, ptxas put some of the input's loads after it (a second trip
+// per step) or not, depending on the code around the loop: the residual
+// products' loop changed so when their epilogue's operands were loaded
+// early (kernel notes #87). Only there: it takes registers (the Q/K/V
+// product's 48 → 64 would cost it its single wave).
+#ifndef TIE_INPUT
+#define TIE_INPUT 1
+#endif
+struct Q4KTied : Q4K {
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* xq,
+            const float2* xd, const float* xf, float* acc) {
+        Q4K::dot<T, TIE_INPUT>(r, b, lane, cols, xq, xd, xf, acc);
+    }
+};
+template <class F> struct Tied { using type = F; };
+template <> struct Tied<Q4K> { using type = Q4KTied; };
 
 // Q6_K: four lanes per block, lane (n, l16) owning ql[64n+l16..+16],
 // ql[64n+32+l16..+16] and qh[32n+l16..+16]: 64 weights at y = 128n + 32k +
@@ -831,6 +883,9 @@ extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1
     MVG_BODY(TY, 1, true, nin) \
 }
 
+#ifndef MVR_EARLY
+#define MVR_EARLY 1
+#endif
 // A residual product with the next norm folded into its epilogue (decode,
 // hidden sizes of a few thousand): x += W·y, then for each group of 32
 // values of the new x the int8 blocks of x ⊙ g (oq, od) and Σx² (parts,
@@ -838,18 +893,44 @@ extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1
 // block of 32 warps owns one group, a row per warp, so the group is
 // quantized from shared memory: no rms_norm launch, and no fence or
 // counter between blocks (kernel notes #86).
-template <class F, int T>
+template <class FF, int T>
 __device__ __forceinline__ void mvr_body(const u8* __restrict__ w, float* x, int rows, int cols, const i8* xq,
         const float2* xd, const float* xf, const float* __restrict__ g, i8* oq, float2* od, float* parts) {
+    using F = typename Tied<FF>::type;
+    constexpr int U = step_blocks<T, F::U>();
+    constexpr bool EARLY = MVR_EARLY && T == 1;
     __shared__ float vals[T][32];
+    // The group's norm gains (weights) copied before the wait and its old
+    // residual values right after it, by warp 0, rather than two trips to
+    // memory in series after the loop (kernel notes #87).
+    __shared__ __align__(16) float gain[32], old[32];
     int wi = threadIdx.x / WARP, lane = threadIdx.x % WARP, row = blockIdx.x * 32 + wi;
+    size_t group = (size_t)blockIdx.x * 32;
+    bool copier = EARLY && wi == 0 && lane < 8;
+    if (copier) cp_async16(&gain[4 * lane], g + group + 4 * lane);
     float acc[T];
     for (int t = 0; t < T; t++) acc[t] = 0.0f;
-    prefetch_row<F, step_blocks<T, F::U>()>(w, row, rows, cols);
-    dot_rows<F, T, F::U>(w, row, rows, cols, xq, xd, xf, acc, true);
+    prefetch_row<F, U>(w, row, rows, cols);
+    dot_rows<F, T, F::U>(w, row, rows, cols, xq, xd, xf, acc, true, [&] {
+        if (copier) cp_async16(&old[4 * lane], x + group + 4 * lane);
+    });
     PDL_TRIGGER();
 #pragma unroll
     for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
+    if constexpr (EARLY) {
+        if (lane == 0) vals[0][wi] = acc[0];
+        __syncthreads();
+        if (wi == 0) {
+            cp_async_wait();
+            __syncwarp();
+            float v = old[lane] + vals[0][lane];
+            x[group + lane] = v;
+            warp_quantize(v * gain[lane], group + lane, oq, od);
+            float ss = warp_sum(v * v);
+            if (lane == 0) parts[blockIdx.x] = ss;
+        }
+        return;
+    }
     if (lane == 0)
         for (int t = 0; t < T; t++) {
             float* o = x + (size_t)t * rows + row;
