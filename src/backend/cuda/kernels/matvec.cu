@@ -366,8 +366,6 @@ struct Q4KTied : Q4K {
         Q4K::dot<T, TIE_INPUT>(r, b, lane, cols, xq, xd, xf, acc);
     }
 };
-template <class F> struct Tied { using type = F; };
-template <> struct Tied<Q4K> { using type = Q4KTied; };
 
 // Q6_K: four lanes per block, lane (n, l16) owning ql[64n+l16..+16],
 // ql[64n+32+l16..+16] and qh[32n+l16..+16]: 64 weights at y = 128n + 32k +
@@ -394,7 +392,7 @@ struct Q6K {
         r.a.x = tie(r.a.x, r.b.x | r.s.x | r.d);
         return r;
     }
-    template <int T>
+    template <int T, bool TIE = false>
     __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* xq,
             const float2* xd, const float* xf, float* acc) {
         int q4 = lane % 4, n = q4 / 2, h = q4 % 2, l16 = h * 16, nx = cols / 32;
@@ -419,19 +417,47 @@ struct Q6K {
             const i8* xr = xq + (size_t)t * cols + b * 256 + 128 * n + l16;
             const float2* xs = xd + (size_t)t * nx + b * 8 + 4 * n;
             float sum = 0.0f;
+            int4 xt[4];
+            float st[4];
+            if constexpr (TIE) {  // as Q4KTied: all of the step's loads before the first dp4a
+                u32 all = r.fold();
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    xt[k] = *(const int4*)(xr + 32 * k);
+                    st[k] = xs[k].x;
+                    all |= xt[k].x | __float_as_uint(st[k]);
+                }
+                u32 z = opaque_zero() & all;
+#pragma unroll
+                for (int k = 0; k < 4; k++) xt[k].x |= z;
+            }
 #pragma unroll
             for (int k = 0; k < 4; k++) {
-                int4 x = *(const int4*)(xr + 32 * k);
+                int4 x = TIE ? xt[k] : *(const int4*)(xr + 32 * k);
                 const int* xi = (const int*)&x;
                 int s = 0;
 #pragma unroll
                 for (int i = 0; i < 4; i++) s = dp4a(v[k][i], xi[i], s);
-                sum += sk[k] * xs[k].x * (float)s;
+                sum += sk[k] * (TIE ? st[k] : xs[k].x) * (float)s;
             }
             acc[t] += sum;
         }
     }
 };
+
+#ifndef TIE_INPUT_Q6K
+#define TIE_INPUT_Q6K 1
+#endif
+struct Q6KTied : Q6K {
+    template <int T>
+    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* xq,
+            const float2* xd, const float* xf, float* acc) {
+        Q6K::dot<T, TIE_INPUT_Q6K>(r, b, lane, cols, xq, xd, xf, acc);
+    }
+};
+template <class F> struct Tied { using type = F; };
+template <> struct Tied<Q4K> { using type = Q4KTied; };
+template <> struct Tied<Q6K> { using type = Q6KTied; };
 
 // Σ w·x over one 32-weight block of the int8 input at xr: lo holds weights
 // 0..15 and hi 16..31, four per int. The inner product of the 32-element
@@ -886,6 +912,9 @@ extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1
 #ifndef MVR_EARLY
 #define MVR_EARLY 1
 #endif
+#ifndef MVR_SPLIT
+#define MVR_SPLIT 1
+#endif
 // A residual product with the next norm folded into its epilogue (decode,
 // hidden sizes of a few thousand): x += W·y, then for each group of 32
 // values of the new x the int8 blocks of x ⊙ g (oq, od) and Σx² (parts,
@@ -919,7 +948,22 @@ __device__ __forceinline__ void mvr_body(const u8* __restrict__ w, float* x, int
     for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
     if constexpr (EARLY) {
         if (lane == 0) vals[0][wi] = acc[0];
+        if (MVR_SPLIT && copier) cp_async_wait();  // landed long ago; visible to all after the barrier
         __syncthreads();
+        if (MVR_SPLIT) {
+            // Warp 0 quantizes while warp 1 stores the new residual and its
+            // sum of squares: two shorter chains of shuffles at the kernel's end.
+            if (wi > 1) return;
+            float v = old[lane] + vals[0][lane];
+            if (wi == 0) {
+                warp_quantize(v * gain[lane], group + lane, oq, od);
+            } else {
+                x[group + lane] = v;
+                float ss = warp_sum(v * v);
+                if (lane == 0) parts[blockIdx.x] = ss;
+            }
+            return;
+        }
         if (wi == 0) {
             cp_async_wait();
             __syncwarp();
