@@ -909,6 +909,8 @@ extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1
     MVG_BODY(TY, 1, true, nin) \
 }
 
+// -DMVR_EARLY=0: mvr's gains and old residuals read after the loop;
+// -DMVR_SPLIT=0: its epilogue in one warp (kernel notes #87).
 #ifndef MVR_EARLY
 #define MVR_EARLY 1
 #endif
