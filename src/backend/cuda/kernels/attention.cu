@@ -36,7 +36,7 @@ struct SplitSmem {
     float qs[256];
     float p[SPLIT];
     u32 sidx[SPLIT];
-    float scratch[32];
+    float scratch[4], scratch_sum[4];
     float red[4][256];
 };
 
@@ -105,10 +105,10 @@ __device__ void split_body(const float* __restrict__ qr, const u16* __restrict__
             }
         }
     }
-    float m = block_max(s, sm.scratch);
+    float m = block_reduce_w<4>(s, sm.scratch, MaxF());
     float e = tid < nk ? __expf(s - m) : 0.0f;
     if (tid < SPLIT) sm.p[tid] = e;
-    float l = block_sum(e, sm.scratch);  // syncs: p is visible below
+    float l = block_reduce_w<4>(e, sm.scratch_sum, AddF());  // syncs: p is visible below
     float2 acc[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) acc[i] = make_float2(0.0f, 0.0f);

@@ -45,6 +45,26 @@ __device__ __forceinline__ T block_reduce(T v, T* scratch, T identity, Op op) {
     return warp_reduce(lane < nw ? scratch[lane] : identity, op);
 }
 
+// The same for a block of exactly NW warps (a power of two) whose scratch
+// (NW values) no reduction just before shares: one barrier instead of two,
+// and the warps' partials combined from shared memory in the order the
+// shuffle tree above combines them (lane i with lane i + o, o = NW/2 … 1),
+// so the same bits, without its five shuffles.
+template <int NW, typename T, typename Op>
+__device__ __forceinline__ T block_reduce_w(T v, T* scratch, Op op) {
+    v = warp_reduce(v, op);
+    if (threadIdx.x % WARP == 0) scratch[threadIdx.x / WARP] = v;
+    __syncthreads();
+    T w[NW];
+#pragma unroll
+    for (int i = 0; i < NW; i++) w[i] = scratch[i];
+#pragma unroll
+    for (int o = NW / 2; o > 0; o /= 2)
+#pragma unroll
+        for (int i = 0; i < o; i++) w[i] = op(w[i], w[i + o]);
+    return w[0];
+}
+
 struct AddF {
     __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
 };

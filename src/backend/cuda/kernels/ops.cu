@@ -45,7 +45,7 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_q8(const float* __res
         float2* __restrict__ xd) {
     TL_SCOPE();
     PDL_TRIGGER_EARLY();
-    __shared__ float scratch[32];
+    __shared__ float scratch[8];
     int row = blockIdx.y, i = blockIdx.x * 256 + threadIdx.x;
     float wi = i < n ? w[i] : 0.0f;  // weights: before the wait
     PDL_WAIT();
@@ -56,7 +56,7 @@ extern "C" __global__ void __launch_bounds__(256) rms_norm_q8(const float* __res
         float4 v = x4[j];
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
-    ss = block_sum(ss, scratch);
+    ss = block_reduce_w<8>(ss, scratch, AddF());
     float inv = rsqrtf(ss / n + eps);
     // n % 32 == 0: a warp is wholly inside the row or wholly past it.
     if (i < n) {
