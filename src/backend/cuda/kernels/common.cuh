@@ -96,13 +96,19 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 // CPU backend (and llama.cpp's q8_1) does: q = rint(v·127/amax), the scale
 // and the scaled sum Σq stored through f16. Same integers and scales on both
 // backends, so their products differ only in summation order.
+// Both reductions are single warp instructions (redux.sync) on integers:
+// the bits of non-negative floats order as the floats do, and every partial
+// sum of 32 values in [-127, 127] is an integer a float holds exactly, so
+// the results are those of the float shuffle trees, without their five
+// dependent shuffles each (these quantizations end the norms, attention,
+// the residual products and quantize_q8, on every layer's critical path).
 __device__ __forceinline__ void warp_quantize(float v, size_t gi, i8* xq, float2* xd) {
-    float amax = warp_max(fabsf(v));
+    float amax = __uint_as_float(__reduce_max_sync(FULL_MASK, __float_as_uint(fabsf(v))));
     float d = amax / 127.0f;
     float id = amax == 0.0f ? 0.0f : 127.0f / amax;
     int q = __float2int_rn(v * id);
     xq[gi] = (i8)q;
-    float sum = warp_sum((float)q);
+    float sum = (float)__reduce_add_sync(FULL_MASK, q);
     if (threadIdx.x % WARP == 0) xd[gi / 32] = make_float2(h2f(f2h(d)), h2f(f2h(d * sum)));
 }
 
