@@ -6,6 +6,7 @@
 
 mod compile;
 mod decode_attention;
+mod folded_norm;
 pub mod gpu;
 mod prefill_attention;
 mod products;
@@ -23,6 +24,7 @@ use super::{
     Readout, Result, Rope, RopeStyle, StepLayout,
 };
 use crate::gguf::{GgufFile, Tensor};
+use folded_norm::FoldedNorm;
 use gpu::{DevBuf, Gpu, GpuResult, KArgs, OwnedBuf};
 use step::{Mode, OutShape, StepState};
 use weights::DevType;
@@ -47,29 +49,6 @@ pub struct CudaAct {
     /// then holds x ⊙ g unnormalised and the products scale by 1/rms(x)
     /// themselves; `buf` holds nothing until a float reader asks for it.
     norm: Option<FoldedNorm>,
-}
-
-/// A norm folded into the product that wrote its input (kernels/matvec.cu,
-/// mvr_body and NormIn).
-struct FoldedNorm {
-    /// Σx² per 32-value group, `groups` per row.
-    parts: DevBuf,
-    groups: usize,
-    eps: f32,
-    /// The residual stream it normalises and the norm's weight: the float
-    /// values are computed from them if a float reader comes.
-    src: u64,
-    weight: u64,
-}
-
-impl FoldedNorm {
-    /// struct NormIn { const float* parts; int n; float eps; }
-    fn words(&self) -> [u64; 2] {
-        [
-            self.parts.ptr,
-            self.groups as u64 | (self.eps.to_bits() as u64) << 32,
-        ]
-    }
 }
 
 impl CudaAct {
@@ -576,42 +555,7 @@ impl Backend for CudaBackend {
             self.rms_norm(acc, g, eps, out);
             return;
         }
-        self.gpu.bind();
-        acc.q8 = None;
-        self.out(out, acc.rows, n);
-        let mut keep = Vec::new();
-        let (xq, xd) = self.q8_input(x, true, &mut keep);
-        let groups = n / 32;
-        let (oq, od) = (
-            self.gpu.alloc(acc.len()),
-            self.gpu.alloc(acc.len() / 32 * 8),
-        );
-        let parts = self.gpu.alloc(acc.rows * groups * 4);
-        self.gpu.launch(
-            &format!("mvr_{}_t{}", w.ty.stem(), x.rows),
-            (groups as u32, 1, 1),
-            1024,
-            &KArgs::new()
-                .ptr(w.buf.ptr)
-                .ptr(acc.ptr())
-                .i32(n)
-                .i32(x.cols)
-                .ptr(xq)
-                .ptr(xd)
-                .ptr(x.ptr())
-                .ptr(g.buf.ptr)
-                .ptr(oq.ptr)
-                .ptr(od.ptr)
-                .ptr(parts.ptr),
-        );
-        out.norm = Some(FoldedNorm {
-            parts,
-            groups,
-            eps,
-            src: acc.ptr(),
-            weight: g.buf.ptr,
-        });
-        out.q8 = Some((oq, od));
+        self.residual_product_with_norm(x, w, acc, g, eps, out);
     }
 
     fn gated_ffn(

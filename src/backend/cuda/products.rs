@@ -111,25 +111,6 @@ impl CudaBackend {
         );
     }
 
-    /// x's float values for a kernel that reads them (`needed`), computed
-    /// now if x is a folded norm's output; else its buffer (unread).
-    pub(super) fn float_input(&self, x: &CudaAct, needed: bool) -> u64 {
-        let buf = x.buf.as_ref().expect("activation has no device memory").ptr;
-        if let (Some(n), true) = (&x.norm, needed) {
-            self.rms_norm_rows(n.src, n.weight, buf, x.rows, x.cols, n.eps);
-        }
-        buf
-    }
-
-    /// The NormIn argument of a product of format `ty` reading x, when x is
-    /// a folded norm's output: the product is then the `mvn`/`mvgn` kernel.
-    pub(super) fn norm_words(x: &CudaAct, ty: DevType) -> Option<[u64; 2]> {
-        match &x.norm {
-            Some(n) if ty.wants_q8_input() => Some(n.words()),
-            _ => None,
-        }
-    }
-
     /// The int8 form of x for the decode products: the one its producer
     /// wrote, else quantized now (into `keep`). (0, 0) when no weight wants it.
     pub(super) fn q8_input(&self, x: &CudaAct, wanted: bool, keep: &mut Vec<DevBuf>) -> (u64, u64) {

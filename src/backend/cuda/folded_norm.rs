@@ -1,0 +1,105 @@
+//! Norms folded into the residual products (decode, one row, hidden widths
+//! of at least `fold_min_width`): the product that adds into the residual
+//! stream also writes the next norm's output as int8 blocks of x ⊙ g with
+//! Σx² per 32-value group (kernels/matvec.cu, `mvr_body`), and the products
+//! that read it scale by 1/rms themselves (`NormIn`). Floats are computed
+//! only if a float reader comes (`float_input`). Kernel notes #86–87.
+
+use super::gpu::{DevBuf, KArgs};
+use super::weights::DevType;
+use super::{CudaAct, CudaBackend, CudaVector, CudaWeight};
+
+/// A norm folded into the product that wrote its input.
+pub(super) struct FoldedNorm {
+    /// Σx² per 32-value group, `groups` per row.
+    parts: DevBuf,
+    groups: usize,
+    eps: f32,
+    /// The residual stream it normalises and the norm's weight: the float
+    /// values are computed from them if a float reader comes.
+    src: u64,
+    weight: u64,
+}
+
+impl FoldedNorm {
+    /// struct NormIn { const float* parts; int n; float eps; }
+    fn words(&self) -> [u64; 2] {
+        [
+            self.parts.ptr,
+            self.groups as u64 | (self.eps.to_bits() as u64) << 32,
+        ]
+    }
+}
+
+impl CudaBackend {
+    /// acc += x·Wᵀ, then out = rms_norm(acc) folded into the product's
+    /// epilogue (`mvr_<ty>_t1`): out holds the int8 blocks of acc ⊙ g and
+    /// the sums of squares per 32-value group, not floats. The caller
+    /// (`linear_add_norm`) has checked that the fold applies.
+    pub(super) fn residual_product_with_norm(
+        &self,
+        x: &CudaAct,
+        w: &CudaWeight,
+        acc: &mut CudaAct,
+        g: &CudaVector,
+        eps: f32,
+        out: &mut CudaAct,
+    ) {
+        let n = acc.cols;
+        self.gpu.bind();
+        acc.q8 = None;
+        self.out(out, acc.rows, n);
+        let mut keep = Vec::new();
+        let (xq, xd) = self.q8_input(x, true, &mut keep);
+        let groups = n / 32;
+        let (oq, od) = (
+            self.gpu.alloc(acc.len()),
+            self.gpu.alloc(acc.len() / 32 * 8),
+        );
+        let parts = self.gpu.alloc(acc.rows * groups * 4);
+        self.gpu.launch(
+            &format!("mvr_{}_t{}", w.ty.stem(), x.rows),
+            (groups as u32, 1, 1),
+            1024,
+            &KArgs::new()
+                .ptr(w.buf.ptr)
+                .ptr(acc.ptr())
+                .i32(n)
+                .i32(x.cols)
+                .ptr(xq)
+                .ptr(xd)
+                .ptr(x.ptr())
+                .ptr(g.buf.ptr)
+                .ptr(oq.ptr)
+                .ptr(od.ptr)
+                .ptr(parts.ptr),
+        );
+        out.norm = Some(FoldedNorm {
+            parts,
+            groups,
+            eps,
+            src: acc.ptr(),
+            weight: g.buf.ptr,
+        });
+        out.q8 = Some((oq, od));
+    }
+
+    /// x's float values for a kernel that reads them (`needed`), computed
+    /// now if x is a folded norm's output; else its buffer (unread).
+    pub(super) fn float_input(&self, x: &CudaAct, needed: bool) -> u64 {
+        let buf = x.buf.as_ref().expect("activation has no device memory").ptr;
+        if let (Some(n), true) = (&x.norm, needed) {
+            self.rms_norm_rows(n.src, n.weight, buf, x.rows, x.cols, n.eps);
+        }
+        buf
+    }
+
+    /// The NormIn argument of a product of format `ty` reading x, when x is
+    /// a folded norm's output: the product is then the `mvn`/`mvgn` kernel.
+    pub(super) fn norm_words(x: &CudaAct, ty: DevType) -> Option<[u64; 2]> {
+        match &x.norm {
+            Some(n) if ty.wants_q8_input() => Some(n.words()),
+            _ => None,
+        }
+    }
+}
