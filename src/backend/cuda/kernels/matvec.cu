@@ -355,7 +355,7 @@ struct Q4K {
 // per step) or not, depending on the code around the loop: the residual
 // products' loop changed so when their epilogue's operands were loaded
 // early (kernel notes #87). Only there: it takes registers (the Q/K/V
-// product's 48 → 64 would cost it its single wave).
+// product's 52 → 64 would cost it its single wave of 1,152 blocks).
 #ifndef TIE_INPUT
 #define TIE_INPUT 1
 #endif
