@@ -349,24 +349,6 @@ struct Q4K {
     }
 };
 
-// Q4_K with every dp4a chain's first input word tied to all of the step's
-// loads, weights and input, so that all are issued before the first dp4a.
-// Left alone, ptxas put some of the input's loads after it (a second trip
-// per step) or not, depending on the code around the loop: the residual
-// products' loop changed so when their epilogue's operands were loaded
-// early (kernel notes #87). Only there: it takes registers (the Q/K/V
-// product's 52 → 64 would cost it its single wave of 1,152 blocks).
-#ifndef TIE_INPUT
-#define TIE_INPUT 1
-#endif
-struct Q4KTied : Q4K {
-    template <int T>
-    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* xq,
-            const float2* xd, const float* xf, float* acc) {
-        Q4K::dot<T, TIE_INPUT>(r, b, lane, cols, xq, xd, xf, acc);
-    }
-};
-
 // Q6_K: four lanes per block, lane (n, l16) owning ql[64n+l16..+16],
 // ql[64n+32+l16..+16] and qh[32n+l16..+16]: 64 weights at y = 128n + 32k +
 // l16 + i, k = 0..3, with scales 8n + l16/16 + 2k of the block's 16.
@@ -419,7 +401,7 @@ struct Q6K {
             float sum = 0.0f;
             int4 xt[4];
             float st[4];
-            if constexpr (TIE) {  // as Q4KTied: all of the step's loads before the first dp4a
+            if constexpr (TIE) {  // as Q4K's: all of the step's loads before the first dp4a
                 u32 all = r.fold();
 #pragma unroll
                 for (int k = 0; k < 4; k++) {
@@ -445,19 +427,31 @@ struct Q6K {
     }
 };
 
+// A format whose dot ties every dp4a chain's first input word to all of
+// the step's loads, weights and input (Q4_K's and Q6_K's `dot<T, true>`),
+// so that all are issued before the first dp4a. Left alone, ptxas put some
+// of the input's loads after it (a second trip per step) or not, depending
+// on the code around the loop: the residual products' loop changed so when
+// their epilogue's operands were loaded early (kernel notes #87). Only
+// there: it takes registers (the Q/K/V product's 52 → 64 would cost it its
+// single wave of 1,152 blocks). -DTIE_INPUT=0, -DTIE_INPUT_Q6K=0 to compare.
+#ifndef TIE_INPUT
+#define TIE_INPUT 1
+#endif
 #ifndef TIE_INPUT_Q6K
 #define TIE_INPUT_Q6K 1
 #endif
-struct Q6KTied : Q6K {
+template <class K, bool TIE>
+struct TiedDot : K {
     template <int T>
-    __device__ static __forceinline__ void dot(const Raw& r, int b, int lane, int cols, const i8* xq,
+    __device__ static __forceinline__ void dot(const typename K::Raw& r, int b, int lane, int cols, const i8* xq,
             const float2* xd, const float* xf, float* acc) {
-        Q6K::dot<T, TIE_INPUT_Q6K>(r, b, lane, cols, xq, xd, xf, acc);
+        K::template dot<T, TIE>(r, b, lane, cols, xq, xd, xf, acc);
     }
 };
 template <class F> struct Tied { using type = F; };
-template <> struct Tied<Q4K> { using type = Q4KTied; };
-template <> struct Tied<Q6K> { using type = Q6KTied; };
+template <> struct Tied<Q4K> { using type = TiedDot<Q4K, TIE_INPUT>; };
+template <> struct Tied<Q6K> { using type = TiedDot<Q6K, TIE_INPUT_Q6K>; };
 
 // Σ w·x over one 32-weight block of the int8 input at xr: lo holds weights
 // 0..15 and hi 16..31, four per int. The inner product of the 32-element
