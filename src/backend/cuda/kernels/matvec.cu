@@ -903,13 +903,10 @@ extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1
     MVG_BODY(TY, 1, true, nin) \
 }
 
-// -DMVR_EARLY=0: mvr's gains and old residuals read after the loop;
-// -DMVR_SPLIT=0: its epilogue in one warp (kernel notes #87).
+// -DMVR_EARLY=0: mvr's gains and old residuals read after the loop, its
+// epilogue in one warp (the kernels before kernel notes #87).
 #ifndef MVR_EARLY
 #define MVR_EARLY 1
-#endif
-#ifndef MVR_SPLIT
-#define MVR_SPLIT 1
 #endif
 // A residual product with the next norm folded into its epilogue (decode,
 // hidden sizes of a few thousand): x += W·y, then for each group of 32
@@ -944,28 +941,17 @@ __device__ __forceinline__ void mvr_body(const u8* __restrict__ w, float* x, int
     for (int t = 0; t < T; t++) acc[t] = warp_sum(acc[t]);
     if constexpr (EARLY) {
         if (lane == 0) vals[0][wi] = acc[0];
-        if (MVR_SPLIT && copier) cp_async_wait();  // landed long ago; visible to all after the barrier
+        if (copier) cp_async_wait();  // landed long ago; visible to all after the barrier
         __syncthreads();
-        if (MVR_SPLIT) {
-            // Warp 0 quantizes while warp 1 stores the new residual and its
-            // sum of squares: two shorter chains of shuffles at the kernel's end.
-            if (wi > 1) return;
-            float v = old[lane] + vals[0][lane];
-            if (wi == 0) {
-                warp_quantize(v * gain[lane], group + lane, oq, od);
-            } else {
-                x[group + lane] = v;
-                float ss = warp_sum(v * v);
-                if (lane == 0) parts[blockIdx.x] = ss;
-            }
-            return;
-        }
+        // Warp 0 quantizes while warp 1 stores the new residual and its sum
+        // of squares: two shorter chains of shuffles at the kernel's end
+        // (+0.3% over one warp doing both, kernel notes #87).
+        if (wi > 1) return;
+        float v = old[lane] + vals[0][lane];
         if (wi == 0) {
-            cp_async_wait();
-            __syncwarp();
-            float v = old[lane] + vals[0][lane];
-            x[group + lane] = v;
             warp_quantize(v * gain[lane], group + lane, oq, od);
+        } else {
+            x[group + lane] = v;
             float ss = warp_sum(v * v);
             if (lane == 0) parts[blockIdx.x] = ss;
         }
