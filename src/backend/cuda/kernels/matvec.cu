@@ -313,14 +313,17 @@ struct Q4K {
             const i8* xr = xq + (size_t)t * cols + b * 256 + 64 * g + 16 * h;
             int4 x0 = *(const int4*)xr, x1 = *(const int4*)(xr + 32), x4 = *(const int4*)(xr + 128),
                  x5 = *(const int4*)(xr + 160);
-            const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * g;
-            float2 a0, a1, a4, a5;
+            // TIE: the input's scales loaded here, and the first input word
+            // of each of the four dp4a chains made to depend on every load
+            // of the step, weights and input. (Without it the code below is
+            // as it was before TIE: the untied kernels' SASS is unchanged.)
+            float2 ta[4];
             if constexpr (TIE) {
-                a0 = xs[0], a1 = xs[1], a4 = xs[4], a5 = xs[5];
-                // The first input word of each of the four dp4a chains
-                // depends on every load of the step, weights and input.
-                u32 z = opaque_zero() & (r.fold() | x0.x | x1.x | x4.x | x5.x | __float_as_uint(a0.x)
-                                         | __float_as_uint(a1.x) | __float_as_uint(a4.x) | __float_as_uint(a5.x));
+                const float2* ts = xd + (size_t)t * nx + b * 8 + 2 * g;
+                ta[0] = ts[0], ta[1] = ts[1], ta[2] = ts[4], ta[3] = ts[5];
+                u32 z = opaque_zero() & (r.fold() | x0.x | x1.x | x4.x | x5.x | __float_as_uint(ta[0].x)
+                                         | __float_as_uint(ta[1].x) | __float_as_uint(ta[2].x)
+                                         | __float_as_uint(ta[3].x));
                 x0.x |= z;
                 x1.x |= z;
                 x4.x |= z;
@@ -338,7 +341,9 @@ struct Q4K {
                 S4 = dp4a(qb[i] & 0x0F0F0F0F, p4[i], S4);
                 S5 = dp4a_us(qb[i] & 0xF0F0F0F0, p5[i], S5);
             }
-            if constexpr (!TIE) a0 = xs[0], a1 = xs[1], a4 = xs[4], a5 = xs[5];
+            const float2* xs = xd + (size_t)t * nx + b * 8 + 2 * g;
+            float2 a0 = TIE ? ta[0] : xs[0], a1 = TIE ? ta[1] : xs[1], a4 = TIE ? ta[2] : xs[4],
+                   a5 = TIE ? ta[3] : xs[5];
             // Two lanes share each sub-block, and a min term covers the
             // whole sub-block's input: lane h = 0 adds those of sub-blocks
             // 2g, 2g+1, lane h = 1 those of 2g+4, 2g+5.
