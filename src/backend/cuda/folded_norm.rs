@@ -32,10 +32,31 @@ impl FoldedNorm {
 }
 
 impl CudaBackend {
+    /// Whether `linear_add_norm` folds the norm into the product: one
+    /// quantized row, a plain input, shapes that agree, and a width the
+    /// 32-row groups fill the GPU with (`fold_min_width`).
+    pub(super) fn folds_norm(
+        &self,
+        x: &CudaAct,
+        w: &CudaWeight,
+        acc: &CudaAct,
+        g: &CudaVector,
+    ) -> bool {
+        let n = acc.cols;
+        self.fold_norms
+            && x.rows == 1
+            && w.ty.wants_q8_input()
+            && x.norm.is_none()
+            && (x.rows, x.cols, n) == (acc.rows, w.cols, w.rows)
+            && g.len == n
+            && n >= self.fold_min_width
+            && n.is_multiple_of(32)
+    }
+
     /// acc += x·Wᵀ, then out = rms_norm(acc) folded into the product's
     /// epilogue (`mvr_<ty>_t1`): out holds the int8 blocks of acc ⊙ g and
     /// the sums of squares per 32-value group, not floats. The caller
-    /// (`linear_add_norm`) has checked that the fold applies.
+    /// (`linear_add_norm`) has checked that the fold applies (`folds_norm`).
     pub(super) fn residual_product_with_norm(
         &self,
         x: &CudaAct,

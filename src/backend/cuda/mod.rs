@@ -12,6 +12,7 @@ mod prefill_attention;
 mod products;
 mod programs;
 mod readout;
+mod rope_store;
 mod step;
 mod timeline;
 mod weights;
@@ -221,50 +222,6 @@ impl CudaBackend {
         assert!(
             !matches!(self.state().mode, Mode::Capture(_)),
             "a recorded CUDA step cannot upload {what}"
-        );
-    }
-
-    /// The rope_store kernel (kernels/ops.cu) on `rows` rows, `heads` blocks
-    /// each: `ptrs` = q, k, v, positions, slots, k cache, v cache; `dims` =
-    /// q_cols, kv_dim, head_dim. Blocks past q_cols / head_dim are KV heads,
-    /// stored at the slots; without `rope` nothing is rotated.
-    fn launch_rope_store(
-        &self,
-        rows: usize,
-        heads: usize,
-        ptrs: [u64; 7],
-        dims: [usize; 3],
-        rope: Option<&Rope>,
-    ) {
-        let (rot, step, freq_scale, halves) = rope.map_or((0, 0.0, 0.0, false), |r| {
-            (
-                r.dims,
-                r.angle_step(),
-                r.freq_scale,
-                r.style == RopeStyle::Halves,
-            )
-        });
-        let block = if rope.is_some() {
-            (rot / 2).next_multiple_of(32).clamp(32, 128)
-        } else {
-            128
-        };
-        let mut args = KArgs::new();
-        for p in ptrs {
-            args = args.ptr(p);
-        }
-        self.gpu.launch(
-            "rope_store",
-            (rows as u32, heads as u32, 1),
-            block as u32,
-            &args
-                .i32(dims[0])
-                .i32(dims[1])
-                .i32(dims[2])
-                .i32(rot)
-                .f32(step)
-                .f32(freq_scale)
-                .i32(halves as usize),
         );
     }
 
@@ -541,21 +498,12 @@ impl Backend for CudaBackend {
         eps: f32,
         out: &mut CudaAct,
     ) {
-        let n = acc.cols;
-        let folds = self.fold_norms
-            && x.rows == 1
-            && w.ty.wants_q8_input()
-            && x.norm.is_none()
-            && (x.rows, x.cols, n) == (acc.rows, w.cols, w.rows)
-            && g.len == n
-            && n >= self.fold_min_width
-            && n.is_multiple_of(32);
-        if !folds {
+        if self.folds_norm(x, w, acc, g) {
+            self.residual_product_with_norm(x, w, acc, g, eps, out);
+        } else {
             self.linear_add(x, w, acc);
             self.rms_norm(acc, g, eps, out);
-            return;
         }
-        self.residual_product_with_norm(x, w, acc, g, eps, out);
     }
 
     fn gated_ffn(
