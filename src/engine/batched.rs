@@ -256,7 +256,7 @@ fn run_loop<B: Backend + 'static>(
             if let (Some(sp), true) = (s.spec.as_mut(), decoding) {
                 let room = (cfg.ctx.saturating_sub(s.tokens.len() + 1))
                     .min(s.max_tokens.saturating_sub(s.generated + 1));
-                sp.choose(room);
+                sp.choose(&s.tokens, room);
             }
         }
         let mut plan = sched.schedule();

@@ -128,10 +128,11 @@ impl<'m> SeqSpec<'m> {
         })
     }
 
-    /// Decide k for the coming step; `room` bounds it (tokens still wanted,
-    /// context left).
-    pub fn choose(&mut self, room: usize) {
-        self.wanted = self.governor.choose(room);
+    /// Decide k for the coming step after `history`; `room` bounds it
+    /// (tokens still wanted, context left).
+    pub fn choose(&mut self, history: &[u32], room: usize) {
+        let outlook = self.proposer.outlook(history);
+        self.wanted = self.governor.choose(room, outlook);
     }
 
     /// Guess up to `granted` tokens after `history` (the scheduler may have

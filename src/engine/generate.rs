@@ -185,7 +185,8 @@ impl<B: Backend + 'static> Session<'_, B> {
             let t_draft = Instant::now();
             let proposal = match spec.as_mut() {
                 Some(sp) => {
-                    let k = sp.governor.choose(room);
+                    let outlook = sp.proposer.outlook(&out.history);
+                    let k = sp.governor.choose(room, outlook);
                     if k > 0 {
                         sp.proposer.propose(&out.history, k)?
                     } else {

@@ -4,8 +4,14 @@
 //! number of rows it scores. A round with k guesses yields on average
 //! (1 − α^(k+1)) / (1 − α) tokens for k·draft + verify(k+1) seconds; the
 //! governor picks the k (0 = plain decoding) with the most tokens per second.
+//! α is kept per class of guess (the proposer's outlook: for n-gram lookup,
+//! how much context the match shares), since a guess that continues a long
+//! copied passage is kept far more often than one found after two common
+//! tokens; each class is tried once before its own rate decides.
 //! When plain decoding wins it still tries k = 2 now and then, so that
 //! speculation comes back where the text turns predictable.
+
+use super::OUTLOOKS;
 
 /// `fixed_k`: always use this k (`--k 4`); otherwise choose up to `k_max`.
 #[derive(Debug, Clone)]
@@ -37,8 +43,12 @@ const PROBE_ON: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Governor {
     pub cfg: GovernorConfig,
-    /// Acceptance per guess, once a round has guessed.
+    /// Acceptance per guess, once a round has guessed: over all guesses,
+    /// and per outlook class.
     alpha: Option<f64>,
+    alpha_by_outlook: [Option<f64>; OUTLOOKS],
+    /// The outlook of the round being chosen and observed.
+    outlook: usize,
     /// Seconds per draft pass (measured), and the prior in plain steps.
     draft_cost: Option<f64>,
     draft_prior: f64,
@@ -66,6 +76,8 @@ impl Governor {
         let k_max = cfg.fixed_k.unwrap_or(cfg.k_max);
         Self {
             alpha: None,
+            alpha_by_outlook: [None; OUTLOOKS],
+            outlook: 0,
             draft_cost: None,
             draft_prior: 0.0,
             probe_cost: None,
@@ -86,6 +98,7 @@ impl Governor {
     pub fn successor(&self) -> Governor {
         let mut g = Governor::new(self.cfg.clone());
         g.alpha = self.alpha;
+        g.alpha_by_outlook = self.alpha_by_outlook;
         g.draft_cost = self.draft_cost;
         g.draft_prior = self.draft_prior;
         g.probe_cost = self.probe_cost;
@@ -99,9 +112,16 @@ impl Governor {
         self.draft_prior = steps;
     }
 
-    /// The measured acceptance rate; an even chance before any guess.
+    /// The measured acceptance rate over all guesses; an even chance before
+    /// any guess.
     pub fn acceptance(&self) -> f64 {
         self.alpha.unwrap_or(0.5)
+    }
+
+    /// The acceptance rate expected of the coming round's guesses: their
+    /// class's (all guesses' before the class has been tried).
+    fn expected_acceptance(&self) -> f64 {
+        self.alpha_by_outlook[self.outlook].unwrap_or_else(|| self.acceptance())
     }
 
     /// Draft cost per pass over the cost of a plain target step, once both
@@ -115,12 +135,16 @@ impl Governor {
         self.verify.clone()
     }
 
-    /// The k for the next round, at most `limit` (the tokens still wanted).
-    pub fn choose(&mut self, limit: usize) -> usize {
+    /// The k for the next round, at most `limit` (the tokens still wanted),
+    /// for guesses of class `outlook` ([`super::Proposer::outlook`]; `None`:
+    /// the proposer has nothing to guess, so the round is a plain step).
+    pub fn choose(&mut self, limit: usize, outlook: Option<usize>) -> usize {
         self.round += 1;
-        let k = match self.cfg.fixed_k {
-            Some(k) => k,
-            None => self.pick(),
+        self.outlook = outlook.unwrap_or(0).min(OUTLOOKS - 1);
+        let k = match (outlook, self.cfg.fixed_k) {
+            (None, _) => 0,
+            (Some(_), Some(k)) => k,
+            (Some(_), None) => self.pick(),
         }
         .min(limit)
         .min(self.cfg.k_max);
@@ -142,7 +166,9 @@ impl Governor {
         if !best_case {
             return 0;
         }
-        if self.alpha.is_none() {
+        // Each class of guess is tried once before its rate decides: another
+        // class's failures say little about it.
+        if self.alpha_by_outlook[self.outlook].is_none() {
             return 2.min(self.cfg.k_max);
         }
         let best = (0..=self.cfg.k_max)
@@ -174,9 +200,9 @@ impl Governor {
         }
     }
 
-    /// Expected tokens per second with k guesses per round.
+    /// Expected tokens per second with k guesses in the coming round.
     pub fn rate(&self, k: usize) -> f64 {
-        self.rate_at(k, self.acceptance())
+        self.rate_at(k, self.expected_acceptance())
     }
 
     fn rate_at(&self, k: usize, alpha: f64) -> f64 {
@@ -251,7 +277,10 @@ impl Governor {
             }
         }
         if drafted > 0 {
-            self.alpha = Some(ema(self.alpha, accepted as f64 / drafted as f64));
+            let kept = accepted as f64 / drafted as f64;
+            self.alpha = Some(ema(self.alpha, kept));
+            let by_outlook = &mut self.alpha_by_outlook[self.outlook];
+            *by_outlook = Some(ema(*by_outlook, kept));
             self.draft_cost = Some(ema(self.draft_cost, draft_secs / (drafted + 1) as f64));
         }
     }
@@ -278,7 +307,7 @@ mod tests {
         let mut g = Governor::new(GovernorConfig::default());
         let (mut tokens, mut time) = (0.0, 0.0);
         for round in 0..400 {
-            let k = g.choose(100);
+            let k = g.choose(100, Some(0));
             // Deterministic acceptance: the first round(alpha·k) guesses kept.
             let accepted = ((alpha * k as f64) + 0.5 * ((round % 2) as f64))
                 .floor()
@@ -315,23 +344,47 @@ mod tests {
     }
 
     #[test]
+    fn keeps_acceptance_apart_by_outlook() {
+        // Guesses of outlook 4 are always right, those of outlook 1 never:
+        // rounds alternate between them. Each extra row costs a fifth of a
+        // step, so deep rounds pay where guesses hold and none pay elsewhere.
+        let mut g = Governor::new(GovernorConfig::default());
+        let mut chosen = [Vec::new(), Vec::new()];
+        for round in 0..200 {
+            let good = round % 2 == 0;
+            let k = g.choose(100, Some(if good { 4 } else { 1 }));
+            let accepted = if good { k } else { 0 };
+            g.observe(k, accepted, 0.0, 0.0, Some((k + 1, 1.0 + 0.2 * k as f64)));
+            if round >= 100 {
+                chosen[good as usize].push(k);
+            }
+        }
+        assert!(chosen[1].iter().all(|&k| k >= 6), "{:?}", chosen[1]);
+        // Outlook 1 is off, but for a rare probe.
+        let probes = chosen[0].iter().filter(|&&k| k > 0).count();
+        assert!(probes <= 3, "{:?}", chosen[0]);
+        // None: nothing to guess, so a plain step.
+        assert_eq!(g.choose(100, None), 0);
+    }
+
+    #[test]
     fn a_fixed_k_is_kept() {
         let mut g = Governor::new(GovernorConfig {
             k_max: 8,
             fixed_k: Some(3),
         });
         for _ in 0..10 {
-            assert_eq!(g.choose(100), 3);
+            assert_eq!(g.choose(100, Some(0)), 3);
             g.observe(3, 0, 0.1, 0.0, Some((4, 1.0)));
         }
-        assert_eq!(g.choose(2), 2);
+        assert_eq!(g.choose(2, Some(0)), 2);
     }
 
     #[test]
     fn a_successor_starts_from_the_measurements_not_the_counts() {
         let mut g = Governor::new(GovernorConfig::default());
         for _ in 0..20 {
-            let k = g.choose(100);
+            let k = g.choose(100, Some(0));
             g.observe(k, k, 0.0, 0.0, Some((k + 1, 1.0 + 0.05 * k as f64)));
         }
         let next = g.successor();
@@ -339,7 +392,10 @@ mod tests {
         assert_eq!(next.verify_costs(), g.verify_costs());
         assert_eq!(next.histogram.iter().sum::<usize>(), 0);
         // It speculates from its first round, where a fresh one measures first.
-        assert!(next.clone().choose(100) > 0);
-        assert_eq!(Governor::new(GovernorConfig::default()).choose(100), 0);
+        assert!(next.clone().choose(100, Some(0)) > 0);
+        assert_eq!(
+            Governor::new(GovernorConfig::default()).choose(100, Some(0)),
+            0
+        );
     }
 }

@@ -26,6 +26,9 @@ use crate::backend::Backend;
 use crate::model::LoadedModel;
 use crate::sampler::SamplingParams;
 
+/// Classes of guesses the governor tells apart ([`Proposer::outlook`]).
+pub const OUTLOOKS: usize = 6;
+
 /// Up to `k` guessed continuations of `history`, with the distribution each
 /// was drawn from (`None`: a deterministic guess, q = 1 on the token).
 #[derive(Debug, Default)]
@@ -42,6 +45,14 @@ pub trait Proposer {
     /// Guess up to `k` tokens that follow `history` (prompt and output so far).
     /// May return fewer, or none.
     fn propose(&mut self, history: &[u32], k: usize) -> crate::engine::Result<Proposal>;
+
+    /// Before k is chosen: the class of the guesses `history` would get (one
+    /// of [`OUTLOOKS`]; n-gram lookup: how much context its match shares), so
+    /// the governor can keep an acceptance rate per class; `None` when there
+    /// would be no guess at all. A draft model's guesses are all one class.
+    fn outlook(&mut self, _history: &[u32]) -> Option<usize> {
+        Some(0)
+    }
 
     /// A short name for telemetry ("ngram", "draft").
     fn name(&self) -> &'static str;
