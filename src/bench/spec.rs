@@ -87,9 +87,13 @@ pub fn run<B: Backend + 'static>(
             .iter()
             .map(|r| Ok(Session::new(target, ctx).generate(r, |_| true)?.tokens))
             .collect::<Result<_>>()?;
-        let mut plain_rate = 0.0;
-        for &k in std::iter::once(&Some(0)).chain(ks.iter().filter(|k| **k != Some(0))) {
-            let mut row = SpecRow {
+        // Plain decoding first, so every ratio has its reference.
+        let order: Vec<Option<usize>> = std::iter::once(Some(0))
+            .chain(ks.iter().copied().filter(|k| *k != Some(0)))
+            .collect();
+        let mut class_rows: Vec<SpecRow> = order
+            .iter()
+            .map(|k| SpecRow {
                 class: class.clone(),
                 k: k.map_or("auto".to_string(), |k| k.to_string()),
                 tokens: 0,
@@ -102,12 +106,20 @@ pub fn run<B: Backend + 'static>(
                 tokens_per_pass: 0.0,
                 draft_to_target_cost: 0.0,
                 identical: true,
-            };
-            let mut passes = 0;
-            // One governor per row, as an engine keeps one across requests:
-            // what it learned on one prompt carries to the next.
-            let mut gov = Governor::new(GovernorConfig { k_max, fixed_k: k });
-            for (req, want) in reqs.iter().zip(&plain_tokens) {
+            })
+            .collect();
+        let mut passes = vec![0usize; order.len()];
+        // One governor per row, as an engine keeps one across requests:
+        // what it learned on one prompt carries to the next.
+        let mut govs: Vec<Governor> = order
+            .iter()
+            .map(|&k| Governor::new(GovernorConfig { k_max, fixed_k: k }))
+            .collect();
+        // Every k in turn on each prompt: a machine that drifts over the
+        // minutes a class takes slows all rows alike, not the last ones.
+        for (req, want) in reqs.iter().zip(&plain_tokens) {
+            for (i, &k) in order.iter().enumerate() {
+                let row = &mut class_rows[i];
                 let mut session = Session::new(target, ctx);
                 let t = Instant::now();
                 let out = if k == Some(0) {
@@ -116,7 +128,7 @@ pub fn run<B: Backend + 'static>(
                     let mut proposer = kind.build(target, ctx, &sampling)?;
                     let spec = Speculation {
                         proposer: proposer.as_mut(),
-                        governor: &mut gov,
+                        governor: &mut govs[i],
                     };
                     session.generate_with(req, Some(spec), |_| true)?
                 };
@@ -129,21 +141,21 @@ pub fn run<B: Backend + 'static>(
                     Some(s) => {
                         row.drafted += s.drafted;
                         row.accepted += s.accepted;
-                        passes += s.rounds + s.plain_steps;
+                        passes[i] += s.rounds + s.plain_steps;
                         row.draft_to_target_cost = s.draft_to_target_cost;
                     }
-                    None => passes += out.tokens.len().saturating_sub(1),
+                    None => passes[i] += out.tokens.len().saturating_sub(1),
                 }
             }
+        }
+        let plain_rate = class_rows[0].tokens as f64 / class_rows[0].seconds;
+        for (row, passes) in class_rows.iter_mut().zip(passes) {
             row.tok_s = row.tokens as f64 / row.seconds;
-            if k == Some(0) {
-                plain_rate = row.tok_s;
-            }
             row.vs_plain = row.tok_s / plain_rate;
             row.acceptance = row.accepted as f64 / row.drafted.max(1) as f64;
             row.tokens_per_pass = row.tokens as f64 / (passes.max(1)) as f64;
-            rows.push(row);
         }
+        rows.extend(class_rows);
     }
     Ok(rows)
 }
