@@ -19,9 +19,17 @@ pub struct NgramProposer {
     /// Longest and shortest suffix tried, longest first.
     pub max_n: usize,
     pub min_n: usize,
-    /// The last lookup: history length and last token, its guesses and
-    /// outlook, so `propose` after `outlook` does not scan twice.
-    last: Option<(usize, u32, Vec<u32>, usize)>,
+    /// The last lookup, so `propose` after `outlook` does not scan twice.
+    last: Option<LastLookup>,
+}
+
+/// A lookup's result, keyed by the history it was made on (its length and
+/// last token: the history only grows between the two calls of a round).
+struct LastLookup {
+    len: usize,
+    last_token: Option<u32>,
+    guesses: Vec<u32>,
+    context: usize,
 }
 
 impl Default for NgramProposer {
@@ -70,6 +78,11 @@ impl NgramProposer {
                 }
                 if best.is_none_or(|(c, _)| context > c) {
                     best = Some((context, start + n));
+                    // No earlier occurrence can share more; ties go to the
+                    // most recent, this one.
+                    if context == MAX_CONTEXT {
+                        break;
+                    }
                 }
             }
             if let Some((context, from)) = best {
@@ -81,13 +94,22 @@ impl NgramProposer {
     }
 
     fn cached(&mut self, history: &[u32]) -> (&[u32], usize) {
-        let key = (history.len(), history.last().copied().unwrap_or(u32::MAX));
-        if self.last.as_ref().is_none_or(|l| (l.0, l.1) != key) {
+        let (len, last_token) = (history.len(), history.last().copied());
+        if self
+            .last
+            .as_ref()
+            .is_none_or(|l| (l.len, l.last_token) != (len, last_token))
+        {
             let (guesses, context) = self.lookup(history, CACHED_GUESSES);
-            self.last = Some((key.0, key.1, guesses, context));
+            self.last = Some(LastLookup {
+                len,
+                last_token,
+                guesses,
+                context,
+            });
         }
         let l = self.last.as_ref().expect("filled above");
-        (&l.2, l.3)
+        (&l.guesses, l.context)
     }
 }
 
