@@ -1,9 +1,10 @@
 //! Kernel micro-benchmark: one weight matrix of each quantized type (random
-//! blocks, sane scales, 6 MiB or `KERNELS_MIB`) times 1, 4, 8 and 128
+//! blocks, sane scales, 6 MiB, or `KERNELS_MIB` / `KERNELS_KIB`) times 1, 4, 8 and 128
 //! activation rows, single thread: the single-token kernel and the GEMM
 //! (`rows_avx2`, `gemm_avx2`), or the fused kernel (Q8_0).
 //! `cargo run --release --example kernels` prints GB/s of weights read and
-//! ns per row; use it for kernel experiments (docs/kernel-notes.md), not as a
+//! ns per row (the fastest of 20 runs, or of 2 beyond 8 tokens: the
+//! host's neighbours slow some runs); use it for kernel experiments (docs/kernel-notes.md), not as a
 //! speed claim (that is `tandem bench`).
 
 use std::time::Instant;
@@ -18,11 +19,20 @@ fn main() {
     let cols: usize = std::env::args()
         .nth(1)
         .map_or(1536, |a| a.parse().expect("columns"));
-    let mib: usize = std::env::var("KERNELS_MIB")
+    // `KERNELS_KIB` for a matrix that stays in L2 (the host's neighbours
+    // cannot evict it), with more runs to take the fastest of.
+    let kib: usize = std::env::var("KERNELS_KIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
-    let rows = (mib << 20) >> cols.ilog2();
+        .or_else(|| {
+            std::env::var("KERNELS_MIB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .map(|m| m << 10)
+        })
+        .unwrap_or(6 << 10);
+    let rows = ((kib << 10) >> cols.ilog2()).max(8);
+    let runs = |n: usize| (if n > 8 { 2 } else { 20 }) * (6144 / kib).max(1);
     let mut rng = tandem::rng::XorShift::from_state(0x9e37_79b9_7f4a_7c15);
     let mut next = move || rng.next().expect("endless");
     use GgmlType::*;
@@ -58,10 +68,11 @@ fn main() {
         for n in [1usize, 2, 3, 4, 8, 128] {
             let refs: Vec<&QuantizedActs> = xs.iter().take(n).collect();
             let mut out = vec![0f32; n * rows];
-            let reps = if n > 8 { 2 } else { 20 };
+            let reps = runs(n);
             let (name, s) = if has_gemm_kernel(ty) {
-                let start = Instant::now();
+                let mut best = f64::INFINITY;
                 for _ in 0..reps {
+                    let start = Instant::now();
                     if n <= MATVEC_MAX_TOKENS {
                         matvec(ty, &w, rows, &refs, &mut out);
                     } else {
@@ -71,6 +82,7 @@ fn main() {
                             .collect();
                         gemm(ty, &w, rows, &panels, &mut scratch, &mut out);
                     }
+                    best = best.min(start.elapsed().as_secs_f64());
                 }
                 (
                     if n <= MATVEC_MAX_TOKENS {
@@ -78,14 +90,16 @@ fn main() {
                     } else {
                         "gemm"
                     },
-                    start.elapsed().as_secs_f64() / reps as f64,
+                    best,
                 )
             } else if has_fused_kernel(ty) {
-                let start = Instant::now();
+                let mut best = f64::INFINITY;
                 for _ in 0..reps {
+                    let start = Instant::now();
                     fused_matmul(ty, &w, rows, &refs, &mut out);
+                    best = best.min(start.elapsed().as_secs_f64());
                 }
-                ("fused", start.elapsed().as_secs_f64() / reps as f64)
+                ("fused", best)
             } else {
                 continue;
             };

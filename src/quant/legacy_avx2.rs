@@ -39,6 +39,43 @@ pub(super) unsafe fn fifth_bits(p: *const u8) -> __m256i {
     _mm256_and_si256(bit_mask(p), _mm256_set1_epi8(0x10))
 }
 
+/// Two blocks' nibbles at once (`p0`, `p1`: their 16 bytes): elements
+/// 0..16 of both (the first block's in the low half), then 16..32 of both.
+#[inline(always)]
+pub(super) unsafe fn nibble_pair(p0: *const u8, p1: *const u8) -> (__m256i, __m256i) {
+    let qs = _mm256_loadu2_m128i(p1 as *const __m128i, p0 as *const __m128i);
+    let m = _mm256_set1_epi8(0x0f);
+    (
+        _mm256_and_si256(qs, m),
+        _mm256_and_si256(_mm256_srli_epi16(qs, 4), m),
+    )
+}
+
+/// [`fifth_bits`] of two blocks (`p0`, `p1`: their u32s) in
+/// [`nibble_pair`]'s layout.
+#[inline(always)]
+pub(super) unsafe fn fifth_bit_pair(p0: *const u8, p1: *const u8) -> (__m256i, __m256i) {
+    let h0 = (p0 as *const u32).read_unaligned() as i32;
+    let h1 = (p1 as *const u32).read_unaligned() as i32;
+    let qh = _mm256_set_m128i(_mm_set1_epi32(h1), _mm_set1_epi32(h0));
+    let mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    let bit = _mm256_set1_epi8(0x10);
+    let pick = |lo: i64| {
+        let shuf = _mm256_setr_epi64x(
+            lo,
+            lo + 0x0101_0101_0101_0101,
+            lo,
+            lo + 0x0101_0101_0101_0101,
+        );
+        let bytes = _mm256_shuffle_epi8(qh, shuf);
+        _mm256_and_si256(
+            _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1)),
+            bit,
+        )
+    };
+    (pick(0), pick(0x0202_0202_0202_0202))
+}
+
 #[inline(always)]
 unsafe fn store(q: &mut [i8], v: __m256i) {
     assert!(q.len() >= 32);

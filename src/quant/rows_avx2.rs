@@ -6,8 +6,11 @@
 //! lanes; here eight weight rows share the lanes. Phase one streams the
 //! eight rows one after another (as the weights lie in memory), each row's
 //! values unpacked once for all the tokens, and keeps each (row, block)
-//! integer sum in scratch; phase two folds the eight rows' sums of a block
-//! into one vector and runs the float step once per block for all eight.
+//! integer sum in scratch as a few lanes of partial sums; phase two folds
+//! the eight rows' partial sums of a block into one vector (the k-quants'
+//! min terms are computed there too, eight rows a `madd`) and runs the
+//! float step once per block for all eight (horizontal sums per row and
+//! block in phase one had cost 10–30%: kernel note #91).
 //!
 //! This is what lets the backend pick a kernel by batch size alone: a few
 //! tokens here, more through the GEMM, with no logit depending on the
@@ -86,27 +89,69 @@ unsafe fn by_rows<const N: usize>(
 ) {
     let xs: [&QuantizedActs; N] = std::array::from_fn(|t| xs[t]);
     use GgmlType::*;
+    let legacy_type = matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1);
+    let qs = if legacy_type && blocks.is_multiple_of(2) {
+        paired_acts(&xs)
+    } else {
+        xs.map(|x| x.q.as_ptr())
+    };
     for r0 in (0..n_rows).step_by(ROWS) {
         let live = (n_rows - r0).min(ROWS);
         // Missing rows repeat the last one; their lanes are dropped.
         let ptrs: [*const u8; ROWS] =
             std::array::from_fn(|r| rows.as_ptr().add((r0 + r.min(live - 1)) * row_bytes));
         let v: [__m256; N] = match ty {
-            Q4_0 => legacy::<Q40, N>(&ptrs, blocks, &xs),
-            Q4_1 => legacy::<Q41, N>(&ptrs, blocks, &xs),
-            Q5_0 => legacy::<Q50, N>(&ptrs, blocks, &xs),
-            Q5_1 => legacy::<Q51, N>(&ptrs, blocks, &xs),
+            Q4_0 => legacy::<Q40, N>(&ptrs, blocks, &xs, &qs),
+            Q4_1 => legacy::<Q41, N>(&ptrs, blocks, &xs, &qs),
+            Q5_0 => legacy::<Q50, N>(&ptrs, blocks, &xs, &qs),
+            Q5_1 => legacy::<Q51, N>(&ptrs, blocks, &xs, &qs),
             Q4_K => k4::<Q4K, N>(&ptrs, blocks, &xs),
             Q5_K => k4::<Q5K, N>(&ptrs, blocks, &xs),
             Q6_K => q6_k::<N>(&ptrs, blocks, &xs),
             _ => panic!("no row kernel for {ty:?}"),
         };
+        // The legacy kernels' lanes are in row order; the k-quants' in
+        // `slot` order (see `fold_pairs`).
         for (t, v) in v.iter().enumerate() {
             let mut lanes = [0f32; ROWS];
             _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
-            out[t * n_rows + r0..t * n_rows + r0 + live].copy_from_slice(&lanes[..live]);
+            let o = &mut out[t * n_rows + r0..t * n_rows + r0 + live];
+            for (r, o) in o.iter_mut().enumerate() {
+                *o = lanes[if legacy_type { r } else { slot(r) }];
+            }
         }
     }
+}
+
+thread_local! {
+    static PAIRED: std::cell::RefCell<Vec<i8>> = std::cell::RefCell::default();
+}
+
+/// Each token's activations with the halves of every two 32-blocks swapped
+/// into the order of [`Legacy::pair_values`]: [first 0..16, second 0..16,
+/// first 16..32, second 16..32]. Made once per call, for all its rows.
+///
+/// # Safety
+/// The pointers are valid until the next call on this thread.
+#[inline(always)]
+unsafe fn paired_acts<const N: usize>(xs: &[&QuantizedActs; N]) -> [*const i8; N] {
+    let n = xs[0].q.len();
+    let base = PAIRED.with_borrow_mut(|v| {
+        v.resize(N * n, 0);
+        v.as_mut_ptr()
+    });
+    for (t, x) in xs.iter().enumerate() {
+        let dst = base.add(t * n);
+        for i in (0..n).step_by(64) {
+            let a0 = _mm256_loadu_si256(x.q.as_ptr().add(i) as *const __m256i);
+            let a1 = _mm256_loadu_si256(x.q.as_ptr().add(i + 32) as *const __m256i);
+            let lo = _mm256_permute2x128_si256(a0, a1, 0x20);
+            let hi = _mm256_permute2x128_si256(a0, a1, 0x31);
+            _mm256_storeu_si256(dst.add(i) as *mut __m256i, lo);
+            _mm256_storeu_si256(dst.add(i + 32) as *mut __m256i, hi);
+        }
+    }
+    std::array::from_fn(|t| base.add(t * n) as *const i8)
 }
 
 /// How far ahead in a row its cache lines are requested. Measured on
@@ -141,20 +186,44 @@ unsafe fn fold8(p: &[__m256i; ROWS]) -> __m256i {
     )
 }
 
-/// The sum of the eight lanes (exact).
+/// The eight lanes of `v` summed to four (exact): what phase one keeps of
+/// a k-quant block's integer sum for phase two to fold.
 #[inline(always)]
-unsafe fn hsum8(v: __m256i) -> i32 {
-    hsum4(_mm_add_epi32(
-        _mm256_castsi256_si128(v),
-        _mm256_extracti128_si256(v, 1),
-    ))
+unsafe fn half_sum(v: __m256i) -> __m128i {
+    _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1))
 }
 
-/// The sum of the four lanes (exact).
+/// The lane of row `r` in [`fold_pairs`]'s result.
 #[inline(always)]
-unsafe fn hsum4(v: __m128i) -> i32 {
-    let s = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01)))
+fn slot(r: usize) -> usize {
+    if r.is_multiple_of(2) {
+        r / 2
+    } else {
+        4 + r / 2
+    }
+}
+
+/// Eight rows' four-lane sums, two rows a vector (`v[p]` = rows 2p | 2p+1),
+/// each summed to one lane (exact): rows 0, 2, 4, 6 in the low half and 1,
+/// 3, 5, 7 in the high one ([`slot`]), an order the kernels keep to the end
+/// rather than pay a lane permute per block.
+#[inline(always)]
+unsafe fn fold_pairs(v: [__m256i; 4]) -> __m256i {
+    let s0 = _mm256_add_epi32(
+        _mm256_unpacklo_epi32(v[0], v[1]),
+        _mm256_unpackhi_epi32(v[0], v[1]),
+    );
+    let s1 = _mm256_add_epi32(
+        _mm256_unpacklo_epi32(v[2], v[3]),
+        _mm256_unpackhi_epi32(v[2], v[3]),
+    );
+    _mm256_add_epi32(_mm256_unpacklo_epi64(s0, s1), _mm256_unpackhi_epi64(s0, s1))
+}
+
+/// Rows 2p and 2p+1 of eight four-lane vectors saved in row order from `at`.
+#[inline(always)]
+unsafe fn row_pairs(v: &[__m128i], at: usize) -> [__m256i; 4] {
+    std::array::from_fn(|p| _mm256_loadu_si256(v.as_ptr().add(at + 2 * p) as *const __m256i))
 }
 
 /// The low (`HIGH` = false) or high f16 of each 32-bit lane, as f32.
@@ -174,60 +243,124 @@ unsafe fn legacy<F: Legacy, const N: usize>(
     rows: &[*const u8; ROWS],
     blocks: usize,
     xs: &[&QuantizedActs; N],
+    paired_qs: &[*const i8; N],
 ) -> [__m256; N] {
     let ones = _mm256_set1_epi16(1);
     let (dots, _, _, heads) = scratch(blocks * N);
+    // Rows of an even number of blocks take two blocks a step: one load
+    // and one split for both blocks' nibbles, one `madd` and one vector of
+    // sums for both (the first block's in the low half), against the
+    // activations in the same order (`paired_qs`).
+    let paired = blocks.is_multiple_of(2);
     // Phase one: each row streamed on its own (eight rows interleaved ran
     // 1.5× slower from DRAM), its per-block integer sums to scratch.
     for (r, &row) in rows.iter().enumerate() {
-        for i in 0..blocks {
-            let b = row.add(i * F::BYTES);
-            // One hint per cache line, at the block that starts in it.
-            prefetch(b, 1, (i * F::BYTES) % 64 < F::BYTES);
-            let w = F::values(b);
-            for (t, x) in xs.iter().enumerate() {
-                let a = _mm256_loadu_si256(x.q.as_ptr().add(32 * i) as *const __m256i);
-                dots[((t * blocks) + i) * ROWS + r] =
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones);
+        if paired {
+            for i in (0..blocks).step_by(2) {
+                let b = row.add(i * F::BYTES);
+                prefetch(b, 1, (i * F::BYTES) % 64 < 2 * F::BYTES);
+                let (lo, hi) = F::pair_values(b);
+                for (t, q) in paired_qs.iter().enumerate() {
+                    let a_lo = _mm256_loadu_si256(q.add(32 * i) as *const __m256i);
+                    let a_hi = _mm256_loadu_si256(q.add(32 * i + 32) as *const __m256i);
+                    // Each 16-bit lane: four products of ≤ 31 · 127, exact.
+                    let p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, a_lo),
+                        _mm256_maddubs_epi16(hi, a_hi),
+                    );
+                    dots[((t * blocks) + i) * ROWS + r] = _mm256_madd_epi16(p, ones);
+                }
+                heads[i * ROWS + r] = head(b, 0);
+                heads[(i + 1) * ROWS + r] = head(b.add(F::BYTES), 0);
             }
-            heads[i * ROWS + r] = head(b, 0);
+        } else {
+            for i in 0..blocks {
+                let b = row.add(i * F::BYTES);
+                // One hint per cache line, at the block that starts in it.
+                prefetch(b, 1, (i * F::BYTES) % 64 < F::BYTES);
+                let w = F::values(b);
+                for (t, x) in xs.iter().enumerate() {
+                    let a = _mm256_loadu_si256(x.q.as_ptr().add(32 * i) as *const __m256i);
+                    dots[((t * blocks) + i) * ROWS + r] =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones);
+                }
+                heads[i * ROWS + r] = head(b, 0);
+            }
         }
     }
     // Phase two: per block, eight rows' sums folded and scaled together.
     let mut acc = [_mm256_setzero_ps(); N];
     for (t, x) in xs.iter().enumerate() {
-        for i in 0..blocks {
-            let at = ((t * blocks) + i) * ROWS;
-            let mut dot = fold8(&*(dots.as_ptr().add(at) as *const [__m256i; ROWS]));
-            let head = lanes_of(heads, i);
-            let scale = _mm256_mul_ps(
-                halves::<false>(head),
-                _mm256_set1_ps(*x.d.get_unchecked(2 * i)),
-            );
-            if F::OFFSET != 0 {
-                let sum =
-                    *x.sum.get_unchecked(2 * i) as i32 + *x.sum.get_unchecked(2 * i + 1) as i32;
-                dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(F::OFFSET * sum));
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
-            } else {
-                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
-                let dsum = _mm256_set1_ps(*x.dsum.get_unchecked(2 * i));
-                acc[t] = _mm256_fmadd_ps(halves::<true>(head), dsum, acc[t]);
+        let sums =
+            |i: usize| &*(dots.as_ptr().add(((t * blocks) + i) * ROWS) as *const [__m256i; ROWS]);
+        if paired {
+            for i in (0..blocks).step_by(2) {
+                let (d0, d1) = fold_block_pair(sums(i));
+                acc[t] = legacy_step::<F>(acc[t], x, lanes_of(heads, i), i, d0);
+                acc[t] = legacy_step::<F>(acc[t], x, lanes_of(heads, i + 1), i + 1, d1);
+            }
+        } else {
+            for i in 0..blocks {
+                acc[t] = legacy_step::<F>(acc[t], x, lanes_of(heads, i), i, fold8(sums(i)));
             }
         }
     }
     acc
 }
 
+/// Eight rows' sum vectors for two blocks (`[block 2p, 4 lanes | block
+/// 2p+1, 4 lanes]` each), summed per block (exact): (block 2p's eight rows,
+/// block 2p+1's).
+#[inline(always)]
+unsafe fn fold_block_pair(v: &[__m256i; ROWS]) -> (__m256i, __m256i) {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    // [rows 0–3 of the first block | rows 0–3 of the second], then 4–7.
+    let q0 = _mm256_hadd_epi32(h01, h23);
+    let q1 = _mm256_hadd_epi32(h45, h67);
+    (
+        _mm256_permute2x128_si256(q0, q1, 0x20),
+        _mm256_permute2x128_si256(q0, q1, 0x31),
+    )
+}
+
+/// One 32-element block's float step for eight rows (`dot`: their exact
+/// integer sums; `head`: their blocks' first four bytes).
+#[inline(always)]
+unsafe fn legacy_step<F: Legacy>(
+    acc: __m256,
+    x: &QuantizedActs,
+    head: __m256i,
+    i: usize,
+    mut dot: __m256i,
+) -> __m256 {
+    let scale = _mm256_mul_ps(
+        halves::<false>(head),
+        _mm256_set1_ps(*x.d.get_unchecked(2 * i)),
+    );
+    if F::OFFSET != 0 {
+        let sum = *x.sum.get_unchecked(2 * i) as i32 + *x.sum.get_unchecked(2 * i + 1) as i32;
+        dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(F::OFFSET * sum));
+        _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc)
+    } else {
+        let acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc);
+        let dsum = _mm256_set1_ps(*x.dsum.get_unchecked(2 * i));
+        _mm256_fmadd_ps(halves::<true>(head), dsum, acc)
+    }
+}
+
 /// Phase one's results for eight rows, `[block][row]`: vectors of sums
-/// (32-element formats, folded in phase two), or integers (k-quants:
-/// reduced at once, as eight rows' vectors for a whole wide row crowded L1);
-/// and each block's head (its f16 scales).
+/// (32-element formats: eight lanes, folded in phase two); k-quant sums
+/// halved to four lanes (eight rows' full vectors for a whole wide row
+/// crowded L1) and Q4_K/Q5_K's mins as eight i16; each block's head (its f16
+/// scales), in [`slot`] order for the k-quants.
 #[derive(Default)]
 struct Scratch {
     dots: Vec<__m256i>,
-    int_dots: Vec<i32>,
-    int_mins: Vec<i32>,
+    quads: Vec<__m128i>,
+    mins: Vec<__m128i>,
     heads: Vec<i32>,
 }
 
@@ -246,27 +379,27 @@ unsafe fn scratch(
     blocks: usize,
 ) -> (
     &'static mut [__m256i],
-    &'static mut [i32],
-    &'static mut [i32],
+    &'static mut [__m128i],
+    &'static mut [__m128i],
     &'static mut [i32],
 ) {
     let n = blocks * ROWS;
-    let (d, a, b, h) = SCRATCH.with_borrow_mut(|s| {
+    let (d, q, m, h) = SCRATCH.with_borrow_mut(|s| {
         s.dots.resize(n, _mm256_setzero_si256());
-        for v in [&mut s.int_dots, &mut s.int_mins, &mut s.heads] {
-            v.resize(n, 0);
-        }
+        s.quads.resize(n, _mm_setzero_si128());
+        s.mins.resize(n, _mm_setzero_si128());
+        s.heads.resize(n, 0);
         (
             s.dots.as_mut_ptr(),
-            s.int_dots.as_mut_ptr(),
-            s.int_mins.as_mut_ptr(),
+            s.quads.as_mut_ptr(),
+            s.mins.as_mut_ptr(),
             s.heads.as_mut_ptr(),
         )
     });
     (
         std::slice::from_raw_parts_mut(d, n),
-        std::slice::from_raw_parts_mut(a, n),
-        std::slice::from_raw_parts_mut(b, n),
+        std::slice::from_raw_parts_mut(q, n),
+        std::slice::from_raw_parts_mut(m, n),
         std::slice::from_raw_parts_mut(h, n),
     )
 }
@@ -290,7 +423,7 @@ unsafe fn k4<F: K4, const N: usize>(
     blocks: usize,
     xs: &[&QuantizedActs; N],
 ) -> [__m256; N] {
-    let (_, int_dots, int_mins, heads) = scratch(blocks * N);
+    let (_, quads, mins, heads) = scratch(blocks * N);
     for (r, &row) in rows.iter().enumerate() {
         for i in 0..blocks {
             let b = row.add(i * F::BYTES);
@@ -311,25 +444,24 @@ unsafe fn k4<F: K4, const N: usize>(
                     dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(p0, p1));
                 }
             }
-            for (t, x) in xs.iter().enumerate() {
-                let bs = _mm256_loadu_si256(x.sum.as_ptr().add(16 * i) as *const __m256i);
-                // Sums per 32-group, as the mins need them.
-                let bs32 =
-                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-                let min = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), bs32);
-                let at = ((t * blocks) + i) * ROWS + r;
-                int_dots[at] = hsum8(dot[t]);
-                int_mins[at] = hsum4(min);
+            for (t, d) in dot.iter().enumerate() {
+                quads[((t * blocks) + i) * ROWS + r] = half_sum(*d);
             }
-            heads[i * ROWS + r] = head(b, 0);
+            // The mins are multiplied by the activations' sums in phase
+            // two, eight rows at once.
+            mins[i * ROWS + r] = _mm256_extracti128_si256(sm, 1);
+            heads[i * ROWS + slot(r)] = head(b, 0);
         }
     }
     let mut acc = [_mm256_setzero_ps(); N];
     for (t, x) in xs.iter().enumerate() {
         for i in 0..blocks {
-            let at = (t * blocks) + i;
-            let dot = lanes_of(int_dots, at);
-            let min = lanes_of(int_mins, at);
+            let dot = fold_pairs(row_pairs(quads, ((t * blocks) + i) * ROWS));
+            // The sums of the eight 32-groups, in both halves.
+            let bs = _mm256_loadu_si256(x.sum.as_ptr().add(16 * i) as *const __m256i);
+            let bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            let bs32 = _mm256_set_m128i(bs32, bs32);
+            let min = fold_pairs(row_pairs(mins, i * ROWS).map(|m| _mm256_madd_epi16(m, bs32)));
             let head = lanes_of(heads, i);
             let dx = _mm256_set1_ps(*x.d.get_unchecked(16 * i));
             let scale = _mm256_mul_ps(halves::<false>(head), dx);
@@ -349,7 +481,7 @@ unsafe fn q6_k<const N: usize>(
     blocks: usize,
     xs: &[&QuantizedActs; N],
 ) -> [__m256; N] {
-    let (_, int_dots, _, heads) = scratch(blocks * N);
+    let (_, quads, _, heads) = scratch(blocks * N);
     for (r, &row) in rows.iter().enumerate() {
         for i in 0..blocks {
             let b = row.add(i * 210);
@@ -381,16 +513,16 @@ unsafe fn q6_k<const N: usize>(
                 }
             }
             for (t, d) in dot.iter().enumerate() {
-                int_dots[((t * blocks) + i) * ROWS + r] = hsum8(*d);
+                quads[((t * blocks) + i) * ROWS + r] = half_sum(*d);
             }
             // d is the block's last two bytes: the u32 ending there.
-            heads[i * ROWS + r] = head(b, 206);
+            heads[i * ROWS + slot(r)] = head(b, 206);
         }
     }
     let mut acc = [_mm256_setzero_ps(); N];
     for (t, x) in xs.iter().enumerate() {
         for i in 0..blocks {
-            let dot = lanes_of(int_dots, (t * blocks) + i);
+            let dot = fold_pairs(row_pairs(quads, ((t * blocks) + i) * ROWS));
             let d = halves::<true>(lanes_of(heads, i));
             let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.d.get_unchecked(16 * i)));
             acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::legacy_avx2::{fifth_bits, nibbles};
+use super::legacy_avx2::{fifth_bit_pair, fifth_bits, nibble_pair, nibbles};
 
 /// A 32-element format: unsigned values, and an offset (Q4_0, Q5_0) or a
 /// float min (Q4_1, Q5_1).
@@ -17,6 +17,23 @@ pub trait Legacy {
     /// Subtracted times the activations' block sum; 0 for the min formats.
     const OFFSET: i32;
     unsafe fn values(b: *const u8) -> __m256i;
+    /// The blocks at `b` and `b + BYTES`: elements 0..16 of both (the first
+    /// block's in the low half), then 16..32 of both.
+    unsafe fn pair_values(b: *const u8) -> (__m256i, __m256i);
+}
+
+/// Two blocks of `bytes` each, with their 16 bytes of nibbles at `qs` and
+/// fifth bits (if any) at `qh` in each.
+#[inline(always)]
+unsafe fn pair_of(b: *const u8, bytes: usize, qs: usize, qh: Option<usize>) -> (__m256i, __m256i) {
+    let (lo, hi) = nibble_pair(b.add(qs), b.add(bytes + qs));
+    match qh {
+        None => (lo, hi),
+        Some(h) => {
+            let (blo, bhi) = fifth_bit_pair(b.add(h), b.add(bytes + h));
+            (_mm256_or_si256(lo, blo), _mm256_or_si256(hi, bhi))
+        }
+    }
 }
 
 pub struct Q40;
@@ -31,6 +48,10 @@ impl Legacy for Q40 {
     unsafe fn values(b: *const u8) -> __m256i {
         nibbles(b.add(2))
     }
+    #[inline(always)]
+    unsafe fn pair_values(b: *const u8) -> (__m256i, __m256i) {
+        pair_of(b, Self::BYTES, 2, None)
+    }
 }
 
 impl Legacy for Q41 {
@@ -39,6 +60,10 @@ impl Legacy for Q41 {
     #[inline(always)]
     unsafe fn values(b: *const u8) -> __m256i {
         nibbles(b.add(4))
+    }
+    #[inline(always)]
+    unsafe fn pair_values(b: *const u8) -> (__m256i, __m256i) {
+        pair_of(b, Self::BYTES, 4, None)
     }
 }
 
@@ -49,6 +74,10 @@ impl Legacy for Q50 {
     unsafe fn values(b: *const u8) -> __m256i {
         _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)))
     }
+    #[inline(always)]
+    unsafe fn pair_values(b: *const u8) -> (__m256i, __m256i) {
+        pair_of(b, Self::BYTES, 6, Some(2))
+    }
 }
 
 impl Legacy for Q51 {
@@ -57,6 +86,10 @@ impl Legacy for Q51 {
     #[inline(always)]
     unsafe fn values(b: *const u8) -> __m256i {
         _mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4)))
+    }
+    #[inline(always)]
+    unsafe fn pair_values(b: *const u8) -> (__m256i, __m256i) {
+        pair_of(b, Self::BYTES, 8, Some(4))
     }
 }
 
