@@ -273,10 +273,11 @@ pub fn gemm(
 #[cfg(target_arch = "x86_64")]
 pub const MATVEC_MAX_TOKENS: usize = rows_avx2::MAX_TOKENS;
 
-/// Most tokens for which [`matvec`] beats [`gemm`] on `ty`.
+/// Most tokens for which [`matvec`] beats [`gemm`] on rows of `ty` with
+/// `cols` values.
 #[cfg(target_arch = "x86_64")]
-pub fn matvec_beats_gemm_up_to(ty: GgmlType) -> usize {
-    rows_avx2::tokens_before_gemm(ty)
+pub fn matvec_beats_gemm_up_to(ty: GgmlType, cols: usize) -> usize {
+    rows_avx2::tokens_before_gemm(ty, cols)
 }
 
 /// `out[t * n_rows + r] = row_r · xs[t]` for up to [`MATVEC_MAX_TOKENS`]

@@ -31,12 +31,14 @@ const ROWS: usize = 8;
 /// Most tokens per call.
 pub const MAX_TOKENS: usize = 4;
 
-/// Most tokens for which this beats the GEMM (`examples/kernels`, 1536
-/// columns, ns/row): k-quants share their unpacking well (Q6_K 3 tokens 118,
-/// the GEMM's one panel 245), the 32-element formats less (Q4_0 3 tokens
-/// 231, 4 would be ~310 against the GEMM's 270).
-pub fn tokens_before_gemm(ty: GgmlType) -> usize {
-    if ty.block_size() == 256 {
+/// Most tokens for which this beats the GEMM on rows of `cols` values
+/// (`examples/kernels`, 1536 columns, L2-resident, ns/row): k-quants share
+/// their unpacking well (Q4_K 4 tokens 137, the GEMM's one panel ~180); the
+/// 32-element formats two blocks a step (Q5_0 4 tokens 244 against 314,
+/// Q4_0 231 against 280, Q4_1 240 against 239), one block a step only up to
+/// three (Q4_0 4 tokens ~350 against 280).
+pub fn tokens_before_gemm(ty: GgmlType, cols: usize) -> usize {
+    if ty.block_size() == 256 || (cols / ty.block_size()).is_multiple_of(2) {
         4
     } else {
         3

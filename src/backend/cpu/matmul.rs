@@ -65,7 +65,7 @@ pub fn matmul_many(x: &CpuAct, ws: &[&CpuWeight], outs: &mut [&mut [f32]]) {
         .map(|w| match w.ty {
             t if !t.is_quantized() => Kernel::Float,
             t if has_gemm_kernel(t) => {
-                if n_tok > matvec_beats_gemm_up_to(t) && gemm_enabled() {
+                if n_tok > matvec_beats_gemm_up_to(t, w.cols) && gemm_enabled() {
                     Kernel::Gemm
                 } else {
                     Kernel::Exact
