@@ -70,9 +70,12 @@ fn main() {
             let mut out = vec![0f32; n * rows];
             let reps = runs(n);
             let (name, s) = if has_gemm_kernel(ty) {
-                let mut best = f64::INFINITY;
-                for _ in 0..reps {
-                    let start = Instant::now();
+                let name = if n <= MATVEC_MAX_TOKENS {
+                    "row"
+                } else {
+                    "gemm"
+                };
+                let s = fastest(reps, &mut || {
                     if n <= MATVEC_MAX_TOKENS {
                         matvec(ty, &w, rows, &refs, &mut out);
                     } else {
@@ -82,24 +85,11 @@ fn main() {
                             .collect();
                         gemm(ty, &w, rows, &panels, &mut scratch, &mut out);
                     }
-                    best = best.min(start.elapsed().as_secs_f64());
-                }
-                (
-                    if n <= MATVEC_MAX_TOKENS {
-                        "row"
-                    } else {
-                        "gemm"
-                    },
-                    best,
-                )
+                });
+                (name, s)
             } else if has_fused_kernel(ty) {
-                let mut best = f64::INFINITY;
-                for _ in 0..reps {
-                    let start = Instant::now();
-                    fused_matmul(ty, &w, rows, &refs, &mut out);
-                    best = best.min(start.elapsed().as_secs_f64());
-                }
-                ("fused", best)
+                let s = fastest(reps, &mut || fused_matmul(ty, &w, rows, &refs, &mut out));
+                ("fused", s)
             } else {
                 continue;
             };
@@ -112,4 +102,15 @@ fn main() {
             );
         }
     }
+}
+
+/// Seconds of the fastest of `reps` runs of `f`.
+fn fastest(reps: usize, f: &mut dyn FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }

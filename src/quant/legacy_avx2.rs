@@ -18,17 +18,27 @@ pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
+/// Shuffle lanes that repeat byte 0, 1, 2 or 3 eight times.
+const BYTE: [i64; 4] = [
+    0,
+    0x0101_0101_0101_0101,
+    0x0202_0202_0202_0202,
+    0x0303_0303_0303_0303,
+];
+
 /// 0xff in byte i where bit i of the little-endian u32 at `p` is set.
 #[inline(always)]
 pub(super) unsafe fn bit_mask(p: *const u8) -> __m256i {
     let qh = (p as *const u32).read_unaligned() as i32;
-    let shuf = _mm256_setr_epi64x(
-        0,
-        0x0101_0101_0101_0101,
-        0x0202_0202_0202_0202,
-        0x0303_0303_0303_0303,
-    );
-    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(qh), shuf);
+    let [b0, b1, b2, b3] = BYTE;
+    spread_bits(_mm256_set1_epi32(qh), _mm256_setr_epi64x(b0, b1, b2, b3))
+}
+
+/// 0xff in each byte whose bit (its index mod 8) is set in the byte of
+/// `qh` that `shuf` picks for it.
+#[inline(always)]
+unsafe fn spread_bits(qh: __m256i, shuf: __m256i) -> __m256i {
+    let bytes = _mm256_shuffle_epi8(qh, shuf);
     let mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1))
 }
@@ -58,22 +68,14 @@ pub(super) unsafe fn fifth_bit_pair(p0: *const u8, p1: *const u8) -> (__m256i, _
     let h0 = (p0 as *const u32).read_unaligned() as i32;
     let h1 = (p1 as *const u32).read_unaligned() as i32;
     let qh = _mm256_set_m128i(_mm_set1_epi32(h1), _mm_set1_epi32(h0));
-    let mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    // Each half: bytes 0..8 from qh's byte 0, 8..16 from byte 1 (elements
+    // 0..16), or from bytes 2 and 3 (elements 16..32).
+    let [b0, b1, b2, b3] = BYTE;
     let bit = _mm256_set1_epi8(0x10);
-    let pick = |lo: i64| {
-        let shuf = _mm256_setr_epi64x(
-            lo,
-            lo + 0x0101_0101_0101_0101,
-            lo,
-            lo + 0x0101_0101_0101_0101,
-        );
-        let bytes = _mm256_shuffle_epi8(qh, shuf);
-        _mm256_and_si256(
-            _mm256_cmpeq_epi8(_mm256_or_si256(bytes, mask), _mm256_set1_epi64x(-1)),
-            bit,
-        )
-    };
-    (pick(0), pick(0x0202_0202_0202_0202))
+    (
+        _mm256_and_si256(spread_bits(qh, _mm256_setr_epi64x(b0, b1, b0, b1)), bit),
+        _mm256_and_si256(spread_bits(qh, _mm256_setr_epi64x(b2, b3, b2, b3)), bit),
+    )
 }
 
 #[inline(always)]

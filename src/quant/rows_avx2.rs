@@ -172,20 +172,12 @@ unsafe fn prefetch(b: *const u8, bytes: usize, on: bool) {
     }
 }
 
-/// Lane r = the sum of the eight lanes of `p[r]` (exact).
+/// Lane r = the sum of the eight lanes of `p[r]` (exact): the two halves
+/// [`fold_block_pair`] sums separately, added.
 #[inline(always)]
 unsafe fn fold8(p: &[__m256i; ROWS]) -> __m256i {
-    let h01 = _mm256_hadd_epi32(p[0], p[1]);
-    let h23 = _mm256_hadd_epi32(p[2], p[3]);
-    let h45 = _mm256_hadd_epi32(p[4], p[5]);
-    let h67 = _mm256_hadd_epi32(p[6], p[7]);
-    // [rows 0–3 over lanes 0–3 | rows 0–3 over lanes 4–7], then rows 4–7.
-    let q0 = _mm256_hadd_epi32(h01, h23);
-    let q1 = _mm256_hadd_epi32(h45, h67);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256(q0, q1, 0x20),
-        _mm256_permute2x128_si256(q0, q1, 0x31),
-    )
+    let (low, high) = fold_block_pair(p);
+    _mm256_add_epi32(low, high)
 }
 
 /// The eight lanes of `v` summed to four (exact): what phase one keeps of
@@ -310,9 +302,10 @@ unsafe fn legacy<F: Legacy, const N: usize>(
     acc
 }
 
-/// Eight rows' sum vectors for two blocks (`[block 2p, 4 lanes | block
-/// 2p+1, 4 lanes]` each), summed per block (exact): (block 2p's eight rows,
-/// block 2p+1's).
+/// Eight rows' vectors, each lane half summed on its own (exact): (lane r
+/// = the sum of `v[r]`'s lanes 0–3, the sum of its lanes 4–7). For the
+/// paired legacy kernel, whose vectors hold `[block 2p | block 2p+1]`, the
+/// two blocks' sums.
 #[inline(always)]
 unsafe fn fold_block_pair(v: &[__m256i; ROWS]) -> (__m256i, __m256i) {
     let h01 = _mm256_hadd_epi32(v[0], v[1]);
