@@ -45,6 +45,10 @@ fn greedy_speculation_is_token_identical_with_every_proposer() {
     // Self-speculation: the same file as its own draft (acceptance near 1,
     // so long rounds and many rollbacks are exercised).
     let draft = load("smollm2-135m");
+    // And with its output layer cut to the first 3000 tokens: guesses from
+    // those only, often wrong.
+    let mut cut = load("smollm2-135m");
+    cut.limit_head(3000).unwrap();
     for prompt in PROMPTS {
         let req = request(&model, prompt, 64, SamplingParams::greedy());
         let plain = Session::new(&model, 512).generate(&req, |_| true).unwrap();
@@ -56,6 +60,7 @@ fn greedy_speculation_is_token_identical_with_every_proposer() {
             let mut proposers: Vec<Box<dyn Proposer + '_>> = vec![
                 Box::new(NgramProposer::default()),
                 Box::new(DraftProposer::new(&draft, &model, 512, &req.sampling).unwrap()),
+                Box::new(DraftProposer::new(&cut, &model, 512, &req.sampling).unwrap()),
             ];
             for p in proposers.iter_mut() {
                 let mut gov = Governor::new(cfg.clone());
@@ -78,11 +83,17 @@ fn greedy_speculation_is_token_identical_with_every_proposer() {
     }
 }
 
-#[test]
-fn sampled_speculation_keeps_the_target_distribution() {
-    let model = load("smollm2-135m");
-    // Repetitive text, so that the n-gram proposer guesses at every step,
-    // right only some of the time: both acceptance and residual draws happen.
+/// Temperature 1 with top-p: the second generated token of `n` plain runs
+/// against `n` speculative ones (`proposer` built per run, k = 2) must
+/// follow one distribution (two-sample chi-square, p > 0.01), with both
+/// outcomes of the rejection step seen.
+fn assert_same_distribution<'m>(
+    model: &LoadedModel<CpuBackend>,
+    n: usize,
+    mut proposer: impl FnMut(&SamplingParams) -> Box<dyn Proposer + 'm>,
+) {
+    // Repetitive text, so that the guesses are right only some of the time:
+    // both acceptance and residual draws happen.
     let prompt = "red blue red green red blue red green red blue red";
     let sampling = |seed| SamplingParams {
         temperature: 1.0,
@@ -92,25 +103,26 @@ fn sampled_speculation_keeps_the_target_distribution() {
         seed,
         ..SamplingParams::default()
     };
-    let n = 1000;
     // The second generated token: the first comes from the prompt's logits;
-    // the second is the first round's verdict on the n-gram guess (the
+    // the second is the first round's verdict on the first guess (the
     // guess itself, or a draw from the residual), or a plain draw where the
-    // lookup found nothing.
+    // proposer found nothing.
     let (mut plain, mut spec) = (Vec::new(), Vec::new());
-    let mut session = Session::new(&model, 256);
+    let mut session = Session::new(model, 256);
     let (mut drafted, mut accepted) = (0, 0);
+    let mut name = "";
     for i in 0..n {
-        let req = request(&model, prompt, 3, sampling(i as u64));
+        let req = request(model, prompt, 3, sampling(i as u64));
         plain.push(session.generate(&req, |_| true).unwrap().tokens[1]);
-        let req = request(&model, prompt, 3, sampling(1_000_000 + i as u64));
-        let mut ngram = NgramProposer::default();
+        let req = request(model, prompt, 3, sampling(1_000_000 + i as u64));
+        let mut p = proposer(&req.sampling);
+        name = p.name();
         let mut gov = Governor::new(GovernorConfig {
             k_max: 2,
             fixed_k: Some(2),
         });
         let s = Speculation {
-            proposer: &mut ngram,
+            proposer: p.as_mut(),
             governor: &mut gov,
         };
         let out = session.generate_with(&req, Some(s), |_| true).unwrap();
@@ -120,14 +132,61 @@ fn sampled_speculation_keeps_the_target_distribution() {
         spec.push(out.tokens[1]);
     }
     let p = common::homogeneity_p(&plain, &spec);
-    eprintln!("acceptance {accepted}/{drafted}; homogeneity p = {p:.3}");
+    eprintln!("{name}: acceptance {accepted}/{drafted}; homogeneity p = {p:.3}");
     assert!(
         p > 0.01,
-        "speculative sampling changed the distribution: p = {p}"
+        "speculative sampling with {name} changed the distribution: p = {p}"
     );
     // Both paths of the rejection step were exercised.
     assert!(
         drafted > n / 5 && accepted > 0 && accepted < drafted,
-        "drafted {drafted}, accepted {accepted}"
+        "{name}: drafted {drafted}, accepted {accepted}"
     );
+}
+
+#[test]
+fn sampled_speculation_keeps_the_target_distribution() {
+    let model = load("smollm2-135m");
+    assert_same_distribution(&model, 1000, |_| Box::new(NgramProposer::default()));
+}
+
+/// A draft whose output layer scores only the vocabulary's first rows draws
+/// its guesses from them alone (q = 0 elsewhere): the target's tokens beyond
+/// the cut must still come out as often as without speculation, by the
+/// residual draw. The cut here drops " blue" (4461), a likely next token,
+/// and keeps " red" (2382) and " green" (2654).
+#[test]
+fn a_draft_with_a_cut_vocabulary_keeps_the_target_distribution() {
+    let model = load("smollm2-135m");
+    let mut draft = load("smollm2-135m");
+    assert_eq!(draft.limit_head(3000).unwrap(), 3000);
+    let draft = &draft;
+    // Fewer runs (a draft run costs more): a token the draft cannot guess
+    // going missing would still show at once.
+    assert_same_distribution(&model, 500, |sampling| {
+        Box::new(DraftProposer::new(draft, &model, 256, sampling).unwrap())
+    });
+}
+
+/// The cut head's logits are the full head's first rows, bit for bit.
+#[test]
+fn a_cut_head_scores_the_first_rows_exactly() {
+    let full = load("smollm2-135m");
+    let mut cut = load("smollm2-135m");
+    let vocab = cut.head_rows;
+    assert_eq!(cut.limit_head(1000).unwrap(), 1000);
+    assert_eq!(cut.head_rows, 1000);
+    let prompt = full.tokenizer.encode("def quicksort(arr):", true).unwrap();
+    let last = prompt.len() - 1;
+    let a = Session::new(&full, 64).feed(&prompt, last).unwrap().0;
+    let b = Session::new(&cut, 64).feed(&prompt, last).unwrap().0;
+    assert_eq!(a.len(), vocab);
+    assert_eq!(b.len(), 1000);
+    assert!(a[..1000]
+        .iter()
+        .zip(&b)
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
+    // Back to the whole vocabulary; asking for more than it clamps.
+    assert_eq!(cut.limit_head(usize::MAX).unwrap(), vocab);
+    assert_eq!(Session::new(&cut, 64).feed(&prompt, last).unwrap().0, a);
 }

@@ -73,18 +73,24 @@ pub struct BenchResult {
 /// Weight bytes one generated token reads: every matrix of every layer,
 /// the output matrix, and one embedding row.
 pub fn bytes_per_token(m: &crate::gguf::GgufFile) -> u64 {
+    bytes_per_token_with_head(m, usize::MAX)
+}
+
+/// As [`bytes_per_token`], the output matrix read for its first
+/// `head_rows` rows only (a draft's cut head, `LoadedModel::limit_head`).
+pub fn bytes_per_token_with_head(m: &crate::gguf::GgufFile, head_rows: usize) -> u64 {
+    let tied = m.tensor_info("output.weight").is_none();
     let mut total = 0;
     for t in &m.header.tensors {
-        if t.name == "token_embd.weight" {
-            let tied = m.tensor_info("output.weight").is_none();
-            total += if tied {
-                t.n_bytes
-            } else {
-                t.n_bytes / t.n_rows() as u64
-            };
-        } else {
-            total += t.n_bytes;
-        }
+        let row = t.n_bytes / t.n_rows().max(1) as u64;
+        let head = |t: &crate::gguf::TensorInfo| row * head_rows.min(t.n_rows()) as u64;
+        total += match t.name.as_str() {
+            // The embedding row read is (nearly always) among the head's.
+            "token_embd.weight" if tied => head(t),
+            "token_embd.weight" => row,
+            "output.weight" => head(t),
+            _ => t.n_bytes,
+        };
     }
     total
 }

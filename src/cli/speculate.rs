@@ -17,7 +17,17 @@ pub struct ProposerArgs {
     /// Speculate with this draft model (a path or catalog name; same vocabulary).
     #[arg(long = "draft")]
     pub draft: Option<String>,
+    /// Tokens the draft scores: the vocabulary's first N (its output layer
+    /// read for those rows only), `full`, or `auto`: the first 32768 of a
+    /// vocabulary over 65536, where the output layer is a large share of a
+    /// small model's reads.
+    #[arg(long = "draft-vocab", default_value = "auto")]
+    pub draft_vocab: String,
 }
+
+/// `auto`'s cut: large enough to hold nearly every token of code and
+/// English text in the Qwen2 vocabulary (ids are merge ranks).
+const AUTO_DRAFT_VOCAB: usize = 32768;
 
 impl ProposerArgs {
     pub fn enabled(&self) -> bool {
@@ -31,9 +41,28 @@ impl ProposerArgs {
         };
         let path = tandem::catalog::resolve(name)?;
         let backend = AnyBackend::open(device).map_err(anyhow::Error::msg)?;
-        let m = LoadedModel::load(&path, backend)
+        let mut m = LoadedModel::load(&path, backend)
             .with_context(|| format!("loading the draft {}", path.display()))?;
+        if let Some(rows) = self.draft_head_rows(m.head_rows)? {
+            m.limit_head(rows)
+                .with_context(|| format!("cutting the draft's output layer to {rows} rows"))?;
+        }
         Ok(Some(m))
+    }
+
+    /// The rows `--draft-vocab` keeps of a `vocab`-token output layer, if
+    /// it cuts any.
+    fn draft_head_rows(&self, vocab: usize) -> Result<Option<usize>> {
+        let rows = match self.draft_vocab.as_str() {
+            "full" => return Ok(None),
+            "auto" if vocab > 2 * AUTO_DRAFT_VOCAB => AUTO_DRAFT_VOCAB,
+            "auto" => return Ok(None),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => bail!("--draft-vocab {n:?}: a positive number, `full` or `auto`"),
+            },
+        };
+        Ok((rows < vocab).then_some(rows))
     }
 
     /// The proposer these flags ask for; `draft` is what [`Self::load_draft`]

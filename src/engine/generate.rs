@@ -150,6 +150,12 @@ impl<B: Backend + 'static> Session<'_, B> {
         // Only what the sampler needs crosses from the device.
         let readout = sampler.readout_for(1);
         let (logits, cached_n) = self.feed_as(&req.prompt, n.saturating_sub(1), readout)?;
+        if let Some(sp) = spec
+            .as_mut()
+            .filter(|sp| sp.governor.cfg.fixed_k != Some(0))
+        {
+            sp.proposer.prefill(&req.prompt)?;
+        }
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let mut out = Output {

@@ -89,6 +89,28 @@ impl<B: Backend> Loader<'_, B> {
         }
     }
 
+    /// The first `rows` rows of the output projection: the scores of the
+    /// vocabulary's first `rows` tokens only.
+    pub fn output_prefix(&self, h: &HParams, rows: usize) -> Result<B::Weight> {
+        let name = if self.has("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        let t = self.file.tensor(name)?;
+        let row_bytes = t.info.ty.row_bytes(t.info.row_len());
+        let mut info = t.info.clone();
+        info.dims = vec![h.d_model as u64, rows as u64];
+        info.n_bytes = (rows * row_bytes) as u64;
+        let prefix = crate::gguf::Tensor {
+            info: &info,
+            data: &t.data[..rows * row_bytes],
+        };
+        let w = self.be.load_weight(&prefix, self.file)?;
+        debug_assert_eq!(self.be.weight_shape(&w), (rows, h.d_model));
+        Ok(w)
+    }
+
     /// Rows of the embedding table = the model's vocabulary size.
     pub fn vocab_rows(&self) -> Result<usize> {
         let t = self
@@ -238,6 +260,9 @@ pub struct Decoder<B: Backend> {
     blocks: Vec<Block<B>>,
     out_norm: B::Vector,
     output: B::Weight,
+    /// Tokens the output projection scores: the first `head_rows` of the
+    /// vocabulary (all of it unless [`Decoder::limit_head`] cut it).
+    head_rows: usize,
 }
 
 impl<B: Backend> Decoder<B> {
@@ -252,9 +277,27 @@ impl<B: Backend> Decoder<B> {
             embd: l.weight("token_embd.weight", h.vocab_size, h.d_model)?,
             out_norm: l.vector("output_norm.weight", h.d_model)?,
             output: l.output(&h, h.vocab_size)?,
+            head_rows: h.vocab_size,
             blocks,
             h,
         })
+    }
+
+    /// Score only the vocabulary's first `rows` tokens from now on (a draft
+    /// model's cheaper head: logit rows come back `rows` long). Returns the
+    /// rows kept, at most the vocabulary.
+    pub fn limit_head(&mut self, be: &B, file: &Arc<GgufFile>, rows: usize) -> Result<usize> {
+        let rows = rows.clamp(1, self.h.vocab_size);
+        if rows != self.head_rows {
+            let l = Loader { be, file };
+            self.output = if rows == self.h.vocab_size {
+                l.output(&self.h, rows)?
+            } else {
+                l.output_prefix(&self.h, rows)?
+            };
+            self.head_rows = rows;
+        }
+        Ok(rows)
     }
 
     /// The spec of a layer with full causal attention and 1/sqrt(head_dim)
@@ -336,7 +379,7 @@ impl<B: Backend> Decoder<B> {
         be.rms_norm(&last, &self.out_norm, h.rms_eps, &mut normed);
         let mut logits = be.act(0, 0);
         be.linear(&normed, &self.output, None, &mut logits);
-        let out = be.read_logits(&logits, h.vocab_size, &batch.readout);
+        let out = be.read_logits(&logits, self.head_rows, &batch.readout);
         be.end_forward();
         Ok(out)
     }

@@ -72,6 +72,10 @@ impl<B: Backend> Model<B> for Gemma3<B> {
         &self.dec.h
     }
 
+    fn limit_head(&mut self, be: &B, file: &Arc<GgufFile>, rows: usize) -> Result<usize> {
+        self.dec.limit_head(be, file, rows)
+    }
+
     fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits> {
         let scale = (self.dec.h.d_model as f32).sqrt();
         self.dec.forward(be, scale, |i| self.spec(i), batch, kv)

@@ -27,6 +27,10 @@ impl<B: Backend> Model<B> for Llama<B> {
         &self.dec.h
     }
 
+    fn limit_head(&mut self, be: &B, file: &Arc<GgufFile>, rows: usize) -> Result<usize> {
+        self.dec.limit_head(be, file, rows)
+    }
+
     fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits> {
         let spec = self
             .dec

@@ -52,6 +52,9 @@ pub trait Model<B: Backend>: Send + Sync {
     /// Run the batch; returns the logits of the rows wanted, in batch order,
     /// as the batch's readout asks.
     fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits>;
+    /// Score only the vocabulary's first `rows` tokens (see
+    /// [`LoadedModel::limit_head`]); returns the rows kept.
+    fn limit_head(&mut self, be: &B, file: &Arc<GgufFile>, rows: usize) -> Result<usize>;
 }
 
 /// A model file opened for inference: weights, tokenizer, architecture.
@@ -60,6 +63,9 @@ pub struct LoadedModel<B: Backend> {
     pub tokenizer: Tokenizer,
     pub model: Box<dyn Model<B>>,
     pub backend: B,
+    /// Tokens the output layer scores: the vocabulary, unless
+    /// [`LoadedModel::limit_head`] cut it.
+    pub head_rows: usize,
 }
 
 impl<B: Backend + 'static> LoadedModel<B> {
@@ -81,16 +87,29 @@ impl<B: Backend + 'static> LoadedModel<B> {
                 tokenizer.vocab_size()
             )));
         }
+        let head_rows = model.hparams().vocab_size;
         Ok(Self {
             file,
             tokenizer,
             model,
             backend,
+            head_rows,
         })
     }
 
     pub fn hparams(&self) -> &HParams {
         self.model.hparams()
+    }
+
+    /// Score only the vocabulary's first `rows` tokens: logit rows come back
+    /// `rows` long, and the output projection reads that share of its
+    /// weights. For a draft model, whose guesses the target verifies: BPE
+    /// vocabularies are ordered by merge rank, roughly by frequency, so the
+    /// tokens cut are rare, and a guess never drawn from them costs at most
+    /// a rejection, never a wrong output. Returns the rows kept.
+    pub fn limit_head(&mut self, rows: usize) -> Result<usize> {
+        self.head_rows = self.model.limit_head(&self.backend, &self.file, rows)?;
+        Ok(self.head_rows)
     }
 
     pub fn alloc_kv(&self, n_slots: usize) -> B::KvCache {

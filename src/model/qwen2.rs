@@ -29,6 +29,10 @@ impl<B: Backend> Model<B> for Qwen2<B> {
         &self.dec.h
     }
 
+    fn limit_head(&mut self, be: &B, file: &Arc<GgufFile>, rows: usize) -> Result<usize> {
+        self.dec.limit_head(be, file, rows)
+    }
+
     fn forward(&self, be: &B, batch: &ForwardBatch<'_>, kv: &mut B::KvCache) -> Result<Logits> {
         let spec = self.dec.plain_spec(RopeStyle::Halves, Activation::Silu);
         self.dec.forward(be, 1.0, |_| spec, batch, kv)

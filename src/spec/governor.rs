@@ -49,7 +49,8 @@ pub struct Governor {
     alpha_by_outlook: [Option<f64>; OUTLOOKS],
     /// The outlook of the round being chosen and observed.
     outlook: usize,
-    /// Seconds per draft pass (measured), and the prior in plain steps.
+    /// Seconds per guess (measured: a round's draft time over its guesses),
+    /// and the prior in plain steps.
     draft_cost: Option<f64>,
     draft_prior: f64,
     /// Extra seconds a probe costs over plain steps (a draft catching up
@@ -211,14 +212,10 @@ impl Governor {
         };
         let a = alpha.clamp(0.0, 0.999);
         let tokens = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
-        // A draft runs about k + 1 passes per round: k − 1 guesses after the
-        // first, and one pass over the tokens the last round settled.
-        let draft = if k == 0 {
-            0.0
-        } else {
-            let prior = || self.draft_prior * self.verify_cost(1).unwrap_or(0.0);
-            (k + 1) as f64 * self.draft_cost.unwrap_or_else(prior)
-        };
+        // A draft runs k passes per round (the first also reads the tokens
+        // the last round settled): its measured cost is per guess.
+        let prior = || self.draft_prior * self.verify_cost(1).unwrap_or(0.0);
+        let draft = k as f64 * self.draft_cost.unwrap_or_else(prior);
         tokens / (draft + verify)
     }
 
@@ -281,7 +278,7 @@ impl Governor {
             self.alpha = Some(ema(self.alpha, kept));
             let by_outlook = &mut self.alpha_by_outlook[self.outlook];
             *by_outlook = Some(ema(*by_outlook, kept));
-            self.draft_cost = Some(ema(self.draft_cost, draft_secs / (drafted + 1) as f64));
+            self.draft_cost = Some(ema(self.draft_cost, draft_secs / drafted as f64));
         }
     }
 

@@ -46,6 +46,12 @@ pub trait Proposer {
     /// May return fewer, or none.
     fn propose(&mut self, history: &[u32], k: usize) -> crate::engine::Result<Proposal>;
 
+    /// Read the prompt ahead of the first guess, while the target reads it:
+    /// prompt processing, not part of any round (a draft model's prefill).
+    fn prefill(&mut self, _prompt: &[u32]) -> crate::engine::Result<()> {
+        Ok(())
+    }
+
     /// Before k is chosen: the class of the guesses `history` would get (one
     /// of [`OUTLOOKS`]; n-gram lookup: how much context its match shares), so
     /// the governor can keep an acceptance rate per class; `None` when there
