@@ -61,7 +61,7 @@ pub fn run<B: Backend + 'static>(
     ks: &[Option<usize>],
     k_max: usize,
     classes: &[(String, Vec<String>)],
-    n: usize,
+    (n, reps): (usize, usize),
     ctx: usize,
 ) -> Result<Vec<SpecRow>> {
     let sampling = SamplingParams::greedy();
@@ -115,37 +115,47 @@ pub fn run<B: Backend + 'static>(
             .iter()
             .map(|&k| Governor::new(GovernorConfig { k_max, fixed_k: k }))
             .collect();
-        // Every k in turn on each prompt: a machine that drifts over the
-        // minutes a class takes slows all rows alike, not the last ones.
-        for (req, want) in reqs.iter().zip(&plain_tokens) {
-            for (i, &k) in order.iter().enumerate() {
-                let row = &mut class_rows[i];
-                let mut session = Session::new(target, ctx);
-                let t = Instant::now();
-                let out = if k == Some(0) {
-                    session.generate(req, |_| true)?
-                } else {
-                    let mut proposer = kind.build(target, ctx, &sampling)?;
-                    let spec = Speculation {
-                        proposer: proposer.as_mut(),
-                        governor: &mut govs[i],
-                    };
-                    session.generate_with(req, Some(spec), |_| true)?
-                };
-                // Generation time only: the prompt is read the same way in every row.
-                let secs = t.elapsed().as_secs_f64() - out.timings.prompt_ms / 1e3;
-                row.identical &= &out.tokens == want;
-                row.tokens += out.tokens.len();
-                row.seconds += secs;
-                match &out.speculation {
-                    Some(s) => {
-                        row.drafted += s.drafted;
-                        row.accepted += s.accepted;
-                        passes[i] += s.rounds + s.plain_steps;
-                        row.draft_to_target_cost = s.draft_to_target_cost;
-                    }
-                    None => passes[i] += out.tokens.len().saturating_sub(1),
+        // Every k in turn on each prompt, in reverse order on every other
+        // repetition: a machine that drifts over the minutes a class takes
+        // slows all rows alike, not the last ones.
+        let n_k = order.len();
+        let mut turns = Vec::with_capacity(reps * reqs.len() * n_k);
+        for rep in 0..reps {
+            for (req, want) in reqs.iter().zip(&plain_tokens) {
+                for j in 0..n_k {
+                    let i = if rep % 2 == 0 { j } else { n_k - 1 - j };
+                    turns.push((req, want, i));
                 }
+            }
+        }
+        for (req, want, i) in turns {
+            let k = order[i];
+            let row = &mut class_rows[i];
+            let mut session = Session::new(target, ctx);
+            let t = Instant::now();
+            let out = if k == Some(0) {
+                session.generate(req, |_| true)?
+            } else {
+                let mut proposer = kind.build(target, ctx, &sampling)?;
+                let spec = Speculation {
+                    proposer: proposer.as_mut(),
+                    governor: &mut govs[i],
+                };
+                session.generate_with(req, Some(spec), |_| true)?
+            };
+            // Generation time only: the prompt is read the same way in every row.
+            let secs = t.elapsed().as_secs_f64() - out.timings.prompt_ms / 1e3;
+            row.identical &= &out.tokens == want;
+            row.tokens += out.tokens.len();
+            row.seconds += secs;
+            match &out.speculation {
+                Some(s) => {
+                    row.drafted += s.drafted;
+                    row.accepted += s.accepted;
+                    passes[i] += s.rounds + s.plain_steps;
+                    row.draft_to_target_cost = s.draft_to_target_cost;
+                }
+                None => passes[i] += out.tokens.len().saturating_sub(1),
             }
         }
         let plain_rate = class_rows[0].tokens as f64 / class_rows[0].seconds;

@@ -63,6 +63,10 @@ struct SpecBenchArgs {
     /// Tokens generated per prompt.
     #[arg(short = 'n', default_value_t = 128)]
     n: usize,
+    /// Repetitions of every prompt at every k (the order of k reversed on
+    /// every other one).
+    #[arg(short = 'r', long = "reps", default_value_t = 1)]
+    reps: usize,
     /// Print the rows as JSON.
     #[arg(long)]
     json: bool,
@@ -304,7 +308,15 @@ fn spec(a: SpecBenchArgs) -> Result<()> {
     let target = a.model.load()?;
     let draft = a.proposer.load_draft(a.model.device)?;
     let kind = a.proposer.kind(draft.as_ref())?;
-    let rows = run(&target, &kind, &ks, a.k_max, &classes, a.n, a.model.ctx)?;
+    let rows = run(
+        &target,
+        &kind,
+        &ks,
+        a.k_max,
+        &classes,
+        (a.n, a.reps.max(1)),
+        a.model.ctx,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {

@@ -2,15 +2,29 @@
 //! model at a lower quantization. Its KV cache follows the target's: each
 //! proposal first feeds the accepted history, and [`Session::feed`] keeps the
 //! common prefix, so rejected guesses are rolled back by that same call.
+//!
+//! Where the text repeats a long passage from earlier (prompt lookup finds
+//! [`LOOKUP_CONTEXT`] or more tokens of shared context), the continuation is
+//! guessed by lookup instead, at no cost, and the draft reads the accepted
+//! tokens in one pass when it next guesses. Lookup rounds are their own
+//! outlook classes, so the governor weighs their cost and acceptance apart
+//! from the draft's.
 
+use super::ngram::{outlook_of, NgramProposer};
 use super::{Proposal, Proposer};
 use crate::backend::{Backend, Readout};
 use crate::engine::{EngineError, Result, Session};
 use crate::model::LoadedModel;
 use crate::sampler::{Sampler, SamplingParams};
 
+/// Shared context (tokens) from which a lookup guess replaces the draft's.
+pub const LOOKUP_CONTEXT: usize = 8;
+
 pub struct DraftProposer<'m, B: Backend> {
     session: Session<'m, B>,
+    lookup: NgramProposer,
+    /// The coming round guesses by lookup ([`Proposer::outlook`] decided).
+    by_lookup: bool,
     sampler: Sampler,
     greedy: bool,
     /// Weight bytes per token of the draft over the target's.
@@ -49,6 +63,8 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
         Ok(Self {
             cost_hint: bytes(draft) / bytes(target),
             session: Session::new(draft, ctx),
+            lookup: NgramProposer::default(),
+            by_lookup: false,
             greedy: sampling.temperature <= 0.0,
             sampler: Sampler::new(params),
         })
@@ -56,7 +72,18 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
 }
 
 impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
+    /// 0 for the draft's own guesses; a lookup's outlook (never 0) where it
+    /// shares enough context.
+    fn outlook(&mut self, history: &[u32]) -> Option<usize> {
+        let lookup = self.lookup.outlook(history);
+        self.by_lookup = lookup.is_some_and(|o| o >= outlook_of(LOOKUP_CONTEXT));
+        Some(if self.by_lookup { lookup? } else { 0 })
+    }
+
     fn propose(&mut self, history: &[u32], k: usize) -> Result<Proposal> {
+        if self.by_lookup {
+            return self.lookup.propose(history, k);
+        }
         let mut out = Proposal {
             tokens: Vec::with_capacity(k),
             dists: Vec::with_capacity(k),

@@ -45,13 +45,17 @@ pub struct Governor {
     pub cfg: GovernorConfig,
     /// Acceptance per guess, once a round has guessed: over all guesses,
     /// and per outlook class.
-    alpha: Option<f64>,
-    alpha_by_outlook: [Option<f64>; OUTLOOKS],
+    alpha: Option<Acceptance>,
+    alpha_by_outlook: [Option<Acceptance>; OUTLOOKS],
     /// The outlook of the round being chosen and observed.
     outlook: usize,
     /// Seconds per guess (measured: a round's draft time over its guesses),
     /// and the prior in plain steps.
     draft_cost: Option<f64>,
+    /// The same per outlook class: a proposer may guess by different means
+    /// per class (a draft model that follows a long copied passage by
+    /// lookup, at no cost, and guesses elsewhere by running).
+    draft_cost_by_outlook: [Option<f64>; OUTLOOKS],
     draft_prior: f64,
     /// Extra seconds a probe costs over plain steps (a draft catching up
     /// with the text, the longer pass), and plain seconds since the last one.
@@ -72,6 +76,31 @@ fn ema(old: Option<f64>, new: f64) -> f64 {
     old.map_or(new, |o| (1.0 - EMA) * o + EMA * new)
 }
 
+/// The chance that a guess is kept given that those before it were: guesses
+/// kept over guesses put to the test (the kept ones, and the first rejected
+/// one where there was one), as moving averages of both counts. The share of
+/// guesses kept would understate it: the guesses after a rejection are never
+/// tested, so a round of two guesses at α = 0.9 keeps only 85.5% of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Acceptance {
+    kept: f64,
+    tested: f64,
+}
+
+impl Acceptance {
+    fn after(old: Option<Self>, drafted: usize, accepted: usize) -> Self {
+        let tested = accepted + usize::from(accepted < drafted);
+        Self {
+            kept: ema(old.map(|a| a.kept), accepted as f64),
+            tested: ema(old.map(|a| a.tested), tested as f64),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.kept / self.tested.max(f64::MIN_POSITIVE)
+    }
+}
+
 impl Governor {
     pub fn new(cfg: GovernorConfig) -> Self {
         let k_max = cfg.fixed_k.unwrap_or(cfg.k_max);
@@ -80,6 +109,7 @@ impl Governor {
             alpha_by_outlook: [None; OUTLOOKS],
             outlook: 0,
             draft_cost: None,
+            draft_cost_by_outlook: [None; OUTLOOKS],
             draft_prior: 0.0,
             probe_cost: None,
             plain_since_probe: 0.0,
@@ -101,6 +131,7 @@ impl Governor {
         g.alpha = self.alpha;
         g.alpha_by_outlook = self.alpha_by_outlook;
         g.draft_cost = self.draft_cost;
+        g.draft_cost_by_outlook = self.draft_cost_by_outlook;
         g.draft_prior = self.draft_prior;
         g.probe_cost = self.probe_cost;
         g.verify = self.verify.clone();
@@ -116,19 +147,21 @@ impl Governor {
     /// The measured acceptance rate over all guesses; an even chance before
     /// any guess.
     pub fn acceptance(&self) -> f64 {
-        self.alpha.unwrap_or(0.5)
+        self.alpha.map_or(0.5, |a| a.rate())
     }
 
     /// The acceptance rate expected of the coming round's guesses: their
     /// class's (all guesses' before the class has been tried).
     fn expected_acceptance(&self) -> f64 {
-        self.alpha_by_outlook[self.outlook].unwrap_or_else(|| self.acceptance())
+        self.alpha_by_outlook[self.outlook].map_or_else(|| self.acceptance(), |a| a.rate())
     }
 
-    /// Draft cost per pass over the cost of a plain target step, once both
-    /// are known.
+    /// Draft cost per guess over the cost of a plain target step, once both
+    /// are known: of the guesses of outlook 0 (a draft model's own) where
+    /// there are any.
     pub fn cost_ratio(&self) -> Option<f64> {
-        Some(self.draft_cost? / self.verify_cost(1)?)
+        let by_model = self.draft_cost_by_outlook[0];
+        Some(by_model.or(self.draft_cost)? / self.verify_cost(1)?)
     }
 
     /// Measured seconds per target pass, by rows scored (telemetry).
@@ -215,7 +248,8 @@ impl Governor {
         // A draft runs k passes per round (the first also reads the tokens
         // the last round settled): its measured cost is per guess.
         let prior = || self.draft_prior * self.verify_cost(1).unwrap_or(0.0);
-        let draft = k as f64 * self.draft_cost.unwrap_or_else(prior);
+        let per_guess = self.draft_cost_by_outlook[self.outlook].or(self.draft_cost);
+        let draft = k as f64 * per_guess.unwrap_or_else(prior);
         tokens / (draft + verify)
     }
 
@@ -274,11 +308,13 @@ impl Governor {
             }
         }
         if drafted > 0 {
-            let kept = accepted as f64 / drafted as f64;
-            self.alpha = Some(ema(self.alpha, kept));
+            self.alpha = Some(Acceptance::after(self.alpha, drafted, accepted));
             let by_outlook = &mut self.alpha_by_outlook[self.outlook];
-            *by_outlook = Some(ema(*by_outlook, kept));
-            self.draft_cost = Some(ema(self.draft_cost, draft_secs / drafted as f64));
+            *by_outlook = Some(Acceptance::after(*by_outlook, drafted, accepted));
+            let per_guess = draft_secs / drafted as f64;
+            self.draft_cost = Some(ema(self.draft_cost, per_guess));
+            let by_outlook = &mut self.draft_cost_by_outlook[self.outlook];
+            *by_outlook = Some(ema(*by_outlook, per_guess));
         }
     }
 
@@ -362,6 +398,41 @@ mod tests {
         assert!(probes <= 3, "{:?}", chosen[0]);
         // None: nothing to guess, so a plain step.
         assert_eq!(g.choose(100, None), 0);
+    }
+
+    #[test]
+    fn acceptance_is_per_guess_given_the_ones_before() {
+        // Rounds of two guesses, each kept with chance 0.9 while the ones
+        // before it were: 85.5% of guesses are kept, but α is 0.9.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut coin = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) < 0.9
+        };
+        let mut g = Governor::new(GovernorConfig {
+            k_max: 2,
+            fixed_k: Some(2),
+        });
+        let (mut sum, mut n) = (0.0, 0);
+        for round in 0..4000 {
+            g.choose(100, Some(0));
+            let accepted = if !coin() {
+                0
+            } else if !coin() {
+                1
+            } else {
+                2
+            };
+            g.observe(2, accepted, 0.0, 0.0, Some((3, 1.0)));
+            if round >= 100 {
+                sum += g.acceptance();
+                n += 1;
+            }
+        }
+        let mean = sum / n as f64;
+        assert!((mean - 0.9).abs() < 0.015, "{mean}");
     }
 
     #[test]

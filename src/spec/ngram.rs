@@ -44,7 +44,7 @@ impl Default for NgramProposer {
 
 /// A match's shared context (in tokens) as one of [`super::OUTLOOKS`]
 /// classes: 2, 3, 4–7, 8–15, 16 or more.
-fn outlook_of(context: usize) -> usize {
+pub fn outlook_of(context: usize) -> usize {
     match context {
         0..=2 => 1,
         3 => 2,
