@@ -143,8 +143,11 @@ pub fn run<B: Backend + 'static>(
                 };
                 session.generate_with(req, Some(spec), |_| true)?
             };
-            // Generation time only: the prompt is read the same way in every row.
-            let secs = t.elapsed().as_secs_f64() - out.timings.prompt_ms / 1e3;
+            // Generation time, and the draft's reading of the prompt: the
+            // target reads the prompt the same way in every row, the draft
+            // only in speculative ones.
+            let draft_prefill_ms = out.speculation.as_ref().map_or(0.0, |s| s.draft_prefill_ms);
+            let secs = t.elapsed().as_secs_f64() - (out.timings.prompt_ms - draft_prefill_ms) / 1e3;
             row.identical &= &out.tokens == want;
             row.tokens += out.tokens.len();
             row.seconds += secs;

@@ -150,12 +150,14 @@ impl<B: Backend + 'static> Session<'_, B> {
         // Only what the sampler needs crosses from the device.
         let readout = sampler.readout_for(1);
         let (logits, cached_n) = self.feed_as(&req.prompt, n.saturating_sub(1), readout)?;
+        let t_draft = Instant::now();
         if let Some(sp) = spec
             .as_mut()
-            .filter(|sp| sp.governor.cfg.fixed_k != Some(0))
+            .filter(|sp| sp.governor.expects_to_speculate())
         {
             sp.proposer.prefill(&req.prompt)?;
         }
+        let draft_prefill_ms = t_draft.elapsed().as_secs_f64() * 1e3;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1e3;
 
         let mut out = Output {
@@ -248,8 +250,10 @@ impl<B: Backend + 'static> Session<'_, B> {
         }
         let predicted_ms = t1.elapsed().as_secs_f64() * 1e3;
         let computed = n - cached_n;
-        let speculation =
-            spec.map(|sp| tally.report(sp.proposer.name(), sp.governor, out.tokens.len()));
+        let speculation = spec.map(|sp| SpecStats {
+            draft_prefill_ms,
+            ..tally.report(sp.proposer.name(), sp.governor, out.tokens.len())
+        });
         Ok(GenerateOutput {
             timings: Timings {
                 prompt_n: n,

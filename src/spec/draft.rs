@@ -18,7 +18,7 @@ use crate::model::LoadedModel;
 use crate::sampler::{Sampler, SamplingParams};
 
 /// Shared context (tokens) from which a lookup guess replaces the draft's.
-pub const LOOKUP_CONTEXT: usize = 8;
+pub const LOOKUP_CONTEXT: usize = 4;
 
 pub struct DraftProposer<'m, B: Backend> {
     session: Session<'m, B>,

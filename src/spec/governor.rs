@@ -234,6 +234,22 @@ impl Governor {
         }
     }
 
+    /// Whether a draft's own guesses (outlook 0) are expected to pay: true
+    /// before they have been measured, so that a new draft is tried. A draft
+    /// reads the prompt ahead of time only then; one that is off would pay
+    /// for reading it and never use it.
+    pub fn expects_to_speculate(&self) -> bool {
+        if let Some(k) = self.cfg.fixed_k {
+            return k > 0;
+        }
+        if self.verify_cost(1).is_none() || self.alpha_by_outlook[0].is_none() {
+            return true;
+        }
+        let mut own = self.clone();
+        own.outlook = 0;
+        (1..=self.cfg.k_max).any(|k| own.rate(k) > own.rate(0))
+    }
+
     /// Expected tokens per second with k guesses in the coming round.
     pub fn rate(&self, k: usize) -> f64 {
         self.rate_at(k, self.expected_acceptance())
@@ -433,6 +449,31 @@ mod tests {
         }
         let mean = sum / n as f64;
         assert!((mean - 0.9).abs() < 0.015, "{mean}");
+    }
+
+    #[test]
+    fn a_draft_that_loses_is_not_expected_to_speculate() {
+        let mut g = Governor::new(GovernorConfig::default());
+        assert!(g.expects_to_speculate());
+        for _ in 0..20 {
+            let k = g.choose(100, Some(0));
+            g.observe(
+                k,
+                0,
+                0.3 * k as f64,
+                0.0,
+                Some((k + 1, 1.0 + 0.3 * k as f64)),
+            );
+        }
+        assert!(!g.expects_to_speculate());
+        let fixed = |k| {
+            Governor::new(GovernorConfig {
+                k_max: 8,
+                fixed_k: Some(k),
+            })
+            .expects_to_speculate()
+        };
+        assert!(!fixed(0) && fixed(2));
     }
 
     #[test]

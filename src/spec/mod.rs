@@ -115,6 +115,9 @@ pub struct SpecStats {
     /// The target's measured milliseconds per forward pass, by rows scored
     /// (index = rows; null where never measured).
     pub verify_ms_by_rows: Vec<Option<f64>>,
+    /// Milliseconds the draft spent reading the prompt (part of the
+    /// request's prompt time).
+    pub draft_prefill_ms: f64,
 }
 
 /// Running counts of one sequence's rounds, turned into [`SpecStats`] at
@@ -158,6 +161,7 @@ impl SpecTally {
                 .iter()
                 .map(|c| c.map(|s| s * 1e3))
                 .collect(),
+            draft_prefill_ms: 0.0,
         }
     }
 }
