@@ -80,24 +80,25 @@ impl<B: Backend> Loader<'_, B> {
         self.file.tensor_info(name).is_some()
     }
 
-    /// The output projection: `output.weight`, or the embedding table when tied.
-    pub fn output(&self, h: &HParams, vocab: usize) -> Result<B::Weight> {
+    /// The output projection's tensor: `output.weight`, or the embedding
+    /// table when tied.
+    fn output_name(&self) -> &'static str {
         if self.has("output.weight") {
-            self.weight("output.weight", vocab, h.d_model)
+            "output.weight"
         } else {
-            self.weight("token_embd.weight", vocab, h.d_model)
+            "token_embd.weight"
         }
+    }
+
+    /// The output projection.
+    pub fn output(&self, h: &HParams, vocab: usize) -> Result<B::Weight> {
+        self.weight(self.output_name(), vocab, h.d_model)
     }
 
     /// The first `rows` rows of the output projection: the scores of the
     /// vocabulary's first `rows` tokens only.
     pub fn output_prefix(&self, h: &HParams, rows: usize) -> Result<B::Weight> {
-        let name = if self.has("output.weight") {
-            "output.weight"
-        } else {
-            "token_embd.weight"
-        };
-        let t = self.file.tensor(name)?;
+        let t = self.file.tensor(self.output_name())?;
         let row_bytes = t.info.ty.row_bytes(t.info.row_len());
         let mut info = t.info.clone();
         info.dims = vec![h.d_model as u64, rows as u64];

@@ -150,10 +150,10 @@ impl Governor {
         self.alpha.map_or(0.5, |a| a.rate())
     }
 
-    /// The acceptance rate expected of the coming round's guesses: their
+    /// The acceptance rate expected of guesses of class `outlook`: the
     /// class's (all guesses' before the class has been tried).
-    fn expected_acceptance(&self) -> f64 {
-        self.alpha_by_outlook[self.outlook].map_or_else(|| self.acceptance(), |a| a.rate())
+    fn expected_acceptance(&self, outlook: usize) -> f64 {
+        self.alpha_by_outlook[outlook].map_or_else(|| self.acceptance(), |a| a.rate())
     }
 
     /// Draft cost per guess over the cost of a plain target step, once both
@@ -195,8 +195,8 @@ impl Governor {
         // Explore only if some k would win at a high acceptance (the 90% the
         // studies saw for code with a same-family draft): a draft too slow
         // for that is never tried, and costs nothing.
-        let best_case =
-            (1..=self.cfg.k_max).any(|k| self.rate_at(k, OPTIMISTIC) > self.rate_at(0, OPTIMISTIC));
+        let optimistic = |k| self.rate_at(k, OPTIMISTIC, self.outlook);
+        let best_case = (1..=self.cfg.k_max).any(|k| optimistic(k) > optimistic(0));
         if !best_case {
             return 0;
         }
@@ -245,17 +245,21 @@ impl Governor {
         if self.verify_cost(1).is_none() || self.alpha_by_outlook[0].is_none() {
             return true;
         }
-        let mut own = self.clone();
-        own.outlook = 0;
-        (1..=self.cfg.k_max).any(|k| own.rate(k) > own.rate(0))
+        let own = |k| self.rate_of(k, 0);
+        (1..=self.cfg.k_max).any(|k| own(k) > own(0))
     }
 
     /// Expected tokens per second with k guesses in the coming round.
     pub fn rate(&self, k: usize) -> f64 {
-        self.rate_at(k, self.expected_acceptance())
+        self.rate_of(k, self.outlook)
     }
 
-    fn rate_at(&self, k: usize, alpha: f64) -> f64 {
+    /// The same for guesses of class `outlook`.
+    fn rate_of(&self, k: usize, outlook: usize) -> f64 {
+        self.rate_at(k, self.expected_acceptance(outlook), outlook)
+    }
+
+    fn rate_at(&self, k: usize, alpha: f64, outlook: usize) -> f64 {
         let Some(verify) = self.verify_cost(k + 1) else {
             return 0.0;
         };
@@ -264,7 +268,7 @@ impl Governor {
         // A draft runs k passes per round (the first also reads the tokens
         // the last round settled): its measured cost is per guess.
         let prior = || self.draft_prior * self.verify_cost(1).unwrap_or(0.0);
-        let per_guess = self.draft_cost_by_outlook[self.outlook].or(self.draft_cost);
+        let per_guess = self.draft_cost_by_outlook[outlook].or(self.draft_cost);
         let draft = k as f64 * per_guess.unwrap_or_else(prior);
         tokens / (draft + verify)
     }
