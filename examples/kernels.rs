@@ -1,7 +1,8 @@
 //! Kernel micro-benchmark: one weight matrix of each quantized type (random
 //! blocks, sane scales, 6 MiB, or `KERNELS_MIB` / `KERNELS_KIB`) times 1, 4, 8 and 128
 //! activation rows, single thread: the single-token kernel and the GEMM
-//! (`rows_avx2`, `gemm_avx2`), or the fused kernel (Q8_0).
+//! (`rows_avx2`, `gemm_avx2`), the kernel for rows grouped eight at a time
+//! (`grouped_avx2`), or the fused kernel (Q8_0).
 //! `cargo run --release --example kernels` prints GB/s of weights read and
 //! ns per row (the fastest of 20 runs, or of 2 beyond 8 tokens: the
 //! host's neighbours slow some runs); use it for kernel experiments (docs/kernel-notes.md), not as a
@@ -10,9 +11,10 @@
 use std::time::Instant;
 
 use tandem::quant::act::{ActFormat, QuantizedActs};
+use tandem::quant::grouped::GROUP_ROWS;
 use tandem::quant::{
-    fused_matmul, gemm, gemm_avx2, has_fused_kernel, has_gemm_kernel, matvec, GgmlType,
-    MATVEC_MAX_TOKENS,
+    fused_matmul, gemm, gemm_avx2, group_rows, has_fused_kernel, has_gemm_kernel,
+    has_grouped_kernel, matvec, matvec_grouped, GgmlType, MATVEC_MAX_TOKENS,
 };
 
 fn main() {
@@ -40,6 +42,12 @@ fn main() {
         if !has_fused_kernel(ty) && !has_gemm_kernel(ty) {
             continue;
         }
+        // `KERNELS_TYPES=Q4_K,Q6_K` times only those.
+        if let Ok(only) = std::env::var("KERNELS_TYPES") {
+            if !only.split(',').any(|t| t == format!("{ty:?}")) {
+                continue;
+            }
+        }
         let mut w: Vec<u8> = (0..ty.row_bytes(cols) * rows)
             .map(|_| next() as u8)
             .collect();
@@ -64,6 +72,25 @@ fn main() {
                 q
             })
             .collect();
+        if has_grouped_kernel(ty) {
+            // The same rows grouped eight at a time (`quant::grouped`).
+            let n_rows = rows / GROUP_ROWS * GROUP_ROWS;
+            let mut groups = vec![0u8; n_rows * ty.row_bytes(cols)];
+            group_rows(ty, &w[..groups.len()], n_rows, &mut groups);
+            for n in 1..=MATVEC_MAX_TOKENS {
+                let refs: Vec<&QuantizedActs> = xs.iter().take(n).collect();
+                let mut out = vec![0f32; n * n_rows];
+                let s = fastest(runs(n), &mut || {
+                    matvec_grouped(ty, &groups, n_rows, &refs, &mut out)
+                });
+                println!(
+                    "{ty:?} grouped x{n}: {:7.1} ns/row, {:5.1} GB/s of weights  ({:.0})",
+                    s * 1e9 / n_rows as f64,
+                    groups.len() as f64 / s / 1e9,
+                    out[0]
+                );
+            }
+        }
         let mut scratch = gemm_avx2::Unpacked::default();
         for n in [1usize, 2, 3, 4, 8, 128] {
             let refs: Vec<&QuantizedActs> = xs.iter().take(n).collect();

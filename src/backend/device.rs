@@ -183,6 +183,10 @@ impl Backend for AnyBackend {
         dispatch!(self, |b, V| b.load_weight(t, file).map(V::Weight))
     }
 
+    fn load_table(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<AnyWeight> {
+        dispatch!(self, |b, V| b.load_table(t, file).map(V::Weight))
+    }
+
     fn load_vector(&self, t: &Tensor<'_>) -> Result<AnyVector> {
         dispatch!(self, |b, V| b.load_vector(t).map(V::Vector))
     }

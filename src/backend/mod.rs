@@ -138,6 +138,15 @@ pub trait Backend: Send + Sync {
         t: &Tensor<'_>,
         file: &std::sync::Arc<crate::gguf::GgufFile>,
     ) -> Result<Self::Weight>;
+    /// A weight only ever read a row at a time (the embedding table): the
+    /// CPU leaves it in the file's layout.
+    fn load_table(
+        &self,
+        t: &Tensor<'_>,
+        file: &std::sync::Arc<crate::gguf::GgufFile>,
+    ) -> Result<Self::Weight> {
+        self.load_weight(t, file)
+    }
     fn load_vector(&self, t: &Tensor<'_>) -> Result<Self::Vector>;
     fn weight_shape(&self, w: &Self::Weight) -> (usize, usize);
     fn alloc_kv(&self, n_layers: usize, n_slots: usize, kv_dim: usize) -> Self::KvCache;

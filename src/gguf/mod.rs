@@ -157,6 +157,19 @@ impl GgufFile {
         &self.mmap
     }
 
+    /// Let the kernel drop the resident pages of `len` bytes from `offset`
+    /// (a copy of them is kept elsewhere): they stop counting towards this
+    /// process's memory, and a later read pages them in again from the file.
+    pub fn release(&self, offset: usize, len: usize) {
+        // SAFETY: the mapping is read-only and private, so no page holds
+        // anything the file does not; dropping one only costs a re-read.
+        // Advice is a hint: a failure leaves the pages resident, no worse.
+        let _ = unsafe {
+            self.mmap
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+        };
+    }
+
     pub fn file_size(&self) -> u64 {
         self.mmap.len() as u64
     }

@@ -53,6 +53,16 @@ pub struct Loader<'a, B: Backend> {
 impl<B: Backend> Loader<'_, B> {
     pub fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<B::Weight> {
         let w = self.be.load_weight(&self.file.tensor(name)?, self.file)?;
+        self.check_shape(name, w, rows, cols)
+    }
+
+    /// A weight read a row at a time ([`Backend::load_table`]).
+    pub fn table(&self, name: &str, rows: usize, cols: usize) -> Result<B::Weight> {
+        let w = self.be.load_table(&self.file.tensor(name)?, self.file)?;
+        self.check_shape(name, w, rows, cols)
+    }
+
+    fn check_shape(&self, name: &str, w: B::Weight, rows: usize, cols: usize) -> Result<B::Weight> {
         let got = self.be.weight_shape(&w);
         if got != (rows, cols) {
             return Err(ModelError::BadShape {
@@ -275,7 +285,7 @@ impl<B: Backend> Decoder<B> {
             .map(|i| Block::load(&l, &h, i, kind))
             .collect::<Result<_>>()?;
         Ok(Self {
-            embd: l.weight("token_embd.weight", h.vocab_size, h.d_model)?,
+            embd: l.table("token_embd.weight", h.vocab_size, h.d_model)?,
             out_norm: l.vector("output_norm.weight", h.d_model)?,
             output: l.output(&h, h.vocab_size)?,
             head_rows: h.vocab_size,

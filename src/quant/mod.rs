@@ -13,6 +13,8 @@ pub mod act;
 mod act_avx2;
 mod fused_avx2;
 pub mod gemm_avx2;
+pub mod grouped;
+mod grouped_avx2;
 mod kquants;
 mod kquants_avx2;
 mod legacy;
@@ -267,6 +269,67 @@ pub fn gemm(
     // SAFETY: the CPU features and the type were checked above; `gemm`
     // asserts the shapes itself.
     unsafe { gemm_avx2::gemm(ty, rows, n_rows, panels, scratch, out) }
+}
+
+/// Whether this CPU has a kernel for rows of `ty` grouped eight at a time
+/// ([`grouped`]), which beats [`matvec`] on the same rows.
+pub fn has_grouped_kernel(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return act::has_avx2() && grouped_avx2::supports(ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `out[t * n_rows + r] = row_r · xs[t]` for rows grouped by [`group_rows`]
+/// (`n_rows` a multiple of [`grouped::GROUP_ROWS`]) and any number of
+/// tokens: the bits [`matvec`] and [`gemm`] give.
+#[cfg(target_arch = "x86_64")]
+pub fn matvec_grouped(
+    ty: GgmlType,
+    groups: &[u8],
+    n_rows: usize,
+    xs: &[&act::QuantizedActs],
+    out: &mut [f32],
+) {
+    assert!(
+        has_grouped_kernel(ty),
+        "no grouped kernel for {ty:?} on this CPU"
+    );
+    // SAFETY: the CPU features and the type were checked above; `matvec`
+    // asserts the shapes itself.
+    unsafe { grouped_avx2::matvec(ty, groups, n_rows, xs, out) }
+}
+
+/// `n_rows` rows of `ty` (a multiple of [`grouped::GROUP_ROWS`]), laid end
+/// to end in `rows`, grouped eight at a time ([`grouped`]) into `out`.
+pub fn group_rows(ty: GgmlType, rows: &[u8], n_rows: usize, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if act::has_avx2() {
+        assert!(n_rows > 0 && rows.len().is_multiple_of(n_rows));
+        // SAFETY: AVX2 checked; `regroup` asserts the lengths.
+        return unsafe { grouped_avx2::regroup::<false>(ty, rows, rows.len() / n_rows, out) };
+    }
+    out.copy_from_slice(&grouped::group_rows_portable(ty, rows, n_rows));
+}
+
+/// Whole groups (rows of `row_bytes`) back in the file's layout, end to end
+/// in `out`.
+pub fn ungroup_rows(ty: GgmlType, groups: &[u8], row_bytes: usize, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if act::has_avx2() {
+        // SAFETY: AVX2 checked; `regroup` asserts the lengths.
+        return unsafe { grouped_avx2::regroup::<true>(ty, groups, row_bytes, out) };
+    }
+    let group_bytes = grouped::GROUP_ROWS * row_bytes;
+    assert!(groups.len() == out.len() && groups.len().is_multiple_of(group_bytes));
+    for (g, o) in groups
+        .chunks_exact(group_bytes)
+        .zip(out.chunks_exact_mut(group_bytes))
+    {
+        for (r, row) in o.chunks_exact_mut(row_bytes).enumerate() {
+            grouped::ungroup_row(ty, g, r, row);
+        }
+    }
 }
 
 /// Most tokens one [`matvec`] call takes.

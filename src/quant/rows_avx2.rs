@@ -222,7 +222,7 @@ unsafe fn row_pairs(v: &[__m128i], at: usize) -> [__m256i; 4] {
 
 /// The low (`HIGH` = false) or high f16 of each 32-bit lane, as f32.
 #[inline(always)]
-unsafe fn halves<const HIGH: bool>(v: __m256i) -> __m256 {
+pub(super) unsafe fn halves<const HIGH: bool>(v: __m256i) -> __m256 {
     // In each 128-bit half, bytes 0,1,4,5,8,9,12,13 (the low f16 of every
     // lane) or 2,3,6,7,10,11,14,15 (the high) to the front; the rest zeroed.
     let shift = if HIGH { 0x0202_0202 } else { 0 };

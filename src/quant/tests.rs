@@ -521,3 +521,86 @@ fn simd_activation_quantization_is_bit_identical_to_portable() {
         }
     }
 }
+
+#[test]
+fn grouped_rows_come_back_as_the_file_had_them() {
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    for ty in ALL_QUANT {
+        for blocks in [1, 3] {
+            let n = ty.block_size() * blocks;
+            let n_rows = 2 * grouped::GROUP_ROWS;
+            let rows: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_row(ty, n, &mut rng))
+                .collect();
+            let groups = grouped::group_rows_portable(ty, &rows, n_rows);
+            assert_ne!(groups, rows, "{ty:?}: grouping moved nothing");
+            let mut fast = vec![0u8; rows.len()];
+            group_rows(ty, &rows, n_rows, &mut fast);
+            assert_eq!(fast, groups, "{ty:?} n={n}: group_rows");
+            let mut back = vec![0u8; rows.len()];
+            ungroup_rows(ty, &groups, ty.row_bytes(n), &mut back);
+            assert_eq!(back, rows, "{ty:?} n={n}: ungroup_rows");
+            let rb = ty.row_bytes(n);
+            for r in 0..n_rows {
+                let g = &groups[r / 8 * 8 * rb..][..8 * rb];
+                let mut row = vec![0u8; rb];
+                grouped::ungroup_row(ty, g, r % 8, &mut row);
+                assert_eq!(row, rows[r * rb..][..rb], "{ty:?} n={n}: ungroup_row {r}");
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn grouped_kernels_match_the_row_kernel_bit_for_bit() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for ty in ALL_QUANT.into_iter().filter(|t| has_grouped_kernel(*t)) {
+        for blocks in [1, 3, 6] {
+            let n = ty.block_size() * blocks;
+            let n_rows = 3 * grouped::GROUP_ROWS;
+            let rows: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_row(ty, n, &mut rng))
+                .collect();
+            let mut groups = vec![0u8; rows.len()];
+            group_rows(ty, &rows, n_rows, &mut groups);
+            // Up to 11 tokens: whole fours and a part, one with an outlier.
+            let xs: Vec<QuantizedActs> = (0..11)
+                .map(|k| {
+                    let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                    if k == 1 {
+                        x[n / 3] = 40.0;
+                    }
+                    let mut q = QuantizedActs::default();
+                    q.quantize(&x, ActFormat::for_weight(ty));
+                    q
+                })
+                .collect();
+            let refs: Vec<&QuantizedActs> = xs.iter().collect();
+            let mut want = vec![0f32; xs.len() * n_rows];
+            for (c, toks) in refs.chunks(MATVEC_MAX_TOKENS).enumerate() {
+                let at = c * MATVEC_MAX_TOKENS * n_rows;
+                matvec(
+                    ty,
+                    &rows,
+                    n_rows,
+                    toks,
+                    &mut want[at..at + toks.len() * n_rows],
+                );
+            }
+            for k in [1, 2, 3, 4, 5, 11] {
+                let mut got = vec![0f32; k * n_rows];
+                matvec_grouped(ty, &groups, n_rows, &refs[..k], &mut got);
+                for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{ty:?} blocks {blocks}, {k} tokens, token {} row {}: grouped {g} vs rows {w}",
+                        j / n_rows,
+                        j % n_rows
+                    );
+                }
+            }
+        }
+    }
+}

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use super::{Activation, AttnParams, AttnSeq, Backend, BackendError, Result, Rope};
 use crate::gguf::{GgufFile, Tensor};
-use crate::quant::{dequantize_row, GgmlType};
+use crate::quant::grouped::GROUP_ROWS;
+use crate::quant::{dequantize_row, group_rows, has_grouped_kernel, GgmlType};
 
 #[derive(Debug, Clone)]
 pub struct CpuAct {
@@ -30,16 +31,54 @@ impl CpuAct {
     }
 }
 
-/// A weight matrix left in the mapped file.
+/// A weight matrix left in the mapped file, or with its rows grouped eight
+/// at a time for the single-token kernels.
 pub struct CpuWeight {
     file: Arc<GgufFile>,
     start: usize,
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    /// The first [`Self::grouped_rows`] rows in `quant::grouped`'s layout,
+    /// which the products read instead of the file (whose pages for them
+    /// are released). The file still serves single rows.
+    groups: Option<memmap2::Mmap>,
+}
+
+/// `TANDEM_GROUPED=0` leaves every weight in the file's layout (for
+/// side-by-side measurements; the results are the same bits).
+fn grouping_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("TANDEM_GROUPED").map_or(true, |v| v != "0"))
 }
 
 impl CpuWeight {
+    /// How many rows (from the first) [`Self::groups`] holds.
+    pub fn grouped_rows(&self) -> usize {
+        match &self.groups {
+            Some(g) => g.len() / self.row_bytes(),
+            None => 0,
+        }
+    }
+
+    /// The grouped rows ([`Self::grouped_rows`] of them).
+    pub fn groups(&self) -> Option<&[u8]> {
+        self.groups.as_deref()
+    }
+
+    /// The first `n_rows` rows (a multiple of [`GROUP_ROWS`]) grouped, in
+    /// memory of their own: asked for in 2 MiB pages, which the file's
+    /// mapping cannot have (a token reads every page of the weights, and
+    /// 4 KiB pages of a GiB outnumber the TLB's entries 100 to 1).
+    fn grouped(&self, n_rows: usize) -> std::io::Result<memmap2::Mmap> {
+        let len = n_rows * self.row_bytes();
+        let mut groups = memmap2::MmapMut::map_anon(len)?;
+        // A hint: without huge pages the layout still pays.
+        let _ = groups.advise(memmap2::Advice::HugePage);
+        group_rows(self.ty, &self.bytes()[..len], n_rows, &mut groups);
+        groups.make_read_only()
+    }
+
     pub fn row_bytes(&self) -> usize {
         self.ty.row_bytes(self.cols)
     }
@@ -77,6 +116,19 @@ impl Backend for CpuBackend {
     }
 
     fn load_weight(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<CpuWeight> {
+        let mut w = self.load_table(t, file)?;
+        let grouped = w.rows / GROUP_ROWS * GROUP_ROWS;
+        if grouping_enabled() && has_grouped_kernel(w.ty) && grouped > 0 {
+            // Without memory for the copy the weight stays as it is.
+            if let Ok(groups) = w.grouped(grouped) {
+                w.groups = Some(groups);
+                file.release(w.start, grouped * w.row_bytes());
+            }
+        }
+        Ok(w)
+    }
+
+    fn load_table(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<CpuWeight> {
         let info = t.info;
         if info.dims.len() > 2 {
             return Err(BackendError::BadWeight {
@@ -96,6 +148,7 @@ impl Backend for CpuBackend {
             ty: info.ty,
             rows: info.n_rows(),
             cols: info.row_len(),
+            groups: None,
         })
     }
 
