@@ -69,13 +69,21 @@ impl CpuWeight {
     /// The first `n_rows` rows (a multiple of [`GROUP_ROWS`]) grouped, in
     /// memory of their own: asked for in 2 MiB pages, which the file's
     /// mapping cannot have (a token reads every page of the weights, and
-    /// 4 KiB pages of a GiB outnumber the TLB's entries 100 to 1).
+    /// 4 KiB pages of a GiB outnumber the TLB's entries 100 to 1). The
+    /// file's pages are released a few MiB at a time as their rows are
+    /// copied, so that a large tensor is never resident twice.
     fn grouped(&self, n_rows: usize) -> std::io::Result<memmap2::Mmap> {
-        let len = n_rows * self.row_bytes();
-        let mut groups = memmap2::MmapMut::map_anon(len)?;
+        let rb = self.row_bytes();
+        let mut groups = memmap2::MmapMut::map_anon(n_rows * rb)?;
         // A hint: without huge pages the layout still pays.
         let _ = groups.advise(memmap2::Advice::HugePage);
-        group_rows(self.ty, &self.bytes()[..len], n_rows, &mut groups);
+        let per_piece = ((4 << 20) / (GROUP_ROWS * rb)).max(1) * GROUP_ROWS;
+        for r0 in (0..n_rows).step_by(per_piece) {
+            let n = per_piece.min(n_rows - r0);
+            let (from, to) = (r0 * rb, (r0 + n) * rb);
+            group_rows(self.ty, &self.bytes()[from..to], n, &mut groups[from..to]);
+            self.file.release(self.start + from, to - from);
+        }
         groups.make_read_only()
     }
 
@@ -122,7 +130,6 @@ impl Backend for CpuBackend {
             // Without memory for the copy the weight stays as it is.
             if let Ok(groups) = w.grouped(grouped) {
                 w.groups = Some(groups);
-                file.release(w.start, grouped * w.row_bytes());
             }
         }
         Ok(w)
