@@ -1,5 +1,5 @@
-//! Products of one to four tokens with grouped rows ([`super::grouped`]),
-//! and the groups turned back into rows for the GEMM.
+//! Products of grouped rows ([`super::grouped`]) with a batch of tokens,
+//! four at a time, and the groups turned back into rows for the GEMM.
 //!
 //! With eight rows side by side in each load (row r in bytes 4r..4r+4),
 //! four values of every row multiply the four activations they stand for,
@@ -114,17 +114,25 @@ unsafe fn prefetch(b: *const u8, bytes: usize, part: usize, parts: usize) {
     }
 }
 
-/// In-lane shuffle giving 16-bit lanes 2r and 2r+1 byte `j` of row r's word
-/// (then byte `k` in lane 2r+1 when `k` differs), zero-extended.
+/// An in-lane shuffle that gives row r (bytes 4r..4r+4 of each half, its
+/// 16-bit lanes 2r and 2r+1) the bytes `pattern` names of its own word; a
+/// negative entry zeroes its byte.
 #[inline(always)]
-unsafe fn spread(j: i8, k: i8) -> __m256i {
-    let z = -128i8;
+unsafe fn per_row(pattern: [i8; 4]) -> __m256i {
     let mut half = [0i8; 16];
-    for rr in 0..4 {
-        half[4 * rr..4 * rr + 4].copy_from_slice(&[4 * rr as i8 + j, z, 4 * rr as i8 + k, z]);
+    for (rr, bytes) in half.chunks_exact_mut(4).enumerate() {
+        for (b, p) in bytes.iter_mut().zip(pattern) {
+            *b = if p < 0 { p } else { 4 * rr as i8 + p };
+        }
     }
     let v = _mm_loadu_si128(half.as_ptr() as *const __m128i);
     _mm256_set_m128i(v, v)
+}
+
+/// Row r's lanes 2r and 2r+1 = bytes `j` and `k` of its word, zero-extended.
+#[inline(always)]
+unsafe fn spread(j: i8, k: i8) -> __m256i {
+    per_row([j, -128, k, -128])
 }
 
 /// Q4_K: word 0 of each row's block is `d | dmin`, words 1–3 its packed
@@ -178,9 +186,9 @@ unsafe fn q4_k<const N: usize>(
                 }
             }
             // Sub-blocks 2ch (low nibbles) and 2ch + 1 (high).
-            let (s_lo, s_hi) = if ch < 2 { (s03, s03) } else { (s47, s47) };
-            let s_lo = _mm256_shuffle_epi8(s_lo, spreads[(2 * ch) % 4]);
-            let s_hi = _mm256_shuffle_epi8(s_hi, spreads[(2 * ch + 1) % 4]);
+            let scales = if ch < 2 { s03 } else { s47 };
+            let s_lo = _mm256_shuffle_epi8(scales, spreads[(2 * ch) % 4]);
+            let s_hi = _mm256_shuffle_epi8(scales, spreads[(2 * ch + 1) % 4]);
             for t in 0..N {
                 let p = _mm256_add_epi32(
                     _mm256_madd_epi16(lo_sum[t], s_lo),
@@ -221,17 +229,11 @@ unsafe fn q4_k<const N: usize>(
     acc
 }
 
-/// In-lane shuffle giving 16-bit lanes 2r and 2r+1 of row r byte `j` and
-/// byte `k` of its word in both halves (`srai` by 8 then sign-extends them).
+/// Row r's lanes 2r and 2r+1 = bytes `j` and `k` of its word in both
+/// halves (`srai` by 8 then sign-extends them).
 #[inline(always)]
 unsafe fn spread_signed(j: i8, k: i8) -> __m256i {
-    let mut half = [0i8; 16];
-    for rr in 0..4 {
-        let w = 4 * rr as i8;
-        half[4 * rr..4 * rr + 4].copy_from_slice(&[w + j, w + j, w + k, w + k]);
-    }
-    let v = _mm_loadu_si128(half.as_ptr() as *const __m128i);
-    _mm256_set_m128i(v, v)
+    per_row([j, j, k, k])
 }
 
 /// Q6_K: words 0–31 of each row's block are its low nibbles (`ql`), 32–47

@@ -45,6 +45,29 @@ fn random_row(ty: GgmlType, n: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
     row
 }
 
+/// `count` tokens of `n` random activations quantized in `format`; in
+/// token `outlier.0`, value `outlier.1` set to `outlier.2`, as real
+/// activations have.
+fn random_acts(
+    format: ActFormat,
+    n: usize,
+    count: usize,
+    outlier: (usize, usize, f32),
+    rng: &mut ChaCha8Rng,
+) -> Vec<QuantizedActs> {
+    (0..count)
+        .map(|k| {
+            let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            if k == outlier.0 {
+                x[outlier.1] = outlier.2;
+            }
+            let mut q = QuantizedActs::default();
+            q.quantize(&x, format);
+            q
+        })
+        .collect()
+}
+
 fn h(b: &[u8], i: usize) -> f32 {
     f16_at(b, i)
 }
@@ -348,18 +371,7 @@ fn fused_kernels_match_the_decoded_path_and_ignore_batch_size() {
             let row = random_row(ty, n, &mut rng);
             let mut dec = DecodedRow::default();
             dec.decode(ty, &row, n);
-            let xs: Vec<QuantizedActs> = (0..6)
-                .map(|k| {
-                    // One row with an outlier, as real activations have.
-                    let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-                    if k == 2 {
-                        x[n / 3] = 40.0;
-                    }
-                    let mut q = QuantizedActs::default();
-                    q.quantize(&x, ActFormat::for_weight(ty));
-                    q
-                })
-                .collect();
+            let xs = random_acts(ActFormat::for_weight(ty), n, 6, (2, n / 3, 40.0), &mut rng);
             let refs: Vec<&QuantizedActs> = xs.iter().collect();
             let mut all = vec![0f32; xs.len()];
             fused_matmul(ty, &row, 1, &refs, &mut all);
@@ -412,17 +424,7 @@ fn gemm_matches_the_decoded_path_and_the_row_kernel_bit_for_bit() {
             // with an outlier.
             let n_rows = 11;
             let rows: Vec<Vec<u8>> = (0..n_rows).map(|_| random_row(ty, n, &mut rng)).collect();
-            let xs: Vec<QuantizedActs> = (0..11)
-                .map(|k| {
-                    let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-                    if k == 3 {
-                        x[n / 2] = -50.0;
-                    }
-                    let mut q = QuantizedActs::default();
-                    q.quantize(&x, format);
-                    q
-                })
-                .collect();
+            let xs = random_acts(format, n, 11, (3, n / 2, -50.0), &mut rng);
             let refs: Vec<&QuantizedActs> = xs.iter().collect();
             let panels: Vec<ActPanel> = refs
                 .chunks(gemm_avx2::LANES)
@@ -565,17 +567,7 @@ fn grouped_kernels_match_the_row_kernel_bit_for_bit() {
             let mut groups = vec![0u8; rows.len()];
             group_rows(ty, &rows, n_rows, &mut groups);
             // Up to 11 tokens: whole fours and a part, one with an outlier.
-            let xs: Vec<QuantizedActs> = (0..11)
-                .map(|k| {
-                    let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-                    if k == 1 {
-                        x[n / 3] = 40.0;
-                    }
-                    let mut q = QuantizedActs::default();
-                    q.quantize(&x, ActFormat::for_weight(ty));
-                    q
-                })
-                .collect();
+            let xs = random_acts(ActFormat::for_weight(ty), n, 11, (1, n / 3, 40.0), &mut rng);
             let refs: Vec<&QuantizedActs> = xs.iter().collect();
             let mut want = vec![0f32; xs.len() * n_rows];
             for (c, toks) in refs.chunks(MATVEC_MAX_TOKENS).enumerate() {
