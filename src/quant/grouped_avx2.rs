@@ -1,5 +1,6 @@
 //! Products of grouped rows ([`super::grouped`]) with a batch of tokens,
 //! four at a time, and the groups turned back into rows for the GEMM.
+//! Q4_K and Q6_K, and the 32-element formats Q4_0, Q4_1, Q5_0 and Q5_1.
 //!
 //! With eight rows side by side in each load (row r in bytes 4r..4r+4),
 //! four values of every row multiply the four activations they stand for,
@@ -19,7 +20,10 @@
 use std::arch::x86_64::*;
 
 use super::act::QuantizedActs;
-use super::grouped::{group_block_bytes, GROUP_ROWS};
+use super::grouped::{
+    gather_fifth_bits, group_block_bytes, has_fifth_bits, head_bytes, place, spread_fifth_bits,
+    GROUP_ROWS,
+};
 use super::rows_avx2::halves;
 use super::GgmlType;
 
@@ -30,7 +34,8 @@ const TOKENS: usize = 4;
 
 /// The types with a grouped kernel.
 pub fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)
+    use GgmlType::*;
+    matches!(ty, Q4_K | Q6_K | Q4_0 | Q4_1 | Q5_0 | Q5_1)
 }
 
 /// `out[t * n_rows + r] = row_r · xs[t]` for the `n_rows` grouped rows in
@@ -59,9 +64,10 @@ pub unsafe fn matvec(
         "partial block"
     );
     let blocks = group_bytes / group_block_bytes(ty);
+    let n = blocks * ty.block_size();
     for x in xs {
-        assert!(x.q.len() == 256 * blocks && x.d.len() == 16 * blocks);
-        assert!(x.sum.len() == 16 * blocks);
+        assert!(x.q.len() == n && x.d.len() == n / 16);
+        assert!(x.sum.len() == n / 16 && x.dsum.len() == n / 16);
     }
     for g in 0..n_groups {
         let group = groups.as_ptr().add(g * group_bytes);
@@ -91,7 +97,11 @@ unsafe fn one_group<const N: usize>(
     let xs: [&QuantizedActs; N] = std::array::from_fn(|t| xs[t]);
     let acc = match ty {
         GgmlType::Q4_K => q4_k::<N>(group, blocks, &xs),
-        _ => q6_k::<N>(group, blocks, &xs),
+        GgmlType::Q6_K => q6_k::<N>(group, blocks, &xs),
+        GgmlType::Q4_0 => legacy::<Q40, N>(group, blocks, &xs),
+        GgmlType::Q4_1 => legacy::<Q41, N>(group, blocks, &xs),
+        GgmlType::Q5_0 => legacy::<Q50, N>(group, blocks, &xs),
+        _ => legacy::<Q51, N>(group, blocks, &xs),
     };
     for (t, v) in acc.iter().enumerate() {
         _mm256_storeu_ps(out.add(t * stride), *v);
@@ -335,10 +345,140 @@ unsafe fn q6_k_quarter<const N: usize, const S: usize>(
     }
 }
 
+/// A 32-element format as grouped: words 0.. of each row's block its
+/// nibbles (word m: values 4m.. in low nibbles, 16 + 4m.. in high), after
+/// one word of fifth bits (Q5), then its f16 `d` as the tail (formats with
+/// an offset) or `d | m` as a last word (formats with a min).
+trait Legacy {
+    const BYTES: usize;
+    const FIFTH: bool;
+    /// Taken off each value (times the activations' block sum); 0 for the
+    /// formats with a min.
+    const OFFSET: i32;
+}
+
+struct Q40;
+struct Q41;
+struct Q50;
+struct Q51;
+
+impl Legacy for Q40 {
+    const BYTES: usize = 18;
+    const FIFTH: bool = false;
+    const OFFSET: i32 = 8;
+}
+impl Legacy for Q41 {
+    const BYTES: usize = 20;
+    const FIFTH: bool = false;
+    const OFFSET: i32 = 0;
+}
+impl Legacy for Q50 {
+    const BYTES: usize = 22;
+    const FIFTH: bool = true;
+    const OFFSET: i32 = 16;
+}
+impl Legacy for Q51 {
+    const BYTES: usize = 24;
+    const FIFTH: bool = true;
+    const OFFSET: i32 = 0;
+}
+
+/// Bit 4 of each byte of the fifth-bit word shifted for nibble word `m`
+/// (low nibbles left by 4 − m, high right by m: [`super::grouped`]'s order).
+#[inline(always)]
+unsafe fn fifth<const HIGH: bool>(qh: __m256i, m: usize) -> __m256i {
+    let v = match (HIGH, m) {
+        (false, 0) => _mm256_slli_epi32(qh, 4),
+        (false, 1) => _mm256_slli_epi32(qh, 3),
+        (false, 2) => _mm256_slli_epi32(qh, 2),
+        (false, _) => _mm256_slli_epi32(qh, 1),
+        (true, 0) => qh,
+        (true, 1) => _mm256_srli_epi32(qh, 1),
+        (true, 2) => _mm256_srli_epi32(qh, 2),
+        (true, _) => _mm256_srli_epi32(qh, 3),
+    };
+    _mm256_and_si256(v, _mm256_set1_epi8(0x10))
+}
+
+/// The 32-element formats, a block (32 values of each of the eight rows)
+/// a step, its float step `rows_avx2`'s. Lane r = row r.
+#[inline(always)]
+unsafe fn legacy<F: Legacy, const N: usize>(
+    group: *const u8,
+    blocks: usize,
+    xs: &[&QuantizedActs; N],
+) -> [__m256; N] {
+    let m0f = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let load = |b: *const u8, w: usize| _mm256_loadu_si256(b.add(32 * w) as *const __m256i);
+    let first = F::FIFTH as usize;
+    let words = F::BYTES / 4;
+    // Words whose products add up in 16 bits before a `madd`: each
+    // `maddubs` lane is at most 2 · 15 · 127 (Q4) or 2 · 31 · 127 (Q5), and
+    // a word takes two.
+    let per_sum = if F::FIFTH { 2 } else { 4 };
+    let mut acc = [_mm256_setzero_ps(); N];
+    for i in 0..blocks {
+        let b = group.add(i * 8 * F::BYTES);
+        prefetch(b, 8 * F::BYTES, 0, 1);
+        let qh = if F::FIFTH {
+            load(b, 0)
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut dot = [_mm256_setzero_si256(); N];
+        for m0 in (0..4).step_by(per_sum) {
+            let mut sums = [_mm256_setzero_si256(); N];
+            for m in m0..m0 + per_sum {
+                let v = load(b, first + m);
+                let mut lo = _mm256_and_si256(v, m0f);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+                if F::FIFTH {
+                    lo = _mm256_or_si256(lo, fifth::<false>(qh, m));
+                    hi = _mm256_or_si256(hi, fifth::<true>(qh, m));
+                }
+                for (t, x) in xs.iter().enumerate() {
+                    let at = x.q.as_ptr().add(32 * i + 4 * m);
+                    let a_lo = _mm256_set1_epi32((at as *const i32).read_unaligned());
+                    let a_hi = _mm256_set1_epi32((at.add(16) as *const i32).read_unaligned());
+                    let p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, a_lo),
+                        _mm256_maddubs_epi16(hi, a_hi),
+                    );
+                    sums[t] = _mm256_add_epi16(sums[t], p);
+                }
+            }
+            for t in 0..N {
+                dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(sums[t], ones));
+            }
+        }
+        if F::OFFSET != 0 {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(b.add(32 * words) as *const __m128i));
+            for (t, x) in xs.iter().enumerate() {
+                let sum =
+                    *x.sum.get_unchecked(2 * i) as i32 + *x.sum.get_unchecked(2 * i + 1) as i32;
+                let dot = _mm256_sub_epi32(dot[t], _mm256_set1_epi32(F::OFFSET * sum));
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.d.get_unchecked(2 * i)));
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
+            }
+        } else {
+            let head = load(b, words - 1);
+            let (d, min) = (halves::<false>(head), halves::<true>(head));
+            for (t, x) in xs.iter().enumerate() {
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.d.get_unchecked(2 * i)));
+                acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot[t]), acc[t]);
+                let dsum = _mm256_set1_ps(*x.dsum.get_unchecked(2 * i));
+                acc[t] = _mm256_fmadd_ps(min, dsum, acc[t]);
+            }
+        }
+    }
+    acc
+}
+
 /// Rows of `row_bytes` (a multiple of eight rows) grouped, or (`UNGROUP`)
 /// groups turned back into rows: eight words of the eight rows at a time
-/// transposed in registers, the words past the last eight and the tail a
-/// byte at a time.
+/// transposed in registers, the words past the last eight a word at a
+/// time, the tail a byte at a time.
 ///
 /// # Safety
 /// The CPU has AVX2.
@@ -353,7 +493,7 @@ pub unsafe fn regroup<const UNGROUP: bool>(
     let gbb = group_block_bytes(ty);
     assert!(row_bytes.is_multiple_of(bb) && row_bytes > 0);
     assert!(from.len() == to.len() && from.len().is_multiple_of(GROUP_ROWS * row_bytes));
-    let words = bb / 4;
+    let (words, head) = (bb / 4, head_bytes(ty));
     let whole = words / 8 * 8;
     let group_bytes = GROUP_ROWS * row_bytes;
     for g in 0..from.len() / group_bytes {
@@ -367,13 +507,13 @@ pub unsafe fn regroup<const UNGROUP: bool>(
                     let at = if UNGROUP {
                         group_at + 32 * (w0 + k)
                     } else {
-                        row_at(k) + 4 * w0
+                        row_at(k) + head + 4 * w0
                     };
                     _mm256_loadu_si256(from.as_ptr().add(at) as *const __m256i)
                 });
                 for (k, v) in transpose8(v).into_iter().enumerate() {
                     let at = if UNGROUP {
-                        row_at(k) + 4 * w0
+                        row_at(k) + head + 4 * w0
                     } else {
                         group_at + 32 * (w0 + k)
                     };
@@ -381,8 +521,29 @@ pub unsafe fn regroup<const UNGROUP: bool>(
                 }
             }
             for r in 0..GROUP_ROWS {
-                for k in 4 * whole..bb {
-                    let grouped = group_at + super::grouped::place(bb, r, k);
+                // The words past the last eight a word at a time (the fifth
+                // bits reordered on the way), then the tail.
+                for w in whole..words {
+                    let file = row_at(r) + (head + 4 * w) % bb;
+                    let grouped = group_at + 32 * w + 4 * r;
+                    let (src, dst) = if UNGROUP {
+                        (grouped, file)
+                    } else {
+                        (file, grouped)
+                    };
+                    let mut word = (from.as_ptr().add(src) as *const u32).read_unaligned();
+                    if w == 0 && has_fifth_bits(ty) {
+                        word = if UNGROUP {
+                            gather_fifth_bits(word)
+                        } else {
+                            spread_fifth_bits(word)
+                        };
+                    }
+                    (to.as_mut_ptr().add(dst) as *mut u32).write_unaligned(word);
+                }
+                for j in 4 * words..bb {
+                    let k = (j + head) % bb;
+                    let grouped = group_at + place(ty, r, k);
                     if UNGROUP {
                         to[row_at(r) + k] = from[grouped];
                     } else {

@@ -1,5 +1,6 @@
 //! Matrix multiplication against weights in their file format, or grouped
-//! eight rows at a time (Q4_K, Q6_K: `quant::grouped`). Activations
+//! eight rows at a time (Q4_K, Q6_K and the 32-element formats but Q8_0:
+//! `quant::grouped`). Activations
 //! are quantized once per row (once for all the projections of one input);
 //! each task takes a range of one weight's rows and multiplies every row with
 //! every token of the batch, so prompt processing reads each weight once per
