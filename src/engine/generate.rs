@@ -191,9 +191,10 @@ impl<B: Backend + 'static> Session<'_, B> {
             let pending = *out.history.last().expect("a token was chosen");
             let room = (self.ctx() - cached - 1).min(req.max_tokens - out.tokens.len() - 1);
             let t_draft = Instant::now();
+            let mut outlook = None;
             let proposal = match spec.as_mut() {
                 Some(sp) => {
-                    let outlook = sp.proposer.outlook(&out.history);
+                    outlook = sp.proposer.outlook(&out.history);
                     let k = sp.governor.choose(room, outlook);
                     if k > 0 {
                         sp.proposer.propose(&out.history, k)?
@@ -230,6 +231,17 @@ impl<B: Backend + 'static> Session<'_, B> {
             // chosen becomes the next round's pending one.
             self.truncate(cached + 1 + kept);
             if let Some(sp) = spec.as_mut() {
+                tracing::debug!(
+                    ?outlook,
+                    k = drafts.len(),
+                    kept,
+                    draft_ms = draft_secs * 1e3,
+                    setup_ms = proposal.setup_secs * 1e3,
+                    verify_ms = verify_secs * 1e3,
+                    alpha = sp.governor.acceptance(),
+                    rates = ?(0..4).map(|k| sp.governor.rate(k)).collect::<Vec<_>>(),
+                    "round"
+                );
                 sp.governor.observe(
                     drafts.len(),
                     kept,
