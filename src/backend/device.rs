@@ -412,4 +412,8 @@ impl Backend for AnyBackend {
     fn wait_idle(&self) {
         dispatch!(self, |b, V| b.wait_idle())
     }
+
+    fn prepare_for_speculation(&self) {
+        dispatch!(self, |b, V| b.prepare_for_speculation())
+    }
 }

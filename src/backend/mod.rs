@@ -296,4 +296,12 @@ pub trait Backend: Send + Sync {
     /// backend launched ahead of the host included): a benchmark calls it
     /// before it starts a clock.
     fn wait_idle(&self) {}
+
+    /// This backend's model will take part in speculation (a target that
+    /// verifies guesses, or a draft), before its first forward pass: a pass
+    /// over k + 1 rows must give each row the bits a one-row pass gives,
+    /// and the host changes course every round. A backend whose one-row
+    /// path is other arithmetic, or that runs steps ahead of the host,
+    /// turns that off here.
+    fn prepare_for_speculation(&self) {}
 }

@@ -134,14 +134,29 @@ pub fn run<B: Backend + 'static>(
             let mut session = Session::new(target, ctx);
             let t = Instant::now();
             let out = if k == Some(0) {
-                session.generate(req, |_| true)?
+                let out = session.generate(req, |_| true)?;
+                tracing::debug!(
+                    generate_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "plain request"
+                );
+                out
             } else {
                 let mut proposer = kind.build(target, ctx, &sampling)?;
+                let built = t.elapsed();
                 let spec = Speculation {
                     proposer: proposer.as_mut(),
                     governor: &mut govs[i],
                 };
-                session.generate_with(req, Some(spec), |_| true)?
+                let out = session.generate_with(req, Some(spec), |_| true)?;
+                let generated = t.elapsed();
+                drop(proposer);
+                tracing::debug!(
+                    build_ms = built.as_secs_f64() * 1e3,
+                    generate_ms = (generated - built).as_secs_f64() * 1e3,
+                    drop_ms = (t.elapsed() - generated).as_secs_f64() * 1e3,
+                    "speculative request"
+                );
+                out
             };
             // Generation time, and the draft's reading of the prompt: the
             // target reads the prompt the same way in every row, the draft

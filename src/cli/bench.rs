@@ -6,6 +6,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use tandem::backend::Backend as _;
 
 use tandem::bench::serve::{plot, run_level, table, LoadConfig};
 
@@ -308,6 +309,7 @@ fn spec(a: SpecBenchArgs) -> Result<()> {
     let target = a.model.load()?;
     let draft = a.proposer.load_draft(a.model.device)?;
     let kind = a.proposer.kind(draft.as_ref())?;
+    target.backend.prepare_for_speculation();
     let rows = run(
         &target,
         &kind,

@@ -1,6 +1,7 @@
 //! `tandem generate`: one prompt in, streamed text out (or one JSON object).
 
 use std::io::Write;
+use tandem::backend::Backend as _;
 
 use anyhow::Result;
 use clap::Args;
@@ -69,6 +70,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         ignore_eos: false,
     };
     let draft = a.spec.proposer.load_draft(a.model.device)?;
+    if a.spec.proposer.enabled() {
+        model.backend.prepare_for_speculation();
+    }
     let mut speculation = match a.spec.proposer.enabled() {
         true => Some((
             a.spec

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tandem::backend::Backend as _;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -108,6 +109,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let draft = a.spec.proposer.load_draft(a.model.device)?.map(Arc::new);
         // Only the flag combination is checked here; the proposer is built per request.
         a.spec.proposer.kind(draft.as_deref())?;
+        model.backend.prepare_for_speculation();
         let spec = EngineSpec {
             draft,
             governor: a.spec.governor()?,

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use tandem::backend::Backend as _;
 
 use tandem::backend::device::{AnyBackend, Device};
 use tandem::model::LoadedModel;
@@ -43,6 +44,7 @@ impl ProposerArgs {
         let backend = AnyBackend::open(device).map_err(anyhow::Error::msg)?;
         let mut m = LoadedModel::load(&path, backend)
             .with_context(|| format!("loading the draft {}", path.display()))?;
+        m.backend.prepare_for_speculation();
         if let Some(rows) = self.draft_head_rows(m.head_rows)? {
             m.limit_head(rows)
                 .with_context(|| format!("cutting the draft's output layer to {rows} rows"))?;

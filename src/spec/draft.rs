@@ -21,7 +21,13 @@ use crate::sampler::{Sampler, SamplingParams};
 pub const LOOKUP_CONTEXT: usize = 4;
 
 pub struct DraftProposer<'m, B: Backend> {
-    session: Session<'m, B>,
+    draft: &'m LoadedModel<B>,
+    /// Positions the draft's KV cache holds.
+    ctx: usize,
+    /// Made at the first guess or prefill: a request the governor keeps
+    /// plain never allocates the draft's KV cache (on a GPU that and its
+    /// release cost as much as a few steps of a 7B model).
+    session: Option<Session<'m, B>>,
     lookup: NgramProposer,
     /// The coming round guesses by lookup ([`Proposer::outlook`] decided).
     by_lookup: bool,
@@ -62,12 +68,21 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
         };
         Ok(Self {
             cost_hint: bytes(draft) / bytes(target),
-            session: Session::new(draft, ctx),
+            draft,
+            ctx: ctx.min(draft.hparams().ctx_len).max(1),
+            session: None,
             lookup: NgramProposer::default(),
             by_lookup: false,
             greedy: sampling.temperature <= 0.0,
             sampler: Sampler::new(params),
         })
+    }
+}
+
+impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
+    fn session(&mut self) -> &mut Session<'m, B> {
+        let (draft, ctx) = (self.draft, self.ctx);
+        self.session.get_or_insert_with(|| Session::new(draft, ctx))
     }
 }
 
@@ -89,7 +104,7 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             dists: Vec::with_capacity(k),
             setup_secs: 0.0,
         };
-        if k == 0 || history.is_empty() || history.len() + k > self.session.ctx() {
+        if k == 0 || history.is_empty() || history.len() + k > self.ctx {
             return Ok(out);
         }
         let t = std::time::Instant::now();
@@ -103,7 +118,7 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             r => r,
         };
         let (mut logits, reused) =
-            self.session
+            self.session()
                 .feed_as(history, history.len() - 1, readout.clone())?;
         let fed = history.len() - reused;
         out.setup_secs = t.elapsed().as_secs_f64() * fed.saturating_sub(2) as f64 / fed as f64;
@@ -120,15 +135,15 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             out.dists.push(dist);
             seen.push(id);
             if i + 1 < k {
-                logits = self.session.extend_as(&[id], 0, readout.clone())?;
+                logits = self.session().extend_as(&[id], 0, readout.clone())?;
             }
         }
         Ok(out)
     }
 
     fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
-        if !prompt.is_empty() && prompt.len() < self.session.ctx() {
-            self.session
+        if !prompt.is_empty() && prompt.len() < self.ctx {
+            self.session()
                 .feed_as(prompt, prompt.len() - 1, Readout::Top(1))?;
         }
         Ok(())

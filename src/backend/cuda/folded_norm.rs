@@ -43,7 +43,7 @@ impl CudaBackend {
         g: &CudaVector,
     ) -> bool {
         let n = acc.cols;
-        self.fold_norms
+        self.fold_norms.load(std::sync::atomic::Ordering::Relaxed)
             && x.rows == 1
             && w.ty.wants_q8_input()
             && x.norm.is_none()
