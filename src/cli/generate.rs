@@ -70,18 +70,17 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         ignore_eos: false,
     };
     let draft = a.spec.proposer.load_draft(a.model.device)?;
-    if a.spec.proposer.enabled() {
+    let mut speculation = if a.spec.proposer.enabled() {
         model.backend.prepare_for_speculation();
-    }
-    let mut speculation = match a.spec.proposer.enabled() {
-        true => Some((
+        Some((
             a.spec
                 .proposer
                 .kind(draft.as_ref())?
                 .build(&model, a.model.ctx, &sampling)?,
             Governor::new(a.spec.governor()?),
-        )),
-        false => None,
+        ))
+    } else {
+        None
     };
     let spec = speculation.as_mut().map(|(p, g)| Speculation {
         proposer: p.as_mut(),

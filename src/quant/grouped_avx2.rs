@@ -25,6 +25,7 @@ use super::grouped::{
     GROUP_ROWS,
 };
 use super::rows_avx2::halves;
+use super::values_avx2::{Legacy, Q40, Q41, Q50, Q51};
 use super::GgmlType;
 
 /// Tokens multiplied together: each group's values are unpacked once for
@@ -345,43 +346,10 @@ unsafe fn q6_k_quarter<const N: usize, const S: usize>(
     }
 }
 
-/// A 32-element format as grouped: words 0.. of each row's block its
-/// nibbles (word m: values 4m.. in low nibbles, 16 + 4m.. in high), after
-/// one word of fifth bits (Q5), then its f16 `d` as the tail (formats with
-/// an offset) or `d | m` as a last word (formats with a min).
-trait Legacy {
-    const BYTES: usize;
-    const FIFTH: bool;
-    /// Taken off each value (times the activations' block sum); 0 for the
-    /// formats with a min.
-    const OFFSET: i32;
-}
-
-struct Q40;
-struct Q41;
-struct Q50;
-struct Q51;
-
-impl Legacy for Q40 {
-    const BYTES: usize = 18;
-    const FIFTH: bool = false;
-    const OFFSET: i32 = 8;
-}
-impl Legacy for Q41 {
-    const BYTES: usize = 20;
-    const FIFTH: bool = false;
-    const OFFSET: i32 = 0;
-}
-impl Legacy for Q50 {
-    const BYTES: usize = 22;
-    const FIFTH: bool = true;
-    const OFFSET: i32 = 16;
-}
-impl Legacy for Q51 {
-    const BYTES: usize = 24;
-    const FIFTH: bool = true;
-    const OFFSET: i32 = 0;
-}
+// The 32-element formats as grouped: words 0.. of each row's block its
+// nibbles (word m: values 4m.. in low nibbles, 16 + 4m.. in high), after one
+// word of fifth bits (`Legacy::FIFTH`), then its f16 `d` as the tail (formats
+// with an offset) or `d | m` as a last word (formats with a min).
 
 /// Bit 4 of each byte of the fifth-bit word shifted for nibble word `m`
 /// (low nibbles left by 4 − m, high right by m: [`super::grouped`]'s order).

@@ -16,6 +16,8 @@ pub trait Legacy {
     const BYTES: usize;
     /// Subtracted times the activations' block sum; 0 for the min formats.
     const OFFSET: i32;
+    /// Whether the values have a fifth bit (Q5_0, Q5_1).
+    const FIFTH: bool;
     unsafe fn values(b: *const u8) -> __m256i;
     /// The blocks at `b` and `b + BYTES`: elements 0..16 of both (the first
     /// block's in the low half), then 16..32 of both.
@@ -44,6 +46,7 @@ pub struct Q51;
 impl Legacy for Q40 {
     const BYTES: usize = 18;
     const OFFSET: i32 = 8;
+    const FIFTH: bool = false;
     #[inline(always)]
     unsafe fn values(b: *const u8) -> __m256i {
         nibbles(b.add(2))
@@ -57,6 +60,7 @@ impl Legacy for Q40 {
 impl Legacy for Q41 {
     const BYTES: usize = 20;
     const OFFSET: i32 = 0;
+    const FIFTH: bool = false;
     #[inline(always)]
     unsafe fn values(b: *const u8) -> __m256i {
         nibbles(b.add(4))
@@ -70,6 +74,7 @@ impl Legacy for Q41 {
 impl Legacy for Q50 {
     const BYTES: usize = 22;
     const OFFSET: i32 = 16;
+    const FIFTH: bool = true;
     #[inline(always)]
     unsafe fn values(b: *const u8) -> __m256i {
         _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)))
@@ -83,6 +88,7 @@ impl Legacy for Q50 {
 impl Legacy for Q51 {
     const BYTES: usize = 24;
     const OFFSET: i32 = 0;
+    const FIFTH: bool = true;
     #[inline(always)]
     unsafe fn values(b: *const u8) -> __m256i {
         _mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4)))
