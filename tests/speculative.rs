@@ -190,3 +190,17 @@ fn a_cut_head_scores_the_first_rows_exactly() {
     assert_eq!(cut.limit_head(usize::MAX).unwrap(), vocab);
     assert_eq!(Session::new(&cut, 64).feed(&prompt, last).unwrap().0, a);
 }
+
+#[test]
+fn a_draft_with_another_vocabulary_is_refused() {
+    let target = load("smollm2-135m");
+    let same = load("smollm2-135m");
+    let other = load("gemma3-270m");
+    let greedy = SamplingParams::greedy();
+    assert!(DraftProposer::new(&same, &target, 64, &greedy).is_ok());
+    let err = DraftProposer::new(&other, &target, 64, &greedy)
+        .err()
+        .expect("Gemma's vocabulary is not SmolLM2's")
+        .to_string();
+    assert!(err.contains("vocabular"), "{err}");
+}

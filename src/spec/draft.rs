@@ -55,7 +55,7 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
                 b.vocab_size()
             )));
         }
-        if let Some(id) = (0..a.vocab_size() as u32).find(|&id| a.piece(id) != b.piece(id)) {
+        if let Some(id) = a.first_difference(b) {
             return Err(EngineError::Invalid(format!(
                 "the draft's and the target's vocabularies differ at token {id}"
             )));

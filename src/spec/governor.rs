@@ -42,6 +42,11 @@ const PROBE_OFF: usize = 32;
 const PROBE_OFF_MAX: usize = 1024;
 /// With speculation on, try a neighbouring k one round in this many.
 const PROBE_ON: usize = 16;
+/// Plain decoding time per second of probing while speculation is off:
+/// probes cost at most 1%. On a GPU a probe (the draft catching up, graphs
+/// recorded for new layouts) costs a 7B target ~12 plain steps, and the
+/// bar for a useless draft is 0.97× plain decoding, other costs included.
+const PROBE_BUDGET: f64 = 100.0;
 /// With speculation on, a plain step one round in this many (in this few
 /// until `SETTLED` plain steps are measured), so that the cost speculation
 /// is weighed against stays current: otherwise it is measured only while
@@ -77,6 +82,10 @@ pub struct Governor {
     /// with the text, the longer pass), and plain seconds since the last one.
     probe_cost: Option<Cost>,
     plain_since_probe: f64,
+    /// The round being observed was a probe (speculation was off), and the
+    /// plain seconds before the last probe.
+    probing: bool,
+    probe_gap: f64,
     /// Seconds per target forward pass, by rows scored (index = rows).
     verify: Vec<Option<Cost>>,
     round: usize,
@@ -171,6 +180,8 @@ impl Governor {
             draft_prior: 0.0,
             probe_cost: None,
             plain_since_probe: 0.0,
+            probing: false,
+            probe_gap: 0.0,
             verify: vec![None; k_max + 2],
             round: 0,
             probe_every: PROBE_OFF,
@@ -246,6 +257,7 @@ impl Governor {
     }
 
     fn pick(&mut self) -> usize {
+        self.probing = false;
         // First measure a plain step, then a round with two guesses.
         if self.verify_cost(1).is_none() {
             return 0;
@@ -270,13 +282,20 @@ impl Governor {
             self.probe_every = PROBE_OFF;
         }
         if best == 0 {
-            // Probes may cost at most 2% of the time spent decoding plainly.
-            if self.round >= self.next_probe
-                && self.plain_since_probe >= 50.0 * self.probe_cost.map_or(0.0, |c| c.secs)
-            {
+            // A draft catches up with everything it missed before it
+            // guesses, so a probe costs more the longer the gap before it:
+            // its cost is scaled by the gaps.
+            let scale = match self.probe_gap > 0.0 {
+                true => (self.plain_since_probe / self.probe_gap).max(1.0),
+                false => 1.0,
+            };
+            let cost = self.probe_cost.map_or(0.0, |c| c.secs) * scale;
+            if self.round >= self.next_probe && self.plain_since_probe >= PROBE_BUDGET * cost {
+                self.probe_gap = self.plain_since_probe;
                 self.plain_since_probe = 0.0;
                 self.next_probe = self.round + self.probe_every;
                 self.probe_every = (self.probe_every * 2).min(PROBE_OFF_MAX);
+                self.probing = true;
                 2.min(self.cfg.k_max)
             } else {
                 0
@@ -391,8 +410,19 @@ impl Governor {
             if drafted == 0 {
                 self.plain_since_probe += v;
             } else if let Some(plain) = self.verify_cost(1) {
-                let extra = setup_secs + draft_secs + v - plain * (accepted + 1) as f64;
-                self.probe_cost = Some(Cost::after(self.probe_cost, extra.max(0.0)));
+                let extra = (setup_secs + draft_secs + v - plain * (accepted + 1) as f64).max(0.0);
+                self.probe_cost = Some(if self.probing {
+                    // What a probe costs now: after a stretch of plain steps
+                    // the draft first reads all it missed, which rounds
+                    // that follow each other never do (a 7B GPU target: 36 ms
+                    // against 3 for a round).
+                    Cost {
+                        secs: extra,
+                        samples: self.probe_cost.map_or(1, |c| c.samples + 1),
+                    }
+                } else {
+                    Cost::after(self.probe_cost, extra)
+                });
             }
         }
         if drafted > 0 {
@@ -455,6 +485,39 @@ mod tests {
         assert_eq!(k, 0);
         // Probing costs a little: at least 97% of plain decoding (rate 1).
         assert!(rate >= 0.97, "{rate}");
+    }
+
+    #[test]
+    fn probes_pay_for_the_draft_catching_up() {
+        // A useless draft that reads what it missed before guessing: 0.3 of
+        // a plain step per token behind (a cold GPU prefill; the trial
+        // rounds that follow each other cost a tenth of a step). Probes
+        // priced at the trial rounds' cost spent ~30% of the time
+        // catching up, at every spacing.
+        let mut g = Governor::new(GovernorConfig::default());
+        let (mut plain_time, mut time, mut behind, mut probes) = (0.0, 0.0, 0usize, 0);
+        for _ in 0..3000 {
+            let k = g.choose(100, Some(0));
+            if k == 0 {
+                behind += 1;
+                plain_time += 1.0;
+                time += 1.0;
+                g.observe(0, 0, 0.0, 0.0, Some((1, 1.0)));
+            } else {
+                let setup = 0.3 * behind as f64;
+                probes += usize::from(behind > 1);
+                behind = 0;
+                let (draft, verify) = (0.1 * k as f64, 1.0 + 0.2 * k as f64);
+                time += setup + draft + verify;
+                plain_time += 1.0;
+                g.observe(k, 0, draft, setup, Some((k + 1, verify)));
+            }
+        }
+        let rate = plain_time / time;
+        assert!(rate >= 0.98, "{rate}");
+        // One probe after the trial rounds: it finds that catching up costs
+        // more than the budget allows, and none follows.
+        assert_eq!(probes, 1);
     }
 
     #[test]

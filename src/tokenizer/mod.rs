@@ -68,6 +68,9 @@ pub struct Tokenizer {
     hf: tokenizers::Tokenizer,
     /// Raw bytes of each token, for decoding.
     pieces: Vec<Vec<u8>>,
+    /// A hash of `pieces`: two models share a vocabulary when theirs agree
+    /// (checked per speculative request, so it must be cheap).
+    fingerprint: u64,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
@@ -147,9 +150,16 @@ impl Tokenizer {
             tok_text(bos),
             tok_text(eos),
         )?;
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            pieces.hash(&mut h);
+            h.finish()
+        };
         Ok(Self {
             hf,
             pieces,
+            fingerprint,
             bos,
             eos,
             add_bos,
@@ -160,6 +170,16 @@ impl Tokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
+    }
+
+    /// The first token id whose piece differs between the two
+    /// vocabularies (the sizes apart), if any.
+    pub fn first_difference(&self, other: &Tokenizer) -> Option<u32> {
+        if self.fingerprint == other.fingerprint && self.pieces.len() == other.pieces.len() {
+            return None;
+        }
+        let n = self.pieces.len().min(other.pieces.len());
+        (0..n as u32).find(|&id| self.piece(id) != other.piece(id))
     }
 
     /// Encode text; special-token text (`<|im_start|>` …) becomes its id.

@@ -161,6 +161,8 @@ impl Caps {
 
 pub struct StepState {
     pub mode: Mode,
+    /// Which backend's steps these are, in traces (target or draft).
+    trace_id: u32,
     graphs_enabled: bool,
     graphs: HashMap<GraphKey, Graph>,
     seen: HashMap<GraphKey, u32>,
@@ -176,8 +178,10 @@ unsafe impl Send for StepState {}
 
 impl StepState {
     pub fn new(graphs_enabled: bool) -> Self {
+        static IDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         Self {
             mode: Mode::Eager,
+            trace_id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             graphs_enabled,
             graphs: HashMap::new(),
             seen: HashMap::new(),
@@ -197,9 +201,30 @@ impl StepState {
         b.ptr + 4 * caps.offsets()[region] as u64
     }
 
+    /// Stop launching decode steps ahead of the host (a process that
+    /// speculates: see [`super::CudaBackend::prepare_for_speculation`]).
+    pub fn stop_lookahead(&mut self) {
+        self.ahead.stop();
+    }
+
+    /// Destroy the graphs recorded for these (freed) KV caches.
+    pub fn forget_kv(&mut self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.graphs.retain(|k, _| !ids.contains(&k.kv));
+        self.seen.retain(|k, _| !ids.contains(&k.kv));
+    }
+
     /// Upload the step; returns the logits when a recorded graph ran it.
     pub fn begin(&mut self, gpu: &Gpu, step: &StepLayout<'_>, kv: u64) -> Option<Logits> {
         if let Some(logits) = self.ahead_result(gpu, step, kv) {
+            tracing::trace!(
+                be = self.trace_id,
+                kv,
+                pos = step.positions[0],
+                "step launched ahead"
+            );
             self.mode = Mode::Eager;
             self.current = None;
             return Some(logits);
@@ -289,6 +314,13 @@ impl StepState {
             && !step.logit_rows.is_empty();
         if graphable {
             if let Some(g) = self.graphs.get(&key) {
+                tracing::trace!(
+                    be = self.trace_id,
+                    kv,
+                    rows = n_rows,
+                    bucket,
+                    "step replayed"
+                );
                 let timeline = super::timeline::path();
                 if timeline.is_some() {
                     super::timeline::reset(gpu);
@@ -314,6 +346,15 @@ impl StepState {
             *self.seen.entry(key).or_default() += 1;
             Mode::Eager
         };
+        tracing::trace!(
+            be = self.trace_id,
+            kv,
+            rows = n_rows,
+            bucket,
+            capture = matches!(self.mode, Mode::Capture(_)),
+            graphs = self.graphs.len(),
+            "step"
+        );
         let n_splits = match self.mode {
             Mode::Eager => (max_pos + 1).div_ceil(ATTN_SPLIT),
             Mode::Capture(_) => bucket / ATTN_SPLIT,
@@ -375,12 +416,19 @@ impl StepState {
             Mode::Eager => ptr.expect("activation has no device memory"),
             Mode::Capture(key) => {
                 let out = ptr.expect("recorded output has device memory");
+                let t = std::time::Instant::now();
                 let exec = gpu
                     .stream
                     .end_capture(sys::CUgraphInstantiate_flags(0))
                     .expect("ending CUDA graph capture")
                     .expect("captured graph is not empty");
                 exec.launch().expect("launching CUDA graph");
+                tracing::trace!(
+                    be = self.trace_id,
+                    kv = key.kv,
+                    instantiate_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "graph recorded"
+                );
                 self.graphs.insert(key, Graph { exec, out, shape });
                 out
             }

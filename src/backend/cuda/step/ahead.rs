@@ -110,6 +110,11 @@ impl Lookahead {
         self.streak >= if k == 1 { STREAK } else { STREAK_SEVERAL }
     }
 
+    pub(super) fn stop(&mut self) {
+        self.enabled = false;
+        self.start_over();
+    }
+
     /// Forget the streak: the next step continues nothing.
     fn start_over(&mut self) {
         self.streak = 0;
@@ -164,7 +169,14 @@ impl StepState {
         if !self.is_flight(&f, step, kv) {
             // Let it finish before the step buffer or a graph it uses can be
             // replaced.
+            let t = std::time::Instant::now();
             gpu.sync();
+            tracing::trace!(
+                be = self.trace_id,
+                kv,
+                wait_ms = t.elapsed().as_secs_f64() * 1e3,
+                "step launched ahead discarded"
+            );
             self.ahead.start_over();
             return None;
         }
