@@ -132,6 +132,7 @@ impl<'m> SeqSpec<'m> {
     /// (tokens still wanted, context left).
     pub fn choose(&mut self, history: &[u32], room: usize) {
         let outlook = self.proposer.outlook(history);
+        self.governor.note_behind(self.proposer.behind(history));
         self.wanted = self.governor.choose(room, outlook);
     }
 
@@ -152,6 +153,8 @@ impl<'m> SeqSpec<'m> {
         };
         self.proposal.tokens.truncate(granted);
         self.draft_secs = t.elapsed().as_secs_f64() - self.proposal.setup_secs;
+        self.governor
+            .observe_catch_up(self.proposal.setup_tokens, self.proposal.setup_secs);
         self.governor.settle(self.proposal.tokens.len());
         &self.proposal.tokens
     }
@@ -174,8 +177,7 @@ impl<'m> SeqSpec<'m> {
             return;
         }
         let k = self.proposal.tokens.len();
-        self.governor
-            .observe(k, kept, self.draft_secs, self.proposal.setup_secs, pass);
+        self.governor.observe(k, kept, self.draft_secs, pass);
         self.tally.count(k, kept);
         counters.count(k, kept);
         if let Some(r) = self.governor.cost_ratio() {

@@ -195,6 +195,7 @@ impl<B: Backend + 'static> Session<'_, B> {
             let proposal = match spec.as_mut() {
                 Some(sp) => {
                     outlook = sp.proposer.outlook(&out.history);
+                    sp.governor.note_behind(sp.proposer.behind(&out.history));
                     let k = sp.governor.choose(room, outlook);
                     if k > 0 {
                         sp.proposer.propose(&out.history, k)?
@@ -242,11 +243,12 @@ impl<B: Backend + 'static> Session<'_, B> {
                     rates = ?(0..4).map(|k| sp.governor.rate(k)).collect::<Vec<_>>(),
                     "round"
                 );
+                sp.governor
+                    .observe_catch_up(proposal.setup_tokens, proposal.setup_secs);
                 sp.governor.observe(
                     drafts.len(),
                     kept,
                     draft_secs,
-                    proposal.setup_secs,
                     Some((rows.len(), verify_secs)),
                 );
             }

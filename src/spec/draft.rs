@@ -35,6 +35,11 @@ pub struct DraftProposer<'m, B: Backend> {
     greedy: bool,
     /// Weight bytes per token of the draft over the target's.
     cost_hint: f64,
+    /// Rows of the draft's embedding table and of the target's, which may
+    /// differ from the shared vocabulary (Qwen2.5-7B pads it to 152,064
+    /// rows, the 0.5B to 151,936): an id past either reads nothing there.
+    draft_rows: usize,
+    target_rows: usize,
 }
 
 impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
@@ -68,6 +73,8 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
         };
         Ok(Self {
             cost_hint: bytes(draft) / bytes(target),
+            draft_rows: draft.hparams().vocab_size,
+            target_rows: target.hparams().vocab_size,
             draft,
             ctx: ctx.min(draft.hparams().ctx_len).max(1),
             session: None,
@@ -103,6 +110,7 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             tokens: Vec::with_capacity(k),
             dists: Vec::with_capacity(k),
             setup_secs: 0.0,
+            setup_tokens: 0,
         };
         if k == 0 || history.is_empty() || history.len() + k > self.ctx {
             return Ok(out);
@@ -117,11 +125,13 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             Readout::Draw(..) => Readout::Full,
             r => r,
         };
+        let readable = readable(history, self.draft_rows);
         let (mut logits, reused) =
             self.session()
-                .feed_as(history, history.len() - 1, readout.clone())?;
+                .feed_as(&readable, history.len() - 1, readout.clone())?;
         let fed = history.len() - reused;
-        out.setup_secs = t.elapsed().as_secs_f64() * fed.saturating_sub(2) as f64 / fed as f64;
+        out.setup_tokens = fed.saturating_sub(2);
+        out.setup_secs = t.elapsed().as_secs_f64() * out.setup_tokens as f64 / fed as f64;
         let mut seen = history.to_vec();
         for i in 0..k {
             let scored = self.sampler.score(logits.last(), &seen);
@@ -131,6 +141,10 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
                 let d = self.sampler.distribution(&scored);
                 (self.sampler.draw_from(&d), Some(d))
             };
+            if id as usize >= self.target_rows {
+                // The target could not read it (a padding row of the draft).
+                break;
+            }
             out.tokens.push(id);
             out.dists.push(dist);
             seen.push(id);
@@ -141,10 +155,22 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
         Ok(out)
     }
 
+    fn behind(&self, history: &[u32]) -> usize {
+        let have = self.session.as_ref().map_or(&[][..], |s| s.tokens());
+        let history = readable(history, self.draft_rows);
+        let common = have
+            .iter()
+            .zip(&*history)
+            .take_while(|(a, b)| a == b)
+            .count();
+        history.len() - common
+    }
+
     fn prefill(&mut self, prompt: &[u32]) -> Result<()> {
         if !prompt.is_empty() && prompt.len() < self.ctx {
+            let prompt = readable(prompt, self.draft_rows);
             self.session()
-                .feed_as(prompt, prompt.len() - 1, Readout::Top(1))?;
+                .feed_as(&prompt, prompt.len() - 1, Readout::Top(1))?;
         }
         Ok(())
     }
@@ -159,5 +185,34 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
     /// where the first pass of a round reads two tokens).
     fn cost_hint(&self) -> f64 {
         self.cost_hint
+    }
+}
+
+/// `history` as the draft can read it: ids past its embedding table (the
+/// target's padding rows, which a random or badly trained target may emit)
+/// become id 0. Only the draft's context changes; every guess is still
+/// verified by the target.
+fn readable(history: &[u32], rows: usize) -> std::borrow::Cow<'_, [u32]> {
+    if history.iter().all(|&t| (t as usize) < rows) {
+        return std::borrow::Cow::Borrowed(history);
+    }
+    let mapped = history
+        .iter()
+        .map(|&t| if (t as usize) < rows { t } else { 0 })
+        .collect();
+    std::borrow::Cow::Owned(mapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn ids_past_the_drafts_table_are_read_as_a_stand_in() {
+        assert!(matches!(
+            readable(&[1, 2, 3], 4),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(&*readable(&[1, 152_031, 3], 151_936), &[1, 0, 3]);
     }
 }

@@ -39,12 +39,21 @@ pub struct Proposal {
     /// model reading the tokens accepted since its last proposal). Not part
     /// of the per-guess cost the governor weighs.
     pub setup_secs: f64,
+    /// Tokens read while catching up (those `setup_secs` paid for).
+    pub setup_tokens: usize,
 }
 
 pub trait Proposer {
     /// Guess up to `k` tokens that follow `history` (prompt and output so far).
     /// May return fewer, or none.
     fn propose(&mut self, history: &[u32], k: usize) -> crate::engine::Result<Proposal>;
+
+    /// Tokens of `history` the proposer would read before its next guess:
+    /// a draft model's catch-up after plain steps (and the prompt, for a
+    /// draft that skipped it), which a probe pays for.
+    fn behind(&self, _history: &[u32]) -> usize {
+        0
+    }
 
     /// Read the prompt ahead of the first guess, while the target reads it:
     /// prompt processing, not part of any round (a draft model's prefill).

@@ -131,6 +131,7 @@ impl Proposer for NgramProposer {
             tokens,
             dists,
             setup_secs: 0.0,
+            setup_tokens: 0,
         })
     }
 
