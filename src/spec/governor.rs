@@ -43,9 +43,10 @@ const PROBE_OFF_MAX: usize = 1024;
 /// With speculation on, try a neighbouring k one round in this many.
 const PROBE_ON: usize = 16;
 /// Plain decoding time per second of probing while speculation is off:
-/// probes cost at most 1%, the draft's catch-up included. On a GPU a probe (the draft catching up, graphs
-/// recorded for new layouts) costs a 7B target ~12 plain steps, and the
-/// bar for a useless draft is 0.97× plain decoding, other costs included.
+/// probes cost at most 1%, the draft's catch-up included. On a GPU a probe
+/// whose draft reads the 100-odd tokens it missed costs a 7B target ~8
+/// plain steps, and the bar for a useless draft is 0.97× plain decoding,
+/// its trial included.
 const PROBE_BUDGET: f64 = 100.0;
 /// Catch-ups shorter than this say little about the cost per token.
 const CATCH_UP_MIN_TOKENS: usize = 8;
@@ -418,8 +419,9 @@ impl Governor {
     /// Record a round: `drafted` guesses (0 for a plain step), `accepted` of
     /// them kept, the draft's time (without catching up: see
     /// [`Governor::observe_catch_up`]) and the target's forward pass: rows
-    /// scored and seconds, or `None` where the pass's time says nothing about this sequence (a
-    /// batched step that also read other requests' prompts).
+    /// scored and seconds, or `None` where the pass's time says nothing
+    /// about this sequence (a batched step that also read other requests'
+    /// prompts).
     pub fn observe(
         &mut self,
         drafted: usize,
