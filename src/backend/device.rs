@@ -179,6 +179,10 @@ impl Backend for AnyBackend {
         dispatch!(self, |b, V| b.ready())
     }
 
+    fn ready_all(&self) -> Result<()> {
+        dispatch!(self, |b, V| b.ready_all())
+    }
+
     fn load_weight(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<AnyWeight> {
         dispatch!(self, |b, V| b.load_weight(t, file).map(V::Weight))
     }

@@ -133,6 +133,13 @@ pub trait Backend: Send + Sync {
     fn ready(&self) -> Result<()> {
         Ok(())
     }
+    /// Wait also for what is prepared for later (CUDA: the kernels for
+    /// batches of several rows, compiled on a thread of their own): a
+    /// server calls it before it listens, so that its first batch does not
+    /// wait for them.
+    fn ready_all(&self) -> Result<()> {
+        self.ready()
+    }
     fn load_weight(
         &self,
         t: &Tensor<'_>,

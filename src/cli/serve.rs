@@ -124,6 +124,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    // Batches of several rows use kernels compiled after start-up: wait for
+    // them here, not in the first batch's time to first token.
+    model.backend.ready_all()?;
+    if let Some(d) = spec.as_ref().and_then(|s| s.draft.as_ref()) {
+        d.backend.ready_all()?;
+    }
     let state = Arc::new(AppState {
         engine: BatchEngine::start_with(model.clone(), cfg, spec),
         model,

@@ -214,6 +214,24 @@ impl Gpu {
             .ok_or_else(|| GpuError::Unavailable("the kernels failed to load".into()))
     }
 
+    /// [`Gpu::ready`], then the background programs too (the kernels for
+    /// several rows): a first batch waited 7 s for them on a fresh H100
+    /// machine, whose kernel cache was empty.
+    pub fn ready_all(&self) -> GpuResult<()> {
+        self.ready()?;
+        let mut k = self.kernels.write().expect("kernels lock");
+        self.load_late(&mut k)
+    }
+
+    fn load_late(&self, k: &mut Kernels) -> GpuResult<()> {
+        if let Some(late) = k.late.take() {
+            let (programs, images) = late.join().expect("kernel compile thread");
+            let Kernels { modules, funcs, .. } = k;
+            load_programs(&self.ctx, &programs, images, false, modules, funcs)?;
+        }
+        Ok(())
+    }
+
     fn load_early(&self, k: &mut Kernels) -> GpuResult<()> {
         let Some(early) = k.early.take() else {
             return Ok(());
@@ -259,12 +277,7 @@ impl Gpu {
         if let Some(f) = k.funcs.get(name) {
             return *f;
         }
-        if let Some(late) = k.late.take() {
-            let (programs, images) = late.join().expect("kernel compile thread");
-            let Kernels { modules, funcs, .. } = &mut *k;
-            load_programs(&self.ctx, &programs, images, false, modules, funcs)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
+        self.load_late(&mut k).unwrap_or_else(|e| panic!("{e}"));
         *k.funcs
             .get(name)
             .unwrap_or_else(|| panic!("no CUDA kernel named {name}"))

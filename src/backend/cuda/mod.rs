@@ -249,6 +249,12 @@ impl Backend for CudaBackend {
             .map_err(|e| BackendError::Device(e.to_string()))
     }
 
+    fn ready_all(&self) -> Result<()> {
+        self.gpu
+            .ready_all()
+            .map_err(|e| BackendError::Device(e.to_string()))
+    }
+
     fn load_weight(&self, t: &Tensor<'_>, _file: &Arc<GgufFile>) -> Result<CudaWeight> {
         self.gpu.bind();
         let info = t.info;
