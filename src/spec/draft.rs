@@ -138,7 +138,13 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             let (id, dist) = if self.greedy {
                 (self.sampler.choose(&scored), None)
             } else {
-                let d = self.sampler.distribution(&scored);
+                // Drawn among the ids the target has, from q renormalised
+                // over them: verification is exact only for a q whose
+                // support the target's distribution covers.
+                let d = within(self.sampler.distribution(&scored), self.target_rows);
+                if d.is_empty() {
+                    break;
+                }
                 (self.sampler.draw_from(&d), Some(d))
             };
             if id as usize >= self.target_rows {
@@ -203,9 +209,34 @@ fn readable(history: &[u32], rows: usize) -> std::borrow::Cow<'_, [u32]> {
     std::borrow::Cow::Owned(mapped)
 }
 
+/// `dist` over the ids below `rows` only, renormalised (empty if none has
+/// mass).
+fn within(mut dist: Vec<(u32, f32)>, rows: usize) -> Vec<(u32, f32)> {
+    if dist.iter().all(|&(t, _)| (t as usize) < rows) {
+        return dist;
+    }
+    dist.retain(|&(t, _)| (t as usize) < rows);
+    let sum: f32 = dist.iter().map(|&(_, p)| p).sum();
+    if sum <= 0.0 {
+        return Vec::new();
+    }
+    for (_, p) in &mut dist {
+        *p /= sum;
+    }
+    dist
+}
+
 #[cfg(test)]
 mod tests {
-    use super::readable;
+    use super::{readable, within};
+
+    #[test]
+    fn a_guess_is_drawn_among_the_targets_ids_only() {
+        let q = vec![(1, 0.25), (5, 0.5), (2, 0.25)];
+        assert_eq!(within(q.clone(), 10), q);
+        assert_eq!(within(q, 5), vec![(1, 0.5), (2, 0.5)]);
+        assert!(within(vec![(7, 1.0)], 5).is_empty());
+    }
 
     #[test]
     fn ids_past_the_drafts_table_are_read_as_a_stand_in() {
