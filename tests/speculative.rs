@@ -204,3 +204,24 @@ fn a_draft_with_another_vocabulary_is_refused() {
         .to_string();
     assert!(err.contains("vocabular"), "{err}");
 }
+
+#[test]
+fn a_draft_knows_how_far_behind_the_text_it_is() {
+    let model = load("smollm2-135m");
+    let greedy = SamplingParams::greedy();
+    let mut draft = DraftProposer::new(&model, &model, 256, &greedy).unwrap();
+    let prompt = model.tokenizer.encode(PROMPTS[0], true).unwrap();
+    assert_eq!(draft.behind(&prompt), prompt.len());
+    draft.prefill(&prompt).unwrap();
+    assert_eq!(draft.behind(&prompt), 0);
+    // Two guesses: the session reads the first; a history that kept it and
+    // added a correction is one token ahead of the session.
+    let guesses = draft.propose(&prompt, 2).unwrap().tokens;
+    let mut kept = prompt.clone();
+    kept.extend([guesses[0], guesses[1] + 1]);
+    assert_eq!(draft.behind(&kept), 1);
+    // One that kept nothing: two ahead of what the session agrees with.
+    let mut rejected = prompt.clone();
+    rejected.extend([guesses[0] + 1, 7]);
+    assert_eq!(draft.behind(&rejected), 2);
+}

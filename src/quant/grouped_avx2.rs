@@ -140,6 +140,13 @@ unsafe fn per_row(pattern: [i8; 4]) -> __m256i {
     _mm256_set_m128i(v, v)
 }
 
+/// Word `w` of a group's block at `b`: the same four bytes of all eight
+/// rows.
+#[inline(always)]
+unsafe fn word(b: *const u8, w: usize) -> __m256i {
+    _mm256_loadu_si256(b.add(32 * w) as *const __m256i)
+}
+
 /// Row r's lanes 2r and 2r+1 = bytes `j` and `k` of its word, zero-extended.
 #[inline(always)]
 unsafe fn spread(j: i8, k: i8) -> __m256i {
@@ -162,11 +169,10 @@ unsafe fn q4_k<const N: usize>(
     // two sub-blocks (j, j + 1) a vector.
     let spreads: [__m256i; 4] = std::array::from_fn(|j| spread(j as i8, j as i8));
     let min_pairs = [spread(0, 1), spread(2, 3)];
-    let load = |b: *const u8, w: usize| _mm256_loadu_si256(b.add(32 * w) as *const __m256i);
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..blocks {
         let b = group.add(i * 8 * 144);
-        let (a, bb, c) = (load(b, 1), load(b, 2), load(b, 3));
+        let (a, bb, c) = (word(b, 1), word(b, 2), word(b, 3));
         // Scales and mins of sub-blocks 0–3 and 4–7, a byte each, as
         // ggml's get_scale_min_k4 decodes them.
         let s03 = _mm256_and_si256(a, m3f);
@@ -185,7 +191,7 @@ unsafe fn q4_k<const N: usize>(
             let mut lo_sum = [_mm256_setzero_si256(); N];
             let mut hi_sum = [_mm256_setzero_si256(); N];
             for m in 0..8 {
-                let v = load(b, 4 + 8 * ch + m);
+                let v = word(b, 4 + 8 * ch + m);
                 let lo = _mm256_and_si256(v, m0f);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
                 for (t, x) in xs.iter().enumerate() {
@@ -214,7 +220,7 @@ unsafe fn q4_k<const N: usize>(
             _mm256_shuffle_epi8(m47, min_pairs[0]),
             _mm256_shuffle_epi8(m47, min_pairs[1]),
         ];
-        let head = load(b, 0);
+        let head = word(b, 0);
         let d = halves::<false>(head);
         let neg_dmin = _mm256_xor_ps(halves::<true>(head), _mm256_set1_ps(-0.0));
         for (t, x) in xs.iter().enumerate() {
@@ -263,11 +269,10 @@ unsafe fn q6_k<const N: usize>(
     // two sub-blocks (j, j + 1) a vector.
     let spreads: [__m256i; 4] = std::array::from_fn(|j| spread_signed(j as i8, j as i8));
     let pairs = [spread_signed(0, 1), spread_signed(2, 3)];
-    let load = |b: *const u8, w: usize| _mm256_loadu_si256(b.add(32 * w) as *const __m256i);
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..blocks {
         let b = group.add(i * 8 * 210);
-        let scales: [__m256i; 4] = std::array::from_fn(|p| load(b, 48 + p));
+        let scales: [__m256i; 4] = std::array::from_fn(|p| word(b, 48 + p));
         let scale_of =
             |g: usize| _mm256_srai_epi16(_mm256_shuffle_epi8(scales[g / 4], spreads[g % 4]), 8);
         // dot = Σ_g scale_g · (Σ q·a − 32 · Σ a): the offsets first.
@@ -309,13 +314,12 @@ unsafe fn q6_k_quarter<const N: usize, const S: usize>(
     dot: &mut [__m256i; N],
 ) {
     let (m0f, m30) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x30));
-    let load = |w: usize| _mm256_loadu_si256(b.add(32 * w) as *const __m256i);
     for mq in 0..2 {
         prefetch(b, 8 * 210, 8 * h + 2 * S + mq, 16);
         let mut sums = [[_mm256_setzero_si256(); 2]; N];
         for mm in 0..4 {
             let m = 4 * mq + mm;
-            let (l, qh) = (load(16 * h + 8 * (S % 2) + m), load(32 + 8 * h + m));
+            let (l, qh) = (word(b, 16 * h + 8 * (S % 2) + m), word(b, 32 + 8 * h + m));
             let low = if S < 2 {
                 _mm256_and_si256(l, m0f)
             } else {
@@ -378,7 +382,6 @@ unsafe fn legacy<F: Legacy, const N: usize>(
 ) -> [__m256; N] {
     let m0f = _mm256_set1_epi8(0x0f);
     let ones = _mm256_set1_epi16(1);
-    let load = |b: *const u8, w: usize| _mm256_loadu_si256(b.add(32 * w) as *const __m256i);
     let first = F::FIFTH as usize;
     let words = F::BYTES / 4;
     // Words whose products add up in 16 bits before a `madd`: each
@@ -390,7 +393,7 @@ unsafe fn legacy<F: Legacy, const N: usize>(
         let b = group.add(i * 8 * F::BYTES);
         prefetch(b, 8 * F::BYTES, 0, 1);
         let qh = if F::FIFTH {
-            load(b, 0)
+            word(b, 0)
         } else {
             _mm256_setzero_si256()
         };
@@ -398,7 +401,7 @@ unsafe fn legacy<F: Legacy, const N: usize>(
         for m0 in (0..4).step_by(per_sum) {
             let mut sums = [_mm256_setzero_si256(); N];
             for m in m0..m0 + per_sum {
-                let v = load(b, first + m);
+                let v = word(b, first + m);
                 let mut lo = _mm256_and_si256(v, m0f);
                 let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
                 if F::FIFTH {
@@ -430,7 +433,7 @@ unsafe fn legacy<F: Legacy, const N: usize>(
                 acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[t]);
             }
         } else {
-            let head = load(b, words - 1);
+            let head = word(b, words - 1);
             let (d, min) = (halves::<false>(head), halves::<true>(head));
             for (t, x) in xs.iter().enumerate() {
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(*x.d.get_unchecked(2 * i)));

@@ -28,6 +28,9 @@ pub struct DraftProposer<'m, B: Backend> {
     /// plain never allocates the draft's KV cache (on a GPU that and its
     /// release cost as much as a few steps of a 7B model).
     session: Option<Session<'m, B>>,
+    /// Tokens of the history the session is known to hold: all it was fed
+    /// at its last proposal or prefill (histories only grow).
+    read: usize,
     lookup: NgramProposer,
     /// The coming round guesses by lookup ([`Proposer::outlook`] decided).
     by_lookup: bool,
@@ -78,6 +81,7 @@ impl<'m, B: Backend + 'static> DraftProposer<'m, B> {
             draft,
             ctx: ctx.min(draft.hparams().ctx_len).max(1),
             session: None,
+            read: 0,
             lookup: NgramProposer::default(),
             by_lookup: false,
             greedy: sampling.temperature <= 0.0,
@@ -129,6 +133,7 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
         let (mut logits, reused) =
             self.session()
                 .feed_as(&readable, history.len() - 1, readout.clone())?;
+        self.read = history.len();
         let fed = history.len() - reused;
         out.setup_tokens = fed.saturating_sub(2);
         out.setup_secs = t.elapsed().as_secs_f64() * out.setup_tokens as f64 / fed as f64;
@@ -162,13 +167,16 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
     }
 
     fn behind(&self, history: &[u32]) -> usize {
+        // Past what it was fed, the session holds its last guesses: those
+        // the target kept need no reading. Called every round, so only that
+        // tail is compared, not the whole history.
         let have = self.session.as_ref().map_or(&[][..], |s| s.tokens());
-        let history = readable(history, self.draft_rows);
-        let common = have
-            .iter()
-            .zip(&*history)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let mut common = self.read.min(have.len()).min(history.len());
+        while common < have.len().min(history.len())
+            && have[common] == read_as(history[common], self.draft_rows)
+        {
+            common += 1;
+        }
         history.len() - common
     }
 
@@ -177,6 +185,7 @@ impl<B: Backend + 'static> Proposer for DraftProposer<'_, B> {
             let prompt = readable(prompt, self.draft_rows);
             self.session()
                 .feed_as(&prompt, prompt.len() - 1, Readout::Top(1))?;
+            self.read = prompt.len();
         }
         Ok(())
     }
@@ -202,11 +211,16 @@ fn readable(history: &[u32], rows: usize) -> std::borrow::Cow<'_, [u32]> {
     if history.iter().all(|&t| (t as usize) < rows) {
         return std::borrow::Cow::Borrowed(history);
     }
-    let mapped = history
-        .iter()
-        .map(|&t| if (t as usize) < rows { t } else { 0 })
-        .collect();
-    std::borrow::Cow::Owned(mapped)
+    std::borrow::Cow::Owned(history.iter().map(|&t| read_as(t, rows)).collect())
+}
+
+/// Token `t` as a draft with `rows` embedding rows reads it.
+fn read_as(t: u32, rows: usize) -> u32 {
+    if (t as usize) < rows {
+        t
+    } else {
+        0
+    }
 }
 
 /// `dist` over the ids below `rows` only, renormalised (empty if none has

@@ -27,7 +27,9 @@ pub struct CudaKv {
     pub(super) n_slots: usize,
     pub(super) k: Vec<OwnedBuf>,
     pub(super) v: Vec<OwnedBuf>,
-    spares: Arc<Mutex<Spares>>,
+    /// Where the buffers go when the session ends; `None` for a cache
+    /// that is itself kept there.
+    spares: Option<Arc<Mutex<Spares>>>,
 }
 
 impl CudaKv {
@@ -43,31 +45,26 @@ impl CudaKv {
 
 impl Drop for CudaKv {
     fn drop(&mut self) {
-        let kept = Kept {
+        let Some(spares) = self.spares.take() else {
+            return;
+        };
+        let kept = CudaKv {
             id: self.id,
             kv_dim: self.kv_dim,
             n_slots: self.n_slots,
             k: std::mem::take(&mut self.k),
             v: std::mem::take(&mut self.v),
+            spares: None,
         };
-        if let Ok(mut s) = self.spares.lock() {
+        if let Ok(mut s) = spares.lock() {
             s.keep(kept);
-        }
+        };
     }
-}
-
-/// A cache's buffers while no session holds them.
-struct Kept {
-    id: u64,
-    kv_dim: usize,
-    n_slots: usize,
-    k: Vec<OwnedBuf>,
-    v: Vec<OwnedBuf>,
 }
 
 /// Caches kept for reuse, and the ids of caches freed since the last step.
 pub struct Spares {
-    kept: Vec<Kept>,
+    kept: Vec<CudaKv>,
     limit: usize,
     freed: Vec<u64>,
     next_id: u64,
@@ -83,7 +80,7 @@ impl Spares {
         }))
     }
 
-    fn keep(&mut self, kept: Kept) {
+    fn keep(&mut self, kept: CudaKv) {
         self.kept.push(kept);
         while self.kept.len() > self.limit {
             let old = self.kept.remove(0);
@@ -109,12 +106,9 @@ pub fn alloc(
 ) -> GpuResult<CudaKv> {
     let bytes = n_slots * kv_dim * 2;
     let mut s = spares.lock().expect("KV spares lock");
-    let fits = |k: &Kept| k.k.len() == n_layers && k.n_slots == n_slots && k.kv_dim == kv_dim;
-    let (id, k, v) = match s.kept.iter().position(fits) {
-        Some(i) => {
-            let kept = s.kept.remove(i);
-            (kept.id, kept.k, kept.v)
-        }
+    let fits = |k: &CudaKv| k.k.len() == n_layers && k.n_slots == n_slots && k.kv_dim == kv_dim;
+    let mut kv = match s.kept.iter().position(fits) {
+        Some(i) => s.kept.remove(i),
         None => {
             let fresh = || -> GpuResult<(Vec<OwnedBuf>, Vec<OwnedBuf>)> {
                 let layers = || {
@@ -135,21 +129,22 @@ pub fn alloc(
             };
             let id = s.next_id;
             s.next_id += 1;
-            (id, k, v)
+            CudaKv {
+                id,
+                kv_dim,
+                n_slots,
+                k,
+                v,
+                spares: None,
+            }
         }
     };
     drop(s);
     // Attention reads only the slots a sequence wrote, but a cache that
     // starts at zero keeps a stray read finite.
-    for b in k.iter().chain(&v) {
+    for b in kv.k.iter().chain(&kv.v) {
         gpu.zero(b.ptr, bytes);
     }
-    Ok(CudaKv {
-        id,
-        kv_dim,
-        n_slots,
-        k,
-        v,
-        spares: spares.clone(),
-    })
+    kv.spares = Some(spares.clone());
+    Ok(kv)
 }
