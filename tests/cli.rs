@@ -176,3 +176,34 @@ fn bad_input_gives_one_clear_line() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn bench_takes_its_bandwidth_share_against_reads_next_to_each_run() {
+    let out = run_ok(&[
+        "bench",
+        "-m",
+        "smollm2-135m",
+        "-p",
+        "8",
+        "-n",
+        "8",
+        "-r",
+        "3",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let read = r["read_gb_s"].as_array().expect("paired reads");
+    let tg = r["tg"]["tok_s"].as_array().unwrap();
+    assert_eq!((read.len(), tg.len()), (3, 3));
+    // The share is the mean of each run's own: tg GB/s over the read next to it.
+    let bytes = r["bytes_per_token"].as_f64().unwrap();
+    let mean: f64 = tg
+        .iter()
+        .zip(read)
+        .map(|(t, bw)| bytes * t.as_f64().unwrap() / 1e9 / bw.as_f64().unwrap())
+        .sum::<f64>()
+        / 3.0;
+    let share = r["roofline_share"].as_f64().unwrap();
+    assert!((share - mean).abs() < 1e-9, "{share} vs {mean}");
+    assert!(read.iter().all(|bw| bw.as_f64().unwrap() > 0.1));
+}

@@ -64,8 +64,14 @@ pub struct BenchResult {
     pub bytes_per_token: u64,
     /// bytes_per_token × mean tg tok/s.
     pub tg_gb_s: f64,
-    /// tg_gb_s over the measured read bandwidth (`tandem bench --roofline`), if known.
+    /// tg_gb_s over the read bandwidth: the mean of each repetition's
+    /// share where it was measured next to each ([`Bandwidth::Paired`]),
+    /// else over the one figure known (a GPU's, or `tandem bench --roofline`).
     pub roofline_share: Option<f64>,
+    /// The read bandwidth in GB/s measured just before each tg repetition
+    /// ([`Bandwidth::Paired`]; empty otherwise).
+    #[serde(default)]
+    pub read_gb_s: Vec<f64>,
     pub peak_rss_bytes: Option<u64>,
     pub model_file_bytes: u64,
 }
@@ -103,6 +109,16 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What a run's bandwidth share is taken against.
+pub enum Bandwidth {
+    /// No figure known.
+    Unknown,
+    /// One figure (a GPU's copy bandwidth, or the CPU's remembered one).
+    Known(f64),
+    /// Measured next to each tg repetition, with this many bytes read.
+    Paired(usize),
+}
+
 fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     crate::rng::XorShift::new(seed)
         .take(n)
@@ -116,7 +132,7 @@ pub fn run<B: Backend + 'static>(
     p: usize,
     n: usize,
     reps: usize,
-    roofline_gb_s: Option<f64>,
+    bandwidth: Bandwidth,
     mut progress: impl FnMut(),
 ) -> crate::engine::Result<BenchResult> {
     let vocab = model.tokenizer.vocab_size().min(model.hparams().vocab_size);
@@ -152,18 +168,36 @@ pub fn run<B: Backend + 'static>(
         }
         Ok(n as f64 / t.elapsed().as_secs_f64())
     };
-    // Warm-up: page the weights in, size the buffers.
+    // Warm-up: page the weights in, size the buffers. The run's peak
+    // memory is reached here, before a bandwidth probe adds its buffer.
     pp_run(0, &mut session)?;
     tg_run(0, &mut session)?;
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    let peak_rss_bytes = peak_rss();
+    let probe = match bandwidth {
+        Bandwidth::Paired(bytes) => Some(crate::bench::roofline::Probe::new(bytes)),
+        _ => None,
+    };
+    let (mut pp, mut tg, mut read) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..reps {
         pp.push(pp_run(r as u64 + 1, &mut session)?);
+        if let Some(probe) = &probe {
+            read.push(probe.read_gb_s(3));
+        }
         tg.push(tg_run(r as u64 + 1, &mut session)?);
         progress();
     }
     let bytes = bytes_per_token(&model.file);
+    let gb_s = |tok_s: f64| bytes as f64 * tok_s / 1e9;
+    let roofline_share = match bandwidth {
+        Bandwidth::Unknown => None,
+        Bandwidth::Known(bw) => Some(gb_s(Samples::new(tg.clone()).mean) / bw),
+        Bandwidth::Paired(_) => {
+            let shares = tg.iter().zip(&read).map(|(&t, &bw)| gb_s(t) / bw);
+            Some(shares.sum::<f64>() / reps as f64)
+        }
+    };
     let tg = Samples::new(tg);
-    let tg_gb_s = bytes as f64 * tg.mean / 1e9;
+    let tg_gb_s = gb_s(tg.mean);
     Ok(BenchResult {
         model: name.to_string(),
         backend: model.backend.name(),
@@ -175,8 +209,9 @@ pub fn run<B: Backend + 'static>(
         tg,
         bytes_per_token: bytes,
         tg_gb_s,
-        roofline_share: roofline_gb_s.map(|bw| tg_gb_s / bw),
-        peak_rss_bytes: peak_rss(),
+        roofline_share,
+        read_gb_s: read,
+        peak_rss_bytes,
         model_file_bytes: model.file.file_size(),
     })
 }

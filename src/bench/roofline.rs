@@ -1,7 +1,7 @@
-//! The machine's read bandwidth, measured once (`tandem bench --roofline`)
-//! and remembered in `$TANDEM_HOME/roofline.json`: every thread sums its
-//! share of a buffer much larger than the caches; the best of several passes
-//! counts. Generation is memory-bound, so this is its roofline.
+//! The machine's read bandwidth (`tandem bench --roofline`, and next to each
+//! repetition of `tandem bench`): every thread sums its share of a buffer
+//! much larger than the caches; the best of several passes counts.
+//! Generation is memory-bound, so this is its roofline.
 
 use std::time::Instant;
 
@@ -13,10 +13,6 @@ pub struct Roofline {
     pub read_gb_s: f64,
     pub threads: usize,
     pub buffer_bytes: usize,
-}
-
-fn path() -> std::path::PathBuf {
-    crate::catalog::tandem_home().join("roofline.json")
 }
 
 #[inline(always)]
@@ -47,39 +43,44 @@ fn chunk_sum(c: &[u64]) -> u64 {
 }
 
 pub fn measure(buffer_bytes: usize, passes: usize) -> Roofline {
-    let words = buffer_bytes / 8;
-    let buf: Vec<u64> = (0..words as u64).collect();
-    let mut best = 0.0f64;
-    for _ in 0..passes {
-        let t = Instant::now();
-        let sum: u64 = buf
-            .par_chunks(1 << 16)
-            .map(chunk_sum)
-            .reduce(|| 0, u64::wrapping_add);
-        let secs = t.elapsed().as_secs_f64();
-        std::hint::black_box(sum);
-        best = best.max(buffer_bytes as f64 / secs / 1e9);
-    }
     Roofline {
-        read_gb_s: best,
+        read_gb_s: Probe::new(buffer_bytes).read_gb_s(passes),
         threads: rayon::current_num_threads(),
         buffer_bytes,
     }
 }
 
-pub fn save(r: &Roofline) -> std::io::Result<std::path::PathBuf> {
-    let p = path();
-    if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&p, serde_json::to_string_pretty(r)?)?;
-    Ok(p)
+/// A buffer kept for measuring the read bandwidth again and again: next to
+/// each repetition of a benchmark, so that its share of the bandwidth is
+/// taken against what the machine gave at that moment (a shared host's
+/// neighbours move it by a fifth within minutes).
+pub struct Probe {
+    buf: Vec<u64>,
 }
 
-/// The remembered read bandwidth in GB/s, if measured.
-pub fn load() -> Option<f64> {
-    let text = std::fs::read_to_string(path()).ok()?;
-    serde_json::from_str::<Roofline>(&text)
-        .ok()
-        .map(|r| r.read_gb_s)
+impl Probe {
+    pub fn new(buffer_bytes: usize) -> Probe {
+        Probe {
+            buf: (0..(buffer_bytes / 8) as u64).collect(),
+        }
+    }
+
+    /// GB/s of the fastest of `passes` reads of the whole buffer, all
+    /// threads of the global pool reading.
+    pub fn read_gb_s(&self, passes: usize) -> f64 {
+        let bytes = (self.buf.len() * 8) as f64;
+        let mut best = 0.0f64;
+        for _ in 0..passes {
+            let t = Instant::now();
+            let sum: u64 = self
+                .buf
+                .par_chunks(1 << 16)
+                .map(chunk_sum)
+                .reduce(|| 0, u64::wrapping_add);
+            let secs = t.elapsed().as_secs_f64();
+            std::hint::black_box(sum);
+            best = best.max(bytes / secs / 1e9);
+        }
+        best
+    }
 }

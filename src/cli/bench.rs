@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tandem::backend::Backend as _;
+use tandem::bench::model::Bandwidth;
 
 use tandem::bench::serve::{plot, run_level, table, LoadConfig};
 
@@ -124,11 +125,9 @@ fn roofline(a: &BenchArgs) -> Result<()> {
     let threads = a.model.init_threads();
     eprintln!("reading a 1 GiB buffer with {threads} threads, best of 5 passes…");
     let r = tandem::bench::roofline::measure(1 << 30, 5);
-    let path = tandem::bench::roofline::save(&r)?;
     println!(
-        "read bandwidth: {:.1} GB/s ({threads} threads), saved to {}",
-        r.read_gb_s,
-        path.display()
+        "read bandwidth: {:.1} GB/s ({threads} threads)",
+        r.read_gb_s
     );
     Ok(())
 }
@@ -140,13 +139,14 @@ fn model(a: &BenchArgs) -> Result<()> {
         ProgressStyle::with_template("[{elapsed_precise}] [{bar:30}] {pos}/{len} repetitions")?
             .progress_chars("=> "),
     );
-    // A GPU's roofline is its copy bandwidth, measured now; the CPU's was
-    // measured once by `--roofline`.
-    let roofline = m
-        .backend
-        .device_bandwidth()
-        .or_else(tandem::bench::roofline::load);
-    let r = tandem::bench::model::run(&m, &a.model.model, a.p, a.n, a.r.max(1), roofline, || {
+    // A GPU's roofline is its copy bandwidth, measured now; the CPU's is
+    // measured next to each repetition (256 MiB: eight times this host's
+    // L3).
+    let bandwidth = match m.backend.device_bandwidth() {
+        Some(bw) => Bandwidth::Known(bw),
+        None => Bandwidth::Paired(256 << 20),
+    };
+    let r = tandem::bench::model::run(&m, &a.model.model, a.p, a.n, a.r.max(1), bandwidth, || {
         bar.inc(1)
     })?;
     bar.finish_and_clear();
@@ -170,9 +170,18 @@ fn model(a: &BenchArgs) -> Result<()> {
         "weights read per token {:.3} GiB → {:.1} GB/s{}; peak RSS {} (file {:.2} GiB)",
         gib(r.bytes_per_token),
         r.tg_gb_s,
-        match r.roofline_share {
-            Some(s) => format!(" = {:.0}% of the measured bandwidth", s * 100.0),
-            None => " (run `tandem bench --roofline` once for the roofline share)".into(),
+        match (r.roofline_share, r.read_gb_s.is_empty()) {
+            (Some(s), false) => {
+                let bw = tandem::bench::model::Samples::new(r.read_gb_s.clone());
+                format!(
+                    " = {:.0}% of the read bandwidth measured before each run ({:.1} ± {:.1} GB/s)",
+                    s * 100.0,
+                    bw.mean,
+                    bw.sd
+                )
+            }
+            (Some(s), true) => format!(" = {:.0}% of the measured bandwidth", s * 100.0),
+            (None, _) => " (no bandwidth figure for the roofline share)".into(),
         },
         r.peak_rss_bytes
             .map_or("unknown".into(), |b| format!("{:.2} GiB", gib(b))),

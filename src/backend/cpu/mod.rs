@@ -4,12 +4,14 @@
 //! in [`matmul`], [`attention`] and [`ops`]; each op is tested against an
 //! f64 reference in `tests`.
 
+mod arena;
 mod attention;
 mod matmul;
 mod ops;
 pub mod pool;
 #[cfg(test)]
 mod tests;
+pub mod variant;
 
 use std::sync::Arc;
 
@@ -42,7 +44,7 @@ pub struct CpuWeight {
     /// The first [`Self::grouped_rows`] rows in `quant::grouped`'s layout,
     /// which the products read instead of the file (whose pages for them
     /// are released). The file still serves single rows.
-    groups: Option<memmap2::Mmap>,
+    groups: Option<arena::Piece>,
 }
 
 /// `TANDEM_GROUPED=0` leaves every weight in the file's layout (for
@@ -56,27 +58,24 @@ impl CpuWeight {
     /// How many rows (from the first) [`Self::groups`] holds.
     pub fn grouped_rows(&self) -> usize {
         match &self.groups {
-            Some(g) => g.len() / self.row_bytes(),
+            Some(g) => g.bytes().len() / self.row_bytes(),
             None => 0,
         }
     }
 
     /// The grouped rows ([`Self::grouped_rows`] of them).
     pub fn groups(&self) -> Option<&[u8]> {
-        self.groups.as_deref()
+        self.groups.as_ref().map(arena::Piece::bytes)
     }
 
     /// The first `n_rows` rows (a multiple of [`GROUP_ROWS`]) grouped, in
-    /// memory of their own: asked for in 2 MiB pages, which the file's
-    /// mapping cannot have (a token reads every page of the weights, and
-    /// 4 KiB pages of a GiB outnumber the TLB's entries 100 to 1). The
-    /// file's pages are released a few MiB at a time as their rows are
-    /// copied, so that a large tensor is never resident twice.
-    fn grouped(&self, n_rows: usize) -> std::io::Result<memmap2::Mmap> {
+    /// memory of their own ([`arena`]: huge pages, which the file's mapping
+    /// cannot have). The file's pages are released a few MiB at a time as
+    /// their rows are copied, so that a large tensor is never resident twice.
+    fn grouped(&self, n_rows: usize) -> std::io::Result<arena::Piece> {
         let rb = self.row_bytes();
-        let mut groups = memmap2::MmapMut::map_anon(n_rows * rb)?;
-        // A hint: without huge pages the layout still pays.
-        let _ = groups.advise(memmap2::Advice::HugePage);
+        let mut piece = arena::alloc(n_rows * rb)?;
+        let groups = piece.bytes_mut();
         let per_piece = ((4 << 20) / (GROUP_ROWS * rb)).max(1) * GROUP_ROWS;
         for r0 in (0..n_rows).step_by(per_piece) {
             let n = per_piece.min(n_rows - r0);
@@ -84,7 +83,7 @@ impl CpuWeight {
             group_rows(self.ty, &self.bytes()[from..to], n, &mut groups[from..to]);
             self.file.release(self.start + from, to - from);
         }
-        groups.make_read_only()
+        Ok(piece)
     }
 
     pub fn row_bytes(&self) -> usize {
