@@ -37,16 +37,25 @@ fn main() {
             LoadedModel::load(Path::new(path), CpuBackend).expect("loading the model")
         })
         .collect();
-    let ctx = 512.min(models[0].hparams().ctx_len);
+    // `AB_DEPTH=D`: decode after a prompt of D tokens (attention's share
+    // grows with it); the context wraps back to it.
+    let depth: usize = std::env::var("AB_DEPTH").map_or(1, |v| v.parse().expect("AB_DEPTH"));
+    let ctx = (depth + 512).min(models[0].hparams().ctx_len);
     let mut sessions: Vec<Session<'_, CpuBackend>> =
         models.iter().map(|m| Session::new(m, ctx)).collect();
     let mut toks: Vec<u32> = sessions
         .iter_mut()
-        .map(|s| s.extend_as(&[1], 0, Readout::Top(1)).unwrap().row(0).best())
+        .map(|s| {
+            let prompt: Vec<u32> = (0..depth as u32).map(|i| 100 + i % 1000).collect();
+            s.extend_as(&prompt, depth - 1, Readout::Top(1))
+                .unwrap()
+                .row(0)
+                .best()
+        })
         .collect();
     let step = |session: &mut Session<'_, CpuBackend>, tok: &mut u32| {
         if session.tokens().len() + 1 >= ctx {
-            session.truncate(1);
+            session.truncate(depth);
         }
         *tok = session
             .extend_as(&[*tok], 0, Readout::Top(1))

@@ -57,6 +57,9 @@ pub struct BenchResult {
     pub threads: usize,
     pub pp_tokens: usize,
     pub tg_tokens: usize,
+    /// Tokens in the cache before each tg run (llama-bench's `-d`).
+    #[serde(default)]
+    pub depth: usize,
     pub repetitions: usize,
     pub pp: Samples,
     pub tg: Samples,
@@ -131,15 +134,16 @@ pub fn run<B: Backend + 'static>(
     name: &str,
     p: usize,
     n: usize,
+    depth: usize,
     reps: usize,
     bandwidth: Bandwidth,
     mut progress: impl FnMut(),
 ) -> crate::engine::Result<BenchResult> {
     let vocab = model.tokenizer.vocab_size().min(model.hparams().vocab_size);
-    let ctx = (p.max(n + 1) + 16).min(model.hparams().ctx_len);
-    if p == 0 || n == 0 || p > ctx || n + 1 > ctx {
+    let ctx = (p.max(depth + n + 1) + 16).min(model.hparams().ctx_len);
+    if p == 0 || n == 0 || p > ctx || depth + n + 1 > ctx {
         return Err(crate::engine::EngineError::Invalid(format!(
-            "-p {p} and -n {n} must be at least 1 and fit the model's context ({ctx})"
+            "-p {p} and -d {depth} + -n {n} must be at least 1 and fit the model's context ({ctx})"
         )));
     }
     let mut session = Session::new(model, ctx);
@@ -151,14 +155,14 @@ pub fn run<B: Backend + 'static>(
         session.extend(&toks, p - 1)?;
         Ok(p as f64 / t.elapsed().as_secs_f64())
     };
-    // One untimed prompt token, then n timed single-token steps, each read
+    // An untimed prompt of depth + 1 tokens, then n timed single-token steps, each read
     // out as greedy decoding reads it (the best candidate; a device computes
     // it where the logits are) and fed the best candidate of the step before.
     let tg_run = |seed: u64, session: &mut Session<'_, B>| -> crate::engine::Result<f64> {
-        let first = random_tokens(1, vocab, seed)[0];
+        let prompt = random_tokens(depth + 1, vocab, seed);
         session.truncate(0);
         let mut tok = session
-            .extend_as(&[first], 0, Readout::Top(1))?
+            .extend_as(&prompt, depth, Readout::Top(1))?
             .row(0)
             .best();
         session.model.backend.wait_idle();
@@ -204,6 +208,7 @@ pub fn run<B: Backend + 'static>(
         threads: crate::backend::cpu::pool::global().threads(),
         pp_tokens: p,
         tg_tokens: n,
+        depth,
         repetitions: reps,
         pp: Samples::new(pp),
         tg,

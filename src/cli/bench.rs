@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Repetitions (after one warm-up).
     #[arg(short = 'r', default_value_t = 5)]
     r: usize,
+    /// Tokens in the cache before generating (llama-bench's -d): deep in a
+    /// conversation every step's attention reads them all.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    depth: usize,
     /// Print the result as JSON (the input of --compare).
     #[arg(long)]
     json: bool,
@@ -146,9 +150,16 @@ fn model(a: &BenchArgs) -> Result<()> {
         Some(bw) => Bandwidth::Known(bw),
         None => Bandwidth::Paired(256 << 20),
     };
-    let r = tandem::bench::model::run(&m, &a.model.model, a.p, a.n, a.r.max(1), bandwidth, || {
-        bar.inc(1)
-    })?;
+    let r = tandem::bench::model::run(
+        &m,
+        &a.model.model,
+        a.p,
+        a.n,
+        a.depth,
+        a.r.max(1),
+        bandwidth,
+        || bar.inc(1),
+    )?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -159,7 +170,13 @@ fn model(a: &BenchArgs) -> Result<()> {
     println!("|---|---|---|---|---|");
     for (test, s) in [
         (format!("pp{}", r.pp_tokens), &r.pp),
-        (format!("tg{}", r.tg_tokens), &r.tg),
+        (
+            match r.depth {
+                0 => format!("tg{}", r.tg_tokens),
+                d => format!("tg{} @ d{d}", r.tg_tokens),
+            },
+            &r.tg,
+        ),
     ] {
         println!(
             "| {} | {} | {test} | {:.2} ± {:.2} | {:.2} |",
@@ -167,8 +184,13 @@ fn model(a: &BenchArgs) -> Result<()> {
         );
     }
     println!(
-        "weights read per token {:.3} GiB → {:.1} GB/s{}; peak RSS {} (file {:.2} GiB)",
+        "weights read per token {:.3} GiB{} → {:.1} GB/s{}; peak RSS {} (file {:.2} GiB)",
         gib(r.bytes_per_token),
+        if r.depth > 0 {
+            " (the KV cache's reads not counted)"
+        } else {
+            ""
+        },
         r.tg_gb_s,
         match (r.roofline_share, r.read_gb_s.is_empty()) {
             (Some(s), false) => {

@@ -285,6 +285,36 @@ fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_f32_avx2(y: &mut [f32], w: f32, x: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = y.len().min(x.len());
+    let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+    let wv = _mm256_set1_ps(w);
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_fmadd_ps(wv, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+        _mm256_storeu_ps(py.add(i), v);
+        i += 8;
+    }
+    while i < n {
+        *py.add(i) = w.mul_add(*px.add(i), *py.add(i));
+        i += 1;
+    }
+}
+
+/// `y += w · x` (attention's weighted sum of values), fused multiply-adds
+/// where the CPU has them (as ggml's `vec_mad` does).
+pub fn axpy_f32(y: &mut [f32], w: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: feature checked at run time.
+        return unsafe { axpy_f32_avx2(y, w, x) };
+    }
+    y.iter_mut().zip(x).for_each(|(a, b)| *a += w * b);
+}
+
 /// f32 dot product (float weights, attention), vectorised where the CPU allows.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]

@@ -596,3 +596,23 @@ fn grouped_kernels_match_the_row_kernel_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn axpy_matches_the_plain_loop_at_every_width() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for n in [1, 7, 8, 9, 64, 127, 128] {
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let y0: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let w = rng.random_range(-1.0..1.0f32);
+        let mut y = y0.clone();
+        super::act::axpy_f32(&mut y, w, &x);
+        for i in 0..n {
+            // Fused or not, within one rounding of the product.
+            let want = y0[i] + w * x[i];
+            assert!(
+                (y[i] - want).abs() <= 4.0 * f32::EPSILON * want.abs().max(1.0),
+                "n {n} i {i}"
+            );
+        }
+    }
+}
