@@ -129,16 +129,24 @@ fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
+/// What a run measures: `p` prompt tokens, `n` generated after `depth`
+/// tokens of context, `reps` times each.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub p: usize,
+    pub n: usize,
+    pub depth: usize,
+    pub reps: usize,
+}
+
 pub fn run<B: Backend + 'static>(
     model: &LoadedModel<B>,
     name: &str,
-    p: usize,
-    n: usize,
-    depth: usize,
-    reps: usize,
+    plan: Plan,
     bandwidth: Bandwidth,
     mut progress: impl FnMut(),
 ) -> crate::engine::Result<BenchResult> {
+    let Plan { p, n, depth, reps } = plan;
     let vocab = model.tokenizer.vocab_size().min(model.hparams().vocab_size);
     let ctx = (p.max(depth + n + 1) + 16).min(model.hparams().ctx_len);
     if p == 0 || n == 0 || p > ctx || depth + n + 1 > ctx {
