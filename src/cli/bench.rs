@@ -156,16 +156,13 @@ fn model(a: &BenchArgs) -> Result<()> {
         Some(bw) => Bandwidth::Known(bw),
         None => Bandwidth::Paired(256 << 20),
     };
-    let r = tandem::bench::model::run(
-        &m,
-        &a.model.model,
-        a.p,
-        a.n,
-        a.depth,
-        a.r.max(1),
-        bandwidth,
-        || bar.inc(1),
-    )?;
+    let plan = tandem::bench::model::Plan {
+        p: a.p,
+        n: a.n,
+        depth: a.depth,
+        reps: a.r.max(1),
+    };
+    let r = tandem::bench::model::run(&m, &a.model.model, plan, bandwidth, || bar.inc(1))?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
