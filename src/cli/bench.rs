@@ -146,12 +146,6 @@ fn model(a: &BenchArgs) -> Result<()> {
     // A GPU's roofline is its copy bandwidth, measured now; the CPU's is
     // measured next to each repetition (256 MiB: eight times this host's
     // L3).
-    let plan = tandem::bench::model::Plan {
-        p: a.p,
-        n: a.n,
-        depth: a.depth,
-        reps: a.r.max(1),
-    };
     let bandwidth = match m.backend.device_bandwidth() {
         Some(bw) => Bandwidth::Known(bw),
         None => Bandwidth::Paired(256 << 20),
