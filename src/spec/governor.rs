@@ -105,6 +105,9 @@ pub struct Governor {
     /// Seconds per target forward pass, by rows scored (index = rows).
     verify: Vec<Option<Cost>>,
     round: usize,
+    /// The last choice made by the rates was to speculate (a probe is
+    /// not; a periodic plain step keeps it).
+    on: bool,
     /// Rounds between probes while speculation is off, and the next probe.
     probe_every: usize,
     next_probe: usize,
@@ -168,6 +171,9 @@ struct Acceptance {
 struct Rate {
     kept: f64,
     tested: f64,
+    /// Guesses tested, each counting 1 − `ACCEPTANCE_EMA` less per test
+    /// since (at most ten): how much evidence the rate rests on.
+    tests: f64,
 }
 
 /// Depths with a rate of their own; deeper guesses share the last.
@@ -186,7 +192,16 @@ const ACCEPTANCE_EMA: f64 = 0.1;
 const PRIOR: Rate = Rate {
     kept: 1.5,
     tested: 2.0,
+    tests: 2.0,
 };
+
+/// How far above its rate a class's first guess may still be kept, in
+/// standard errors (one-sided 90%), while speculation is on: it is turned
+/// off when even that loses, not when the rate does. Only for a class that
+/// has kept at least `STAY_KEPT` of its recent guesses: a useless draft
+/// goes off as soon as its rate says so.
+const STAY_Z: f64 = 1.28;
+const STAY_KEPT: f64 = 2.0;
 
 impl Rate {
     fn mix(self, kept: f64, tested: f64) -> Rate {
@@ -194,7 +209,14 @@ impl Rate {
         Rate {
             kept: mix(self.kept, kept),
             tested: mix(self.tested, tested),
+            tests: ((1.0 - ACCEPTANCE_EMA) * self.tests + tested).min(1.0 / ACCEPTANCE_EMA),
         }
+    }
+
+    /// The rate plus `z` standard errors of a share of `tests` trials.
+    fn upper(&self, z: f64) -> f64 {
+        let r = self.rate().clamp(0.0, 1.0);
+        (r + z * (r * (1.0 - r) / self.tests.max(1.0)).sqrt()).min(1.0)
     }
 
     fn rate(&self) -> f64 {
@@ -233,6 +255,20 @@ impl Acceptance {
         std::array::from_fn(|d| self.by_depth[d].unwrap_or_else(|| self.stand_in(d)).rate())
     }
 
+    /// Each depth's rate `z` standard errors up.
+    fn upper_by_depth(&self, z: f64) -> [f64; DEPTHS] {
+        std::array::from_fn(|d| {
+            self.by_depth[d]
+                .unwrap_or_else(|| self.stand_in(d))
+                .upper(z)
+        })
+    }
+
+    /// Recent guesses kept at the first depth (a discounted count).
+    fn recently_kept(&self) -> f64 {
+        self.by_depth[0].map_or(0.0, |r| r.rate() * r.tests)
+    }
+
     fn rate(&self) -> f64 {
         self.all.rate()
     }
@@ -256,6 +292,7 @@ impl Governor {
             behind: 0,
             verify: vec![None; k_max + 2],
             round: 0,
+            on: false,
             probe_every: PROBE_OFF,
             next_probe: PROBE_OFF,
             histogram: vec![0; k_max + 1],
@@ -356,6 +393,12 @@ impl Governor {
         let best = (0..=self.cfg.k_max)
             .max_by(|&a, &b| self.rate(a).total_cmp(&self.rate(b)))
             .unwrap_or(0);
+        if best == 0 && self.on {
+            if let Some(k) = self.still_worth_it() {
+                return k;
+            }
+        }
+        self.on = best > 0;
         if best > 0 {
             self.probe_every = PROBE_OFF;
         }
@@ -379,6 +422,26 @@ impl Governor {
         } else {
             best
         }
+    }
+
+    /// While speculation is on and the rates turn against it: the k (one
+    /// or two) that still wins if the first guess is kept at its rate's
+    /// upper bound, for a class that has kept guesses lately. A few failed
+    /// rounds in a row move the rate a long way (0.1 a round) but say
+    /// little; turning off is dear where catching up later costs more than
+    /// probes may spend.
+    fn still_worth_it(&self) -> Option<usize> {
+        let a = self.alpha_by_outlook[self.outlook]?;
+        if a.recently_kept() < STAY_KEPT {
+            return None;
+        }
+        let upper = a.upper_by_depth(STAY_Z);
+        let plain = self.rate(0);
+        (1..=self.cfg.k_max.min(2))
+            .map(|k| (k, self.rate_at(k, upper, self.outlook)))
+            .filter(|&(_, r)| r > plain)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(k, _)| k)
     }
 
     /// Rounds between plain steps while speculating.
@@ -661,6 +724,52 @@ mod tests {
         // Another class has measured nothing: all guesses' cost per guess.
         let per_guess = g.draft_cost.expect("measured").secs;
         assert!((g.draft_secs(2, 3) - 2.0 * per_guess).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_short_bad_stretch_does_not_turn_a_good_draft_off() {
+        // Costs as on two CPU cores (Qwen2.5-Coder-1.5B, its 0.5B draft):
+        // a guess 0.31 of a plain step and the first pass 0.05 more, each
+        // verified row 0.2, catching up 0.08 per token. Guesses are kept
+        // at 0.85 each, but for five rounds in a row where none is (a
+        // name the draft cannot know). At α = 0.85 one guess of two kept
+        // turns k = 1 from a loss to a win; four failures from 0.8 read
+        // as 0.52 and turned it off, and catching up after plain steps
+        // cost more than the probe credit ever held, so it stayed off.
+        let mut g = Governor::new(GovernorConfig::default());
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut coin = |p: f64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) < p
+        };
+        let (mut behind, mut plain_after) = (0usize, 0);
+        for round in 0..400 {
+            g.note_behind(behind);
+            let k = g.choose(100, Some(0));
+            let bad = (200..205).contains(&round);
+            if k == 0 {
+                behind += 1;
+                g.observe(0, 0, 0.0, Some((1, 1.0)));
+                plain_after += usize::from(round > 205);
+                continue;
+            }
+            g.observe_catch_up(behind, 0.08 * behind as f64);
+            behind = 0;
+            let accepted = if bad {
+                0
+            } else {
+                (0..k).take_while(|_| coin(0.85)).count()
+            };
+            let draft = 0.05 + 0.31 * k as f64;
+            g.observe(k, accepted, draft, Some((k + 1, 1.0 + 0.2 * k as f64)));
+        }
+        // Only the periodic plain steps (one round in 32) after the stretch.
+        assert!(
+            plain_after <= 12,
+            "{plain_after} plain rounds after the stretch"
+        );
     }
 
     #[test]
