@@ -62,6 +62,9 @@ const PLAIN_EVERY_EARLY: usize = 8;
 /// Where in those periods the plain step falls: off the rounds that try a
 /// neighbouring k (multiples of `PROBE_ON`).
 const PLAIN_PHASE: usize = 5;
+/// Rounds in which turning speculation on must repay the proposer's
+/// catching up ([`Governor::repays_catching_up`]).
+const REPAY_ROUNDS: usize = 32;
 /// Plain steps measured before the plain steps among speculative rounds
 /// become rarer.
 const SETTLED: usize = 4;
@@ -171,9 +174,11 @@ struct Acceptance {
 struct Rate {
     kept: f64,
     tested: f64,
-    /// Guesses tested, each counting 1 − `ACCEPTANCE_EMA` less per test
-    /// since (at most ten): how much evidence the rate rests on.
+    /// Guesses tested, and kept, each counting 1 − `ACCEPTANCE_EMA` less
+    /// per test since (at most ten): how much evidence the rate rests on,
+    /// and how many guesses it kept lately (the prior keeps none).
     tests: f64,
+    kept_lately: f64,
 }
 
 /// Depths with a rate of their own; deeper guesses share the last.
@@ -193,6 +198,7 @@ const PRIOR: Rate = Rate {
     kept: 1.5,
     tested: 2.0,
     tests: 2.0,
+    kept_lately: 0.0,
 };
 
 /// How far above its rate a class's first guess may still be kept, in
@@ -210,6 +216,7 @@ impl Rate {
             kept: mix(self.kept, kept),
             tested: mix(self.tested, tested),
             tests: ((1.0 - ACCEPTANCE_EMA) * self.tests + tested).min(1.0 / ACCEPTANCE_EMA),
+            kept_lately: (1.0 - ACCEPTANCE_EMA) * self.kept_lately + kept,
         }
     }
 
@@ -266,7 +273,7 @@ impl Acceptance {
 
     /// Recent guesses kept at the first depth (a discounted count).
     fn recently_kept(&self) -> f64 {
-        self.by_depth[0].map_or(0.0, |r| r.rate() * r.tests)
+        self.by_depth[0].map_or(0.0, |r| r.kept_lately)
     }
 
     fn rate(&self) -> f64 {
@@ -398,6 +405,14 @@ impl Governor {
                 return k;
             }
         }
+        // From off, the draft first reads what it missed: only a gain that
+        // repays that soon turns speculation on; a smaller one waits for a
+        // probe, paid from the credit.
+        let best = if best > 0 && !self.on && !self.repays_catching_up(best) {
+            0
+        } else {
+            best
+        };
         self.on = best > 0;
         if best > 0 {
             self.probe_every = PROBE_OFF;
@@ -442,6 +457,21 @@ impl Governor {
             .filter(|&(_, r)| r > plain)
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(k, _)| k)
+    }
+
+    /// Whether k guesses a round gain, within `REPAY_ROUNDS` rounds, what
+    /// the proposer's catching up would cost now. On an H100 a random
+    /// draft's k = 1 once read 0.01% faster than plain steps, after a small
+    /// change in the measured step; turned on, the 0.5B read the 45 tokens
+    /// it had missed (17 ms, eight steps of the 7B) and lost a request's
+    /// worth of that row's gain.
+    fn repays_catching_up(&self, k: usize) -> bool {
+        let Some(plain) = self.verify_cost(1) else {
+            return true;
+        };
+        let gain = self.rate(k) / self.rate(0) - 1.0;
+        let catch_up = self.probe_estimate() - self.probe_cost.map_or(0.0, |c| c.secs);
+        gain * plain * REPAY_ROUNDS as f64 >= catch_up
     }
 
     /// Rounds between plain steps while speculating.
@@ -770,6 +800,25 @@ mod tests {
             plain_after <= 12,
             "{plain_after} plain rounds after the stretch"
         );
+    }
+
+    #[test]
+    fn speculation_turns_on_only_where_it_repays_catching_up() {
+        let mut g = Governor::new(GovernorConfig::default());
+        g.choose(100, Some(0));
+        g.observe(0, 0, 0.0, Some((1, 1.0)));
+        assert_eq!(g.choose(100, Some(0)), 2);
+        g.observe(2, 2, 0.2, Some((3, 1.6)));
+        // Reading what it missed costs the proposer 0.1 a token.
+        g.observe_catch_up(20, 2.0);
+        // One guess a round now gains ~27%: 32 rounds of it repay 8.6
+        // steps of catching up, not 20.
+        let mut far = g.clone();
+        far.note_behind(200);
+        assert_eq!(far.choose(100, Some(0)), 0);
+        let mut near = g.clone();
+        near.note_behind(50);
+        assert!(near.choose(100, Some(0)) > 0);
     }
 
     #[test]
