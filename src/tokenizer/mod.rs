@@ -64,8 +64,15 @@ pub(crate) struct Vocab {
     pub scores: Vec<f32>,
 }
 
+/// What turns text into ids: the `tokenizers` crate for BPE vocabularies
+/// with merges, our own merging for SentencePiece ones.
+enum Encoder {
+    Bpe(Box<tokenizers::Tokenizer>),
+    Spm(Box<spm::Spm>),
+}
+
 pub struct Tokenizer {
-    hf: tokenizers::Tokenizer,
+    encoder: Encoder,
     /// Raw bytes of each token, for decoding.
     pieces: Vec<Vec<u8>>,
     /// A hash of `pieces`: two models share a vocabulary when theirs agree
@@ -106,7 +113,7 @@ impl Tokenizer {
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let eos = id("tokenizer.ggml.eos_token_id")?;
         let eot = id("tokenizer.ggml.eot_token_id")?;
-        let (hf, pieces, default_add_bos) = match model.as_str() {
+        let (encoder, pieces, default_add_bos) = match model.as_str() {
             "gpt2" => {
                 let pre = f
                     .get_str("tokenizer.ggml.pre")?
@@ -117,7 +124,7 @@ impl Tokenizer {
                 })?;
                 let merges: Vec<&str> = merges.iter().filter_map(|m| m.as_str()).collect();
                 (
-                    bpe::build(&vocab, &merges, &pre)?,
+                    Encoder::Bpe(Box::new(bpe::build(&vocab, &merges, &pre)?)),
                     bpe::pieces(&vocab),
                     false,
                 )
@@ -126,7 +133,11 @@ impl Tokenizer {
                 let prefix = f
                     .get_bool("tokenizer.ggml.add_space_prefix")?
                     .unwrap_or(true);
-                (spm::build(&vocab, prefix)?, spm::pieces(&vocab), true)
+                (
+                    Encoder::Spm(Box::new(spm::Spm::new(&vocab, prefix)?)),
+                    spm::pieces(&vocab),
+                    true,
+                )
             }
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
         };
@@ -157,7 +168,7 @@ impl Tokenizer {
             h.finish()
         };
         Ok(Self {
-            hf,
+            encoder,
             pieces,
             fingerprint,
             bos,
@@ -186,18 +197,22 @@ impl Tokenizer {
     /// A BOS is prepended when `add_bos` and the model asks for one and the
     /// text does not already start with it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .hf
-            .encode_fast(text, false)
-            .map_err(|e| TokenizerError::Library(e.to_string()))?;
+        let enc = match &self.encoder {
+            Encoder::Bpe(hf) => hf
+                .encode_fast(text, false)
+                .map_err(|e| TokenizerError::Library(e.to_string()))?
+                .get_ids()
+                .to_vec(),
+            Encoder::Spm(spm) => spm.encode(text),
+        };
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if add_bos && self.add_bos {
             let bos = self.bos.expect("add_bos implies a BOS id");
-            if enc.get_ids().first() != Some(&bos) {
+            if enc.first() != Some(&bos) {
                 ids.push(bos);
             }
         }
-        ids.extend_from_slice(enc.get_ids());
+        ids.extend_from_slice(&enc);
         Ok(ids)
     }
 
