@@ -217,6 +217,20 @@ impl GgufFile {
         }
     }
 
+    /// Let go of the large arrays of metadata (a vocabulary's tokens, types,
+    /// scores and merges: for Gemma 3's 262,144 tokens 32 bytes a value,
+    /// ~35 MB) once what reads them is built, and of the header's pages in
+    /// the mapping (parsed, so read no more); the keys stay, holding empty
+    /// arrays.
+    pub fn release_metadata(&mut self, arrays_longer_than: usize) {
+        for (_, v) in &mut self.header.metadata {
+            if matches!(v, MetaValue::Array(a) if a.len() > arrays_longer_than) {
+                *v = MetaValue::Array(Vec::new());
+            }
+        }
+        self.release(0, self.header.data_offset as usize);
+    }
+
     pub fn get_array(&self, key: &str) -> Result<Option<&[MetaValue]>> {
         match self.get(key) {
             None => Ok(None),

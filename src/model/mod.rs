@@ -68,10 +68,26 @@ pub struct LoadedModel<B: Backend> {
     pub head_rows: usize,
 }
 
+/// Hand the heap's free pages back to the system: the vocabulary's
+/// metadata and the tokenizer's scratch were hundreds of thousands of small
+/// allocations, freed in the middle of the heap, where the allocator keeps
+/// them resident (Gemma 3-270M's peak: 295.0 MB without this, 280.4 with).
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl<B: Backend + 'static> LoadedModel<B> {
     pub fn load(path: &Path, backend: B) -> Result<Self> {
-        let file = Arc::new(GgufFile::open(path)?);
+        let mut file = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        // The vocabulary's arrays are read: only the tokenizer needs them.
+        file.release_metadata(4096);
+        release_freed_heap();
+        let file = Arc::new(file);
         let arch = file.architecture()?.to_string();
         let model: Box<dyn Model<B>> = match arch.as_str() {
             "llama" => Box::new(llama::Llama::load(&backend, &file)?),

@@ -9,17 +9,23 @@
 //! of every token (2.3 million for Gemma 3's 262,144), which took ~150 MB
 //! and put the 270M model's peak memory at 1.6 times its file.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
 use super::{library_error, Result, TokenKind, Vocab};
 
 pub struct Spm {
-    /// Tokens that merges may form (normal and user-defined): id and score.
-    mergeable: HashMap<Box<str>, (u32, f32)>,
-    /// Every token's id by its text (a lone character is read through it).
-    ids: HashMap<Box<str>, u32>,
+    /// Every token's text end to end, where each ends, and the ids sorted
+    /// by text (then id): a lookup is a binary search. A hash map of
+    /// 262,144 boxed strings held 16 MB; this holds 5.
+    text: Vec<u8>,
+    ends: Vec<u32>,
+    by_text: Vec<u32>,
+    scores: Vec<f32>,
+    /// Normal and user-defined tokens are what merges may form; any token
+    /// reads a lone character.
+    mergeable: Vec<bool>,
     /// `<0xNN>` tokens by byte.
     bytes: [Option<u32>; 256],
     unk: u32,
@@ -32,19 +38,31 @@ pub struct Spm {
 
 impl Spm {
     pub fn new(v: &Vocab, add_space_prefix: bool) -> Result<Spm> {
-        let mut mergeable = HashMap::new();
-        let mut ids = HashMap::with_capacity(v.tokens.len());
+        let mut text = Vec::with_capacity(v.tokens.iter().map(String::len).sum());
+        let ends: Vec<u32> = v
+            .tokens
+            .iter()
+            .map(|t| {
+                text.extend_from_slice(t.as_bytes());
+                text.len() as u32
+            })
+            .collect();
+        let span = |id: u32| {
+            let start = if id == 0 { 0 } else { ends[id as usize - 1] };
+            start as usize..ends[id as usize] as usize
+        };
+        let mut by_text: Vec<u32> = (0..v.tokens.len() as u32).collect();
+        by_text.sort_by(|&a, &b| text[span(a)].cmp(&text[span(b)]).then(a.cmp(&b)));
+        let mergeable = v
+            .kinds
+            .iter()
+            .map(|k| matches!(k, TokenKind::Normal | TokenKind::UserDefined))
+            .collect();
         let mut bytes = [None; 256];
         let (mut unk, mut specials, mut special_ids) = (None, Vec::new(), Vec::new());
         for (id, (t, k)) in v.tokens.iter().zip(&v.kinds).enumerate() {
             let id = id as u32;
-            ids.entry(t.as_str().into()).or_insert(id);
             match k {
-                TokenKind::Normal | TokenKind::UserDefined => {
-                    mergeable
-                        .entry(t.as_str().into())
-                        .or_insert((id, v.scores[id as usize]));
-                }
                 TokenKind::Byte => {
                     if let Some(b) = parse_byte_token(t) {
                         bytes[b as usize].get_or_insert(id);
@@ -71,8 +89,11 @@ impl Spm {
             )
         };
         Ok(Spm {
+            text,
+            ends,
+            by_text,
+            scores: v.scores.clone(),
             mergeable,
-            ids,
             bytes,
             unk: unk.unwrap_or(0),
             add_space_prefix,
@@ -146,8 +167,8 @@ impl Spm {
         let mut i = (n > 0).then_some(0);
         while let Some(s) = i {
             let piece = &text[syms[s].start..syms[s].start + syms[s].len];
-            match self.ids.get(piece) {
-                Some(&id) => out.push(id),
+            match self.find(piece) {
+                Some(id) => out.push(id),
                 // Only a lone character is not a token: its bytes are.
                 None => out.extend(
                     piece
@@ -157,6 +178,25 @@ impl Spm {
             }
             i = syms[s].next;
         }
+    }
+
+    /// The token whose text is `piece` (the lowest id of duplicates).
+    fn find(&self, piece: &str) -> Option<u32> {
+        let piece = piece.as_bytes();
+        let i = self
+            .by_text
+            .partition_point(|&id| self.token_text(id) < piece);
+        let id = *self.by_text.get(i)?;
+        (self.token_text(id) == piece).then_some(id)
+    }
+
+    fn token_text(&self, id: u32) -> &[u8] {
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id as usize - 1]
+        };
+        &self.text[start as usize..self.ends[id as usize] as usize]
     }
 
     fn push_pair(
@@ -169,9 +209,9 @@ impl Spm {
     ) {
         let len = syms[left].len + syms[right].len;
         let piece = &text[syms[left].start..syms[left].start + len];
-        if let Some(&(_, score)) = self.mergeable.get(piece) {
+        if let Some(id) = self.find(piece).filter(|&id| self.mergeable[id as usize]) {
             queue.push(Pair {
-                score,
+                score: self.scores[id as usize],
                 left,
                 right,
                 len,
