@@ -74,7 +74,7 @@ enum Encoder {
 pub struct Tokenizer {
     encoder: Encoder,
     /// Raw bytes of each token, for decoding.
-    pieces: Pieces,
+    pieces: Packed,
     /// A hash of `pieces`: two models share a vocabulary when theirs agree
     /// (checked per speculative request, so it must be cheap).
     fingerprint: u64,
@@ -86,28 +86,33 @@ pub struct Tokenizer {
     pub chat_template: ChatTemplate,
 }
 
-/// Every token's bytes end to end: one allocation, where a `Vec` per token
-/// cost 48 bytes of headers and heap for each of Gemma 3's 262,144.
-struct Pieces {
+/// Byte strings end to end in one allocation, found by index: a `Vec` or
+/// `String` each cost 48 bytes of headers and heap for each of Gemma 3's
+/// 262,144 tokens. Token pieces here, token texts in [`spm`].
+pub(crate) struct Packed {
     bytes: Vec<u8>,
-    /// Where token i's bytes end (its start: where token i − 1's end).
+    /// Where string i ends (its start: where string i − 1 ends).
     ends: Vec<u32>,
 }
 
-impl Pieces {
-    fn new(pieces: &[Vec<u8>]) -> Pieces {
-        let mut bytes = Vec::with_capacity(pieces.iter().map(Vec::len).sum());
-        let ends = pieces
-            .iter()
-            .map(|p| {
-                bytes.extend_from_slice(p);
+impl Packed {
+    pub(crate) fn new<'a>(strings: impl Iterator<Item = &'a [u8]> + Clone) -> Packed {
+        let mut bytes = Vec::with_capacity(strings.clone().map(<[u8]>::len).sum());
+        let ends = strings
+            .map(|s| {
+                bytes.extend_from_slice(s);
                 bytes.len() as u32
             })
             .collect();
-        Pieces { bytes, ends }
+        Packed { bytes, ends }
     }
 
-    fn get(&self, i: usize) -> &[u8] {
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// String `i`; empty past the end.
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
         let Some(&end) = self.ends.get(i) else {
             return &[];
         };
@@ -191,7 +196,7 @@ impl Tokenizer {
             tok_text(bos),
             tok_text(eos),
         )?;
-        let pieces = Pieces::new(&pieces);
+        let pieces = Packed::new(pieces.iter().map(Vec::as_slice));
         let fingerprint = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -212,7 +217,7 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.pieces.ends.len()
+        self.pieces.len()
     }
 
     /// The first token id whose piece differs between the two

@@ -13,14 +13,13 @@ use std::collections::BinaryHeap;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
-use super::{library_error, Result, TokenKind, Vocab};
+use super::{library_error, Packed, Result, TokenKind, Vocab};
 
 pub struct Spm {
-    /// Every token's text end to end, where each ends, and the ids sorted
-    /// by text (then id): a lookup is a binary search. A hash map of
-    /// 262,144 boxed strings held 16 MB; this holds 5.
-    text: Vec<u8>,
-    ends: Vec<u32>,
+    /// Every token's text, and the ids sorted by text (then id): a lookup
+    /// is a binary search. A hash map of 262,144 boxed strings held 16 MB;
+    /// this holds 5.
+    texts: Packed,
     by_text: Vec<u32>,
     scores: Vec<f32>,
     /// Normal and user-defined tokens are what merges may form; any token
@@ -38,21 +37,12 @@ pub struct Spm {
 
 impl Spm {
     pub fn new(v: &Vocab, add_space_prefix: bool) -> Result<Spm> {
-        let mut text = Vec::with_capacity(v.tokens.iter().map(String::len).sum());
-        let ends: Vec<u32> = v
-            .tokens
-            .iter()
-            .map(|t| {
-                text.extend_from_slice(t.as_bytes());
-                text.len() as u32
-            })
-            .collect();
-        let span = |id: u32| {
-            let start = if id == 0 { 0 } else { ends[id as usize - 1] };
-            start as usize..ends[id as usize] as usize
-        };
+        let texts = Packed::new(v.tokens.iter().map(String::as_bytes));
         let mut by_text: Vec<u32> = (0..v.tokens.len() as u32).collect();
-        by_text.sort_by(|&a, &b| text[span(a)].cmp(&text[span(b)]).then(a.cmp(&b)));
+        by_text.sort_by(|&a, &b| {
+            let text = |id: u32| texts.get(id as usize);
+            text(a).cmp(text(b)).then(a.cmp(&b))
+        });
         let mergeable = v
             .kinds
             .iter()
@@ -89,8 +79,7 @@ impl Spm {
             )
         };
         Ok(Spm {
-            text,
-            ends,
+            texts,
             by_text,
             scores: v.scores.clone(),
             mergeable,
@@ -183,20 +172,10 @@ impl Spm {
     /// The token whose text is `piece` (the lowest id of duplicates).
     fn find(&self, piece: &str) -> Option<u32> {
         let piece = piece.as_bytes();
-        let i = self
-            .by_text
-            .partition_point(|&id| self.token_text(id) < piece);
+        let text = |id: u32| self.texts.get(id as usize);
+        let i = self.by_text.partition_point(|&id| text(id) < piece);
         let id = *self.by_text.get(i)?;
-        (self.token_text(id) == piece).then_some(id)
-    }
-
-    fn token_text(&self, id: u32) -> &[u8] {
-        let start = if id == 0 {
-            0
-        } else {
-            self.ends[id as usize - 1]
-        };
-        &self.text[start as usize..self.ends[id as usize] as usize]
+        (text(id) == piece).then_some(id)
     }
 
     fn push_pair(
