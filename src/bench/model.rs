@@ -69,7 +69,8 @@ pub struct BenchResult {
     pub tg_gb_s: f64,
     /// tg_gb_s over the read bandwidth: the mean of each repetition's
     /// share where it was measured next to each ([`Bandwidth::Paired`]),
-    /// else over the one figure known (a GPU's, or `tandem bench --roofline`).
+    /// else over the one figure known (a GPU's); `None` in results written
+    /// before the share was always taken.
     pub roofline_share: Option<f64>,
     /// The read bandwidth in GB/s measured just before each tg repetition
     /// ([`Bandwidth::Paired`]; empty otherwise).
@@ -114,9 +115,7 @@ pub fn peak_rss() -> Option<u64> {
 
 /// What a run's bandwidth share is taken against.
 pub enum Bandwidth {
-    /// No figure known.
-    Unknown,
-    /// One figure (a GPU's copy bandwidth, or the CPU's remembered one).
+    /// One figure (a GPU's copy bandwidth).
     Known(f64),
     /// Measured next to each tg repetition, with this many bytes read.
     Paired(usize),
@@ -201,7 +200,6 @@ pub fn run<B: Backend + 'static>(
     let bytes = bytes_per_token(&model.file);
     let gb_s = |tok_s: f64| bytes as f64 * tok_s / 1e9;
     let roofline_share = match bandwidth {
-        Bandwidth::Unknown => None,
         Bandwidth::Known(bw) => Some(gb_s(Samples::new(tg.clone()).mean) / bw),
         Bandwidth::Paired(_) => {
             let shares = tg.iter().zip(&read).map(|(&t, &bw)| gb_s(t) / bw);
