@@ -53,6 +53,76 @@ fn qwen_1_5b_tokenization_matches_llama_cpp() {
     check("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct");
 }
 
+/// Hard strings and the whole wikitext-2 test corpus tokenize as llama.cpp
+/// does (`tests/data/tokenize_llama_cpp.json`, written by
+/// `scripts/llama_cpp_tokenize.py`): the corpus by chunk, as a token count
+/// and a hash of the ids.
+fn check_more(name: &str, stem: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/tokenize_llama_cpp.json"
+    );
+    let data: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let r = &data["models"][stem];
+    let gguf = GgufFile::open(common::model_path(name)).unwrap();
+    let tok = Tokenizer::from_gguf(&gguf).unwrap();
+    let mut wrong = Vec::new();
+    for e in r["hard"].as_array().unwrap() {
+        let text = e["text"].as_str().unwrap();
+        let ids = tok.encode(text, false).unwrap();
+        if ids != common::ids(&e["ids"]) {
+            wrong.push(format!(
+                "{text:?}: {ids:?}, llama.cpp {:?}",
+                common::ids(&e["ids"])
+            ));
+        }
+    }
+    let corpus =
+        std::fs::read_to_string(common::refs_dir().join("corpus/wikitext-2-raw-test.txt")).unwrap();
+    let lines: Vec<&str> = corpus.split('\n').collect();
+    let per = data["chunk_lines"].as_u64().unwrap() as usize;
+    let chunks = r["corpus"].as_array().unwrap();
+    assert_eq!(chunks.len(), lines.len().div_ceil(per));
+    for (i, (want, lines)) in chunks.iter().zip(lines.chunks(per)).enumerate() {
+        let ids = tok.encode(&lines.join("\n"), false).unwrap();
+        let got = (ids.len() as u64, format!("{:016x}", fnv64(&ids)));
+        if got.0 != want["tokens"].as_u64().unwrap() || got.1 != want["fnv64"].as_str().unwrap() {
+            wrong.push(format!(
+                "corpus chunk {i} (lines {}..): {} tokens, llama.cpp {}",
+                i * per,
+                got.0,
+                want["tokens"]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{name}:\n{}", wrong.join("\n"));
+}
+
+fn fnv64(ids: &[u32]) -> u64 {
+    ids.iter()
+        .flat_map(|i| i.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+#[test]
+fn smollm2_hard_strings_and_corpus_match_llama_cpp() {
+    check_more("smollm2-135m", "smollm2-135m-instruct-q4_1");
+}
+
+#[test]
+fn gemma3_hard_strings_and_corpus_match_llama_cpp() {
+    check_more("gemma3-270m", "gemma3-270m-q4_k_m");
+}
+
+#[test]
+fn qwen_hard_strings_and_corpus_match_llama_cpp() {
+    check_more("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct");
+    check_more("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct");
+}
+
 /// The models' own chat templates render as their authors intended.
 #[test]
 fn real_chat_templates_render() {

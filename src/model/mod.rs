@@ -96,6 +96,7 @@ impl<B: Backend + 'static> LoadedModel<B> {
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
         };
         backend.ready()?;
+        file.release_again();
         if model.hparams().vocab_size < tokenizer.vocab_size() {
             return Err(ModelError::BadHParams(format!(
                 "the output layer has {} rows but the vocabulary has {} tokens",

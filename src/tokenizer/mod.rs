@@ -1,12 +1,13 @@
 //! Text ↔ token ids, built from a GGUF file's `tokenizer.ggml.*` metadata.
 //!
-//! Encoding runs on the `tokenizers` crate (a BPE model configured to behave
-//! like llama.cpp's tokenizer for the file's `tokenizer.ggml.model` and
-//! `tokenizer.ggml.pre`). Decoding is ours: every id maps to the raw bytes it
-//! stands for, which is what streaming needs ([`StreamDecoder`]).
+//! Encoding follows llama.cpp's tokenizer for the file's
+//! `tokenizer.ggml.model` ([`bpe`] for `gpt2`, [`spm`] for `llama`) and
+//! `tokenizer.ggml.pre`. Decoding maps every id to the raw bytes it stands
+//! for, which is what streaming needs ([`StreamDecoder`]).
 
 mod bpe;
 mod chat;
+mod specials;
 mod spm;
 mod stream;
 
@@ -64,10 +65,10 @@ pub(crate) struct Vocab {
     pub scores: Vec<f32>,
 }
 
-/// What turns text into ids: the `tokenizers` crate for BPE vocabularies
-/// with merges, our own merging for SentencePiece ones.
+/// What turns text into ids: merge lists for byte-level BPE vocabularies,
+/// scores for SentencePiece ones.
 enum Encoder {
-    Bpe(Box<tokenizers::Tokenizer>),
+    Bpe(Box<bpe::Bpe>),
     Spm(Box<spm::Spm>),
 }
 
@@ -159,7 +160,7 @@ impl Tokenizer {
                 })?;
                 let merges: Vec<&str> = merges.iter().filter_map(|m| m.as_str()).collect();
                 (
-                    Encoder::Bpe(Box::new(bpe::build(&vocab, &merges, &pre)?)),
+                    Encoder::Bpe(Box::new(bpe::Bpe::new(&vocab, &merges, &pre)?)),
                     bpe::pieces(&vocab),
                     false,
                 )
@@ -235,11 +236,7 @@ impl Tokenizer {
     /// text does not already start with it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
         let enc = match &self.encoder {
-            Encoder::Bpe(hf) => hf
-                .encode_fast(text, false)
-                .map_err(|e| TokenizerError::Library(e.to_string()))?
-                .get_ids()
-                .to_vec(),
+            Encoder::Bpe(bpe) => bpe.encode(text)?,
             Encoder::Spm(spm) => spm.encode(text),
         };
         let mut ids = Vec::with_capacity(enc.len() + 1);
@@ -321,30 +318,6 @@ fn read_vocab(f: &GgufFile) -> Result<Vocab> {
         kinds,
         scores,
     })
-}
-
-/// Token text → id, as the BPE model wants it.
-pub(crate) fn vocab_map(v: &Vocab) -> tokenizers::models::bpe::Vocab {
-    v.tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect()
-}
-
-fn library_error(e: Box<dyn std::error::Error + Send + Sync>) -> TokenizerError {
-    TokenizerError::Library(e.to_string())
-}
-
-/// Control and user-defined tokens are matched in raw text before the model
-/// sees it, as llama.cpp does when it parses special tokens.
-pub(crate) fn added_tokens(v: &Vocab) -> Vec<tokenizers::AddedToken> {
-    v.tokens
-        .iter()
-        .zip(&v.kinds)
-        .filter(|(t, k)| matches!(k, TokenKind::Control | TokenKind::UserDefined) && !t.is_empty())
-        .map(|(t, _)| tokenizers::AddedToken::from(t.clone(), true).normalized(false))
-        .collect()
 }
 
 #[cfg(test)]

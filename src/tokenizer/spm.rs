@@ -11,9 +11,8 @@
 
 use std::collections::BinaryHeap;
 
-use aho_corasick::{AhoCorasick, MatchKind};
-
-use super::{library_error, Packed, Result, TokenKind, Vocab};
+use super::specials::Specials;
+use super::{Packed, Result, TokenKind, Vocab};
 
 pub struct Spm {
     /// Every token's text, and the ids sorted by text (then id): a lookup
@@ -29,10 +28,7 @@ pub struct Spm {
     bytes: [Option<u32>; 256],
     unk: u32,
     add_space_prefix: bool,
-    /// Control and user-defined tokens, matched verbatim in raw text
-    /// (leftmost, longest), and their ids.
-    specials: Option<AhoCorasick>,
-    special_ids: Vec<u32>,
+    specials: Specials,
 }
 
 impl Spm {
@@ -49,7 +45,7 @@ impl Spm {
             .map(|k| matches!(k, TokenKind::Normal | TokenKind::UserDefined))
             .collect();
         let mut bytes = [None; 256];
-        let (mut unk, mut specials, mut special_ids) = (None, Vec::new(), Vec::new());
+        let mut unk = None;
         for (id, (t, k)) in v.tokens.iter().zip(&v.kinds).enumerate() {
             let id = id as u32;
             match k {
@@ -63,21 +59,7 @@ impl Spm {
                 }
                 _ => {}
             }
-            if matches!(k, TokenKind::Control | TokenKind::UserDefined) && !t.is_empty() {
-                specials.push(t.clone());
-                special_ids.push(id);
-            }
         }
-        let specials = if specials.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&specials)
-                    .map_err(|e| library_error(Box::new(e)))?,
-            )
-        };
         Ok(Spm {
             texts,
             by_text,
@@ -86,8 +68,7 @@ impl Spm {
             bytes,
             unk: unk.unwrap_or(0),
             add_space_prefix,
-            specials,
-            special_ids,
+            specials: Specials::new(v)?,
         })
     }
 
@@ -96,15 +77,8 @@ impl Spm {
     /// asks for a space prefix.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut at = 0;
-        if let Some(ac) = &self.specials {
-            for m in ac.find_iter(text) {
-                self.encode_raw(&text[at..m.start()], &mut out);
-                out.push(self.special_ids[m.pattern().as_usize()]);
-                at = m.end();
-            }
-        }
-        self.encode_raw(&text[at..], &mut out);
+        self.specials
+            .split(text, &mut out, |raw, out| self.encode_raw(raw, out));
         out
     }
 
