@@ -1,9 +1,14 @@
-//! Norms folded into the residual products (decode, one row, hidden widths
-//! of at least `fold_min_width`): the product that adds into the residual
-//! stream also writes the next norm's output as int8 blocks of x ⊙ g with
-//! Σx² per 32-value group (kernels/matvec.cu, `mvr_body`), and the products
-//! that read it scale by 1/rms themselves (`NormIn`). Floats are computed
-//! only if a float reader comes (`float_input`). Kernel notes #86–87.
+//! Norms folded into the residual products (decode products: up to
+//! `MAX_DECODE_ROWS` rows, hidden widths of at least `fold_min_width`): the
+//! product that adds into the residual stream also writes the next norm's
+//! output as int8 blocks of x ⊙ g with Σx² per 32-value group
+//! (kernels/matvec.cu, `mvr_body`), and the products that read it scale by
+//! 1/rms themselves (`NormIn`). Floats are computed only if a float reader
+//! comes (`float_input`). Kernel notes #86–87.
+//!
+//! Every row count folds, with the same bits per row: a speculative pass
+//! over k + 1 rows must compute what k + 1 one-row steps would, or greedy
+//! speculation leaves plain decoding's tokens (kernel notes #118).
 
 use super::gpu::{DevBuf, KArgs};
 use super::weights::DevType;
@@ -32,9 +37,10 @@ impl FoldedNorm {
 }
 
 impl CudaBackend {
-    /// Whether `linear_add_norm` folds the norm into the product: one
-    /// quantized row, a plain input, shapes that agree, and a width the
-    /// 32-row groups fill the GPU with (`fold_min_width`).
+    /// Whether `linear_add_norm` folds the norm into the product: rows the
+    /// decode products take, a quantized weight, a plain input, shapes that
+    /// agree, and a width the 32-row groups fill the GPU with
+    /// (`fold_min_width`).
     pub(super) fn folds_norm(
         &self,
         x: &CudaAct,
@@ -43,8 +49,8 @@ impl CudaBackend {
         g: &CudaVector,
     ) -> bool {
         let n = acc.cols;
-        self.fold_norms.load(std::sync::atomic::Ordering::Relaxed)
-            && x.rows == 1
+        self.fold_norms
+            && (1..=super::MAX_DECODE_ROWS).contains(&x.rows)
             && w.ty.wants_q8_input()
             && x.norm.is_none()
             && (x.rows, x.cols, n) == (acc.rows, w.cols, w.rows)

@@ -18,7 +18,6 @@ mod step;
 mod timeline;
 mod weights;
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::{
@@ -97,7 +96,7 @@ pub struct CudaBackend {
     fused_rope: bool,
     /// TANDEM_CUDA_FOLD_NORMS=0 keeps the rms_norm launches that
     /// `linear_add_norm` folds into the residual products (A/B).
-    fold_norms: std::sync::atomic::AtomicBool,
+    fold_norms: bool,
     /// FOLD_MIN_WIDTH, or TANDEM_CUDA_FOLD_MIN_WIDTH (tests: the 0.5B's 896).
     fold_min_width: usize,
 }
@@ -132,9 +131,7 @@ impl CudaBackend {
             fused_attention: std::env::var("TANDEM_CUDA_FUSED_ATTENTION")
                 .map_or(true, |v| v != "0"),
             fused_rope: std::env::var("TANDEM_CUDA_FUSED_ROPE").map_or(true, |v| v != "0"),
-            fold_norms: std::env::var("TANDEM_CUDA_FOLD_NORMS")
-                .map_or(true, |v| v != "0")
-                .into(),
+            fold_norms: std::env::var("TANDEM_CUDA_FOLD_NORMS").map_or(true, |v| v != "0"),
             fold_min_width: std::env::var("TANDEM_CUDA_FOLD_MIN_WIDTH")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -749,22 +746,12 @@ impl Backend for CudaBackend {
         self.gpu.sync();
     }
 
-    /// The one-row decode folds the norm into the residual product (int8
-    /// scales taken from x ⊙ g, 1/rms applied after the product), which a
-    /// pass over k + 1 rows does not: on a random-weight 7B, where near-ties
-    /// are everywhere, greedy speculation then left plain decoding's tokens
-    /// within a few rounds, and kept them with the fold off (6% of 7B
-    /// decode speed in a process that speculates: 512 → 482 tok/s on an
-    /// H100; a fold for k-row passes with the same bits per row would
-    /// give it back).
-    ///
     /// Steps are no longer launched ahead either: once a speculating process
     /// had recorded graphs for k + 1 rows, one-row steps launched ahead ran
     /// in a cycle of 0.1, 2.1 and 5.9 ms against a steady 2.1 (plain
     /// requests of a 7B target 197 ms against 150; `TANDEM_CUDA_AHEAD=0`
     /// kept them at 150). Not understood yet: see docs/kernel-notes.md.
     fn prepare_for_speculation(&self) {
-        self.fold_norms.store(false, Ordering::Relaxed);
         self.state().stop_lookahead();
     }
 }

@@ -59,12 +59,12 @@ fn product_programs(groups: &[std::ops::RangeInclusive<usize>]) -> Vec<Program> 
                 src.push_str(&format!("MV_KERNELS({stem}, {t})\n"));
                 names.push(format!("mv_{stem}_t{t}"));
                 names.push(format!("mvg_{stem}_t{t}"));
-                // A folded norm (linear_add_norm) for one input row: its
-                // residual product and the products that read it.
-                let folds = t == 1 && ty.wants_q8_input();
+                // A folded norm (linear_add_norm): its residual product and
+                // the products that read it.
+                let folds = ty.wants_q8_input();
                 if folds {
-                    src.push_str(&format!("MVR_KERNEL({stem}, 1)\nMVN_KERNELS({stem})\n"));
-                    names.extend(["mvr", "mvn", "mvgn"].map(|k| format!("{k}_{stem}_t1")));
+                    src.push_str(&format!("MVR_KERNEL({stem}, {t})\nMVN_KERNELS({stem}, {t})\n"));
+                    names.extend(["mvr", "mvn", "mvgn"].map(|k| format!("{k}_{stem}_t{t}")));
                 }
                 for (a, b) in super::products::MIXED_QKV {
                     if a == ty {
@@ -72,8 +72,8 @@ fn product_programs(groups: &[std::ops::RangeInclusive<usize>]) -> Vec<Program> 
                         src.push_str(&format!("MV2_KERNEL({stem}, {b}, {t})\n"));
                         names.push(format!("mv_{stem}_{b}_t{t}"));
                         if folds {
-                            src.push_str(&format!("MV2N_KERNEL({stem}, {b})\n"));
-                            names.push(format!("mvn_{stem}_{b}_t1"));
+                            src.push_str(&format!("MV2N_KERNEL({stem}, {b}, {t})\n"));
+                            names.push(format!("mvn_{stem}_{b}_t{t}"));
                         }
                     }
                 }

@@ -840,10 +840,10 @@ extern "C" __global__ void __launch_bounds__(128) mv_##TA##_##TB##_t##T(MV_ARGS,
     TL_SCOPE(); \
     mv_body<Fmt_##TA, Fmt_##TB, T>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp); \
 }
-#define MV2N_KERNEL(TA, TB) \
-extern "C" __global__ void __launch_bounds__(128) mvn_##TA##_##TB##_t1(MV_ARGS, NormIn nin, int n_a) { \
+#define MV2N_KERNEL(TA, TB, T) \
+extern "C" __global__ void __launch_bounds__(128) mvn_##TA##_##TB##_t##T(MV_ARGS, NormIn nin, int n_a) { \
     TL_SCOPE(); \
-    mv_body<Fmt_##TA, Fmt_##TB, 1, true>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp, nin); \
+    mv_body<Fmt_##TA, Fmt_##TB, T, true>(m, n_mats, n_a, cols, xq, xd, xf, accum, rp, nin); \
 }
 
 // Blocks per SM the one-row gated products are compiled to fit: Q4_K's
@@ -897,15 +897,17 @@ extern "C" __global__ void __launch_bounds__(128, T == 1 ? MVG_MIN_BLOCKS : 0) m
     MVG_BODY(TY, T, false, (NormIn{nullptr, 0, 0.0f})) \
 }
 
-// The products reading a folded norm's output (NormIn; one input row).
-#define MVN_KERNELS(TY) \
-extern "C" __global__ void __launch_bounds__(128) mvn_##TY##_t1(MV_ARGS, NormIn nin) { \
+// The products reading a folded norm's output (NormIn; T input rows). Per
+// row they compute the bits the one-row kernels do: the sums of squares are
+// added in the same order, and the dot products do not depend on T.
+#define MVN_KERNELS(TY, T) \
+extern "C" __global__ void __launch_bounds__(128) mvn_##TY##_t##T(MV_ARGS, NormIn nin) { \
     TL_SCOPE(); \
-    mv_body<Fmt_##TY, Fmt_##TY, 1, true>(m, n_mats, n_mats, cols, xq, xd, xf, accum, rp, nin); \
+    mv_body<Fmt_##TY, Fmt_##TY, T, true>(m, n_mats, n_mats, cols, xq, xd, xf, accum, rp, nin); \
 } \
-extern "C" __global__ void __launch_bounds__(128, MVG_MIN_BLOCKS) mvgn_##TY##_t1(MVG_ARGS, NormIn nin) { \
+extern "C" __global__ void __launch_bounds__(128, T == 1 ? MVG_MIN_BLOCKS : 0) mvgn_##TY##_t##T(MVG_ARGS, NormIn nin) { \
     TL_SCOPE(); \
-    MVG_BODY(TY, 1, true, nin) \
+    MVG_BODY(TY, T, true, nin) \
 }
 
 // -DMVR_EARLY=0: mvr's gains and old residuals read after the loop, its
