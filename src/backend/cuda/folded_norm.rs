@@ -13,6 +13,7 @@
 use super::gpu::{DevBuf, KArgs};
 use super::weights::DevType;
 use super::{CudaAct, CudaBackend, CudaVector, CudaWeight};
+use crate::backend::Backend;
 
 /// A norm folded into the product that wrote its input.
 pub(super) struct FoldedNorm {
@@ -59,9 +60,12 @@ impl CudaBackend {
             && n.is_multiple_of(32)
     }
 
-    /// acc += x·Wᵀ, then out = rms_norm(acc) folded into the product's
-    /// epilogue (`mvr_<ty>_t1`): out holds the int8 blocks of acc ⊙ g and
-    /// the sums of squares per 32-value group, not floats. The caller
+    /// acc += x·Wᵀ, then out = rms_norm(acc) folded: out holds the int8
+    /// blocks of acc ⊙ g and the sums of squares per 32-value group, not
+    /// floats. One row: in the product's epilogue (`mvr_<ty>_t1`). More:
+    /// the plain product, then `fold_norm_rows` computing the same per row
+    /// (a T-row `mvr` ran 32 warps of T accumulators in blocks of 1,024
+    /// threads: a 5-row pass 15% slower, kernel notes #118–119). The caller
     /// (`linear_add_norm`) has checked that the fold applies (`folds_norm`).
     pub(super) fn residual_product_with_norm(
         &self,
@@ -74,33 +78,49 @@ impl CudaBackend {
     ) {
         let n = acc.cols;
         self.gpu.bind();
-        acc.q8 = None;
         self.out(out, acc.rows, n);
-        let mut keep = Vec::new();
-        let (xq, xd) = self.q8_input(x, true, &mut keep);
         let groups = n / 32;
         let (oq, od) = (
             self.gpu.alloc(acc.len()),
             self.gpu.alloc(acc.len() / 32 * 8),
         );
         let parts = self.gpu.alloc(acc.rows * groups * 4);
-        self.gpu.launch(
-            &format!("mvr_{}_t{}", w.ty.stem(), x.rows),
-            (groups as u32, 1, 1),
-            1024,
-            &KArgs::new()
-                .ptr(w.buf.ptr)
-                .ptr(acc.ptr())
-                .i32(n)
-                .i32(x.cols)
-                .ptr(xq)
-                .ptr(xd)
-                .ptr(x.ptr())
-                .ptr(g.buf.ptr)
-                .ptr(oq.ptr)
-                .ptr(od.ptr)
-                .ptr(parts.ptr),
-        );
+        if x.rows > 1 {
+            self.linear_add(x, w, acc);
+            self.gpu.launch(
+                "fold_norm_rows",
+                (groups as u32, acc.rows as u32, 1),
+                32,
+                &KArgs::new()
+                    .ptr(acc.ptr())
+                    .ptr(g.buf.ptr)
+                    .i32(n)
+                    .ptr(oq.ptr)
+                    .ptr(od.ptr)
+                    .ptr(parts.ptr),
+            );
+        } else {
+            acc.q8 = None;
+            let mut keep = Vec::new();
+            let (xq, xd) = self.q8_input(x, true, &mut keep);
+            self.gpu.launch(
+                &format!("mvr_{}_t1", w.ty.stem()),
+                (groups as u32, 1, 1),
+                1024,
+                &KArgs::new()
+                    .ptr(w.buf.ptr)
+                    .ptr(acc.ptr())
+                    .i32(n)
+                    .i32(x.cols)
+                    .ptr(xq)
+                    .ptr(xd)
+                    .ptr(x.ptr())
+                    .ptr(g.buf.ptr)
+                    .ptr(oq.ptr)
+                    .ptr(od.ptr)
+                    .ptr(parts.ptr),
+            );
+        }
         out.norm = Some(FoldedNorm {
             parts,
             groups,

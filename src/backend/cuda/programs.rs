@@ -59,12 +59,17 @@ fn product_programs(groups: &[std::ops::RangeInclusive<usize>]) -> Vec<Program> 
                 src.push_str(&format!("MV_KERNELS({stem}, {t})\n"));
                 names.push(format!("mv_{stem}_t{t}"));
                 names.push(format!("mvg_{stem}_t{t}"));
-                // A folded norm (linear_add_norm): its residual product and
-                // the products that read it.
+                // A folded norm (linear_add_norm): the products that read
+                // it, and for one row the residual product that writes it
+                // (more rows: the plain product and `fold_norm_rows`).
                 let folds = ty.wants_q8_input();
                 if folds {
-                    src.push_str(&format!("MVR_KERNEL({stem}, {t})\nMVN_KERNELS({stem}, {t})\n"));
-                    names.extend(["mvr", "mvn", "mvgn"].map(|k| format!("{k}_{stem}_t{t}")));
+                    src.push_str(&format!("MVN_KERNELS({stem}, {t})\n"));
+                    names.extend(["mvn", "mvgn"].map(|k| format!("{k}_{stem}_t{t}")));
+                }
+                if folds && t == 1 {
+                    src.push_str(&format!("MVR_KERNEL({stem}, 1)\n"));
+                    names.push(format!("mvr_{stem}_t1"));
                 }
                 for (a, b) in super::products::MIXED_QKV {
                     if a == ty {

@@ -35,6 +35,23 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
     }
 }
 
+// A folded norm's output for passes of several rows (the one-row pass folds
+// it into `mvr`'s epilogue): per 32-value group of each row of the new
+// residual x, the int8 blocks of x ⊙ g and Σx², computed as mvr_body
+// computes them, so that a row's bits do not depend on the pass's row count
+// (speculation's k-row passes against one-row steps). grid (n / 32, rows).
+extern "C" __global__ void __launch_bounds__(32) fold_norm_rows(const float* __restrict__ x,
+        const float* __restrict__ g, int n, i8* __restrict__ oq, float2* __restrict__ od, float* __restrict__ parts) {
+    TL_SCOPE();
+    PDL_WAIT();
+    int lane = threadIdx.x;
+    size_t gi = (size_t)blockIdx.y * n + blockIdx.x * 32 + lane;
+    float v = x[gi];
+    warp_quantize(v * g[blockIdx.x * 32 + lane], gi, oq, od);
+    float ss = warp_sum(v * v);
+    if (lane == 0) parts[(size_t)blockIdx.y * (n / 32) + blockIdx.x] = ss;
+}
+
 // rms_norm for decode rows with the int8 form (n a multiple of 32): grid
 // (n / 256 rounded up, rows), 256 threads. Every block sums the squares of
 // its whole row (14 KB of L2 for a 3584-wide row) and writes its own 256
