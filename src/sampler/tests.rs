@@ -304,3 +304,20 @@ fn an_untruncated_draw_uses_the_whole_softmax_at_its_temperature() {
         assert!((p as f64 - want).abs() < 1e-6, "{p} vs {want}");
     }
 }
+
+#[test]
+fn top_by_logit_equals_a_full_sorts_first_n_on_either_path() {
+    let mut rng = crate::rng::XorShift::from_state(0x9e37_79b9_7f4a_7c15);
+    // Ties on purpose (logits rounded to a tenth), and ascending runs, the
+    // scan's worst case.
+    let mut l: Vec<f32> = (0..3000)
+        .map(|_| ((rng.next().expect("endless") % 200) as f32 / 10.0).round())
+        .collect();
+    l.extend((0..500).map(|i| i as f32 / 7.0));
+    let mut sorted: Vec<(u32, f32)> = l.iter().enumerate().map(|(i, &v)| (i as u32, v)).collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    for n in [1, 2, 5, 40, FEW, FEW + 1, 300, l.len(), l.len() + 3] {
+        assert_eq!(top_by_logit(&l, n), sorted[..n.min(l.len())], "n = {n}");
+    }
+    assert!(top_by_logit(&l, 0).is_empty());
+}
