@@ -122,6 +122,11 @@ impl Backend for CpuBackend {
         format!("cpu ({} threads)", pool::global().threads())
     }
 
+    fn ready(&self) -> Result<()> {
+        arena::release_unused_tail();
+        Ok(())
+    }
+
     fn load_weight(&self, t: &Tensor<'_>, file: &Arc<GgufFile>) -> Result<CpuWeight> {
         let mut w = self.load_table(t, file)?;
         let grouped = w.rows / GROUP_ROWS * GROUP_ROWS;
