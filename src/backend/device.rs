@@ -68,6 +68,19 @@ impl AnyBackend {
 }
 
 impl AnyBackend {
+    /// Another backend on this one's device, for a draft model (CUDA: on the
+    /// same GPU context, stream and memory pool; see `CudaBackend::beside`).
+    pub fn beside(&self) -> std::result::Result<Self, String> {
+        match self {
+            AnyBackend::Cpu(_) => Ok(AnyBackend::Cpu(CpuBackend)),
+            #[cfg(feature = "cuda")]
+            AnyBackend::Cuda(b) => b
+                .beside()
+                .map(|b| AnyBackend::Cuda(Box::new(b)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     /// The device's measured memory bandwidth in GB/s (a GPU's copy rate);
     /// None for the CPU, whose roofline `tandem bench --roofline` measures once.
     pub fn device_bandwidth(&self) -> Option<f64> {

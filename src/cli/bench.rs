@@ -335,7 +335,7 @@ fn spec(a: SpecBenchArgs) -> Result<()> {
         }
     }
     let target = a.model.load()?;
-    let draft = a.proposer.load_draft(a.model.device)?;
+    let draft = a.proposer.load_draft(&target.backend)?;
     let kind = a.proposer.kind(draft.as_ref())?;
     target.backend.prepare_for_speculation();
     let rows = run(

@@ -69,7 +69,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         stop: a.stop.clone(),
         ignore_eos: false,
     };
-    let draft = a.spec.proposer.load_draft(a.model.device)?;
+    let draft = a.spec.proposer.load_draft(&model.backend)?;
     let mut speculation = if a.spec.proposer.enabled() {
         model.backend.prepare_for_speculation();
         Some((

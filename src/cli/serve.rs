@@ -106,7 +106,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         if a.api_key.is_some() { "required" } else { "off" }
     );
     let spec = if a.spec.proposer.enabled() {
-        let draft = a.spec.proposer.load_draft(a.model.device)?.map(Arc::new);
+        let draft = a.spec.proposer.load_draft(&model.backend)?.map(Arc::new);
         // Only the flag combination is checked here; the proposer is built per request.
         a.spec.proposer.kind(draft.as_deref())?;
         model.backend.prepare_for_speculation();

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tandem::backend::Backend as _;
 
-use tandem::backend::device::{AnyBackend, Device};
+use tandem::backend::device::AnyBackend;
 use tandem::model::LoadedModel;
 use tandem::spec::{GovernorConfig, ProposerKind};
 
@@ -35,13 +35,13 @@ impl ProposerArgs {
         self.spec.is_some() || self.draft.is_some()
     }
 
-    /// The draft model, when `--draft` names one.
-    pub fn load_draft(&self, device: Device) -> Result<Option<LoadedModel<AnyBackend>>> {
+    /// The draft model, when `--draft` names one, on the target's device.
+    pub fn load_draft(&self, target: &AnyBackend) -> Result<Option<LoadedModel<AnyBackend>>> {
         let Some(name) = &self.draft else {
             return Ok(None);
         };
         let path = tandem::catalog::resolve(name)?;
-        let backend = AnyBackend::open(device).map_err(anyhow::Error::msg)?;
+        let backend = target.beside().map_err(anyhow::Error::msg)?;
         let mut m = LoadedModel::load(&path, backend)
             .with_context(|| format!("loading the draft {}", path.display()))?;
         m.backend.prepare_for_speculation();

@@ -117,7 +117,18 @@ impl Drop for CudaBackend {
 impl CudaBackend {
     /// Open `cuda:N`. Graph capture is on unless TANDEM_CUDA_GRAPHS=0.
     pub fn new(ordinal: usize) -> GpuResult<Self> {
-        let gpu = Gpu::open(ordinal)?;
+        Self::on(Gpu::open(ordinal)?)
+    }
+
+    /// A second backend on this one's GPU, for a draft model: the same
+    /// stream, memory pool and compiled kernels (loaded once, not compiled
+    /// or loaded again for the draft), its own graphs and KV caches. The two
+    /// take turns on the stream, as a speculative round does.
+    pub fn beside(&self) -> GpuResult<Self> {
+        Self::on(self.gpu.clone())
+    }
+
+    fn on(gpu: Arc<Gpu>) -> GpuResult<Self> {
         let graphs =
             std::env::var("TANDEM_CUDA_GRAPHS").map_or(true, |v| v != "0") && !gpu.profiling();
         let bytes = MAX_DECODE_ROWS * MAX_HEADS * 4;
