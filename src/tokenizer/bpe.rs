@@ -150,14 +150,15 @@ impl Bpe {
         for i in 1..n {
             self.push_pair(&s.syms, i - 1, i, &mut s.queue);
         }
-        while let Some(Reverse((_, l, left, right))) = s.queue.pop() {
+        while let Some(Reverse((_, l, left, right, merged))) = s.queue.pop() {
             let l = l as usize;
             let r = s.next[l] as usize;
-            // Stale: a side was merged since the pair was queued.
-            if s.syms[l] == GONE || r >= n || s.syms[l] != left || s.syms[r] != right {
+            // Stale: a side was merged since the pair was queued (a merged
+            // right side is GONE, never a token id).
+            if r >= n || s.syms[l] != left || s.syms[r] != right {
                 continue;
             }
-            s.syms[l] = self.merges[&(left, right)].1;
+            s.syms[l] = merged;
             s.syms[r] = GONE;
             s.next[l] = s.next[r];
             if (s.next[l] as usize) < n {
@@ -173,15 +174,15 @@ impl Bpe {
     }
 
     fn push_pair(&self, syms: &[u32], l: usize, r: usize, queue: &mut BinaryHeap<Reverse<Queued>>) {
-        if let Some(&(rank, _)) = self.merges.get(&(syms[l], syms[r])) {
-            queue.push(Reverse((rank, l as u32, syms[l], syms[r])));
+        if let Some(&(rank, merged)) = self.merges.get(&(syms[l], syms[r])) {
+            queue.push(Reverse((rank, l as u32, syms[l], syms[r], merged)));
         }
     }
 }
 
-/// (rank, left position, left id, right id): the heap pops the lowest rank,
-/// then the leftmost.
-type Queued = (u32, u32, u32, u32);
+/// (rank, left position, left id, right id, merged id): the heap pops the
+/// lowest rank, then the leftmost.
+type Queued = (u32, u32, u32, u32, u32);
 
 const GONE: u32 = u32::MAX;
 const NONE: u32 = u32::MAX;
