@@ -762,7 +762,14 @@ impl Backend for CudaBackend {
     /// in a cycle of 0.1, 2.1 and 5.9 ms against a steady 2.1 (plain
     /// requests of a 7B target 197 ms against 150; `TANDEM_CUDA_AHEAD=0`
     /// kept them at 150). Not understood yet: see docs/kernel-notes.md.
+    ///
+    /// The kernels for several rows are loaded now, at start-up, rather
+    /// than inside the first verify pass, where the time counts against
+    /// the request's generation speed.
     fn prepare_for_speculation(&self) {
         self.state().stop_lookahead();
+        if let Err(e) = self.gpu.ready_all() {
+            tracing::warn!("loading the kernels for several rows: {e}");
+        }
     }
 }

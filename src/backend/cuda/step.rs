@@ -8,12 +8,13 @@
 //! context-length bucket.
 
 mod ahead;
+mod clock;
 
 use std::collections::HashMap;
 
 use cudarc::driver::{sys, CudaGraph};
 
-use super::gpu::{DevBuf, Gpu, OwnedBuf};
+use super::gpu::{DevBuf, Gpu};
 use super::MAX_DECODE_ROWS;
 use crate::backend::{AttnSeq, Logits, Readout, StepLayout};
 
@@ -166,10 +167,19 @@ pub struct StepState {
     graphs_enabled: bool,
     graphs: HashMap<GraphKey, Graph>,
     seen: HashMap<GraphKey, u32>,
-    buf: Option<(OwnedBuf, Caps)>,
+    buf: Option<(DevBuf, Caps)>,
     staging: Vec<u32>,
     current: Option<Current>,
     ahead: ahead::Lookahead,
+    clock: Option<clock::StepClock>,
+}
+
+impl Drop for StepState {
+    fn drop(&mut self) {
+        if let Some(c) = &self.clock {
+            c.report(self.trace_id);
+        }
+    }
 }
 
 // SAFETY: CudaGraph holds driver handles used only under the backend's lock,
@@ -189,6 +199,7 @@ impl StepState {
             staging: Vec::new(),
             current: None,
             ahead: ahead::Lookahead::new(),
+            clock: clock::StepClock::from_env(),
         }
     }
 
@@ -253,9 +264,8 @@ impl StepState {
                     .next_power_of_two()
                     .max(4096),
             };
-            let b = gpu
-                .alloc_owned(caps.total() * 4)
-                .unwrap_or_else(|e| panic!("allocating the step buffer: {e}"));
+            // From the pool's slabs, beside the step's activations.
+            let b = gpu.alloc(caps.total() * 4);
             // Recorded graphs read the old buffer.
             self.graphs.clear();
             self.seen.clear();
@@ -325,10 +335,19 @@ impl StepState {
                 if timeline.is_some() {
                     super::timeline::reset(gpu);
                 }
+                if let Some(c) = &mut self.clock {
+                    c.start(gpu);
+                }
                 g.exec.launch().expect("launching CUDA graph");
+                if let Some(c) = &mut self.clock {
+                    c.launched(gpu);
+                }
                 self.mode = Mode::Eager;
                 self.current = None;
                 let result = self.replayed_result(gpu, step, &key, n_slots);
+                if let Some(c) = &mut self.clock {
+                    c.stop();
+                }
                 if let Some(path) = timeline {
                     super::timeline::dump(gpu, path);
                 }
