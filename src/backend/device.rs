@@ -433,4 +433,8 @@ impl Backend for AnyBackend {
     fn prepare_for_speculation(&self) {
         dispatch!(self, |b, V| b.prepare_for_speculation())
     }
+
+    fn allow_lookahead(&self, allowed: bool) {
+        dispatch!(self, |b, V| b.allow_lookahead(allowed))
+    }
 }

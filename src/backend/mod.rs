@@ -311,4 +311,11 @@ pub trait Backend: Send + Sync {
     /// path is other arithmetic, or that runs steps ahead of the host,
     /// turns that off here.
     fn prepare_for_speculation(&self) {}
+
+    /// For a target that speculates, before each pass: whether plain steps
+    /// are likely to follow one another for a while (the governor has
+    /// turned speculation off), so that a backend may again run steps ahead
+    /// of the host, as [`Backend::prepare_for_speculation`] stopped it
+    /// doing. A step run ahead and not taken costs one step.
+    fn allow_lookahead(&self, _allowed: bool) {}
 }

@@ -197,6 +197,11 @@ impl<B: Backend + 'static> Session<'_, B> {
                     outlook = sp.proposer.outlook(&out.history);
                     sp.governor.note_behind(sp.proposer.behind(&out.history));
                     let k = sp.governor.choose(room, outlook);
+                    // The step after this one is launched ahead only
+                    // while rounds are unlikely.
+                    self.model
+                        .backend
+                        .allow_lookahead(sp.governor.settled_off());
                     if k > 0 {
                         sp.proposer.propose(&out.history, k)?
                     } else {

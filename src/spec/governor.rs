@@ -511,6 +511,17 @@ impl Governor {
     /// before they have been measured, so that a new draft is tried. A draft
     /// reads the prompt ahead of time only then; one that is off would pay
     /// for reading it and never use it.
+    /// Whether plain steps will likely follow one another for a while: k
+    /// is fixed at 0, or speculation is off after this class of guess was
+    /// tried (probes then come rarely, paid from a credit). Ask after
+    /// [`Governor::choose`].
+    pub fn settled_off(&self) -> bool {
+        match self.cfg.fixed_k {
+            Some(k) => k == 0,
+            None => !self.on && self.alpha_by_outlook[self.outlook].is_some(),
+        }
+    }
+
     pub fn expects_to_speculate(&self) -> bool {
         if let Some(k) = self.cfg.fixed_k {
             return k > 0;

@@ -757,19 +757,22 @@ impl Backend for CudaBackend {
         self.gpu.sync();
     }
 
-    /// Steps are no longer launched ahead either: once a speculating process
-    /// had recorded graphs for k + 1 rows, one-row steps launched ahead ran
-    /// in a cycle of 0.1, 2.1 and 5.9 ms against a steady 2.1 (plain
-    /// requests of a 7B target 197 ms against 150; `TANDEM_CUDA_AHEAD=0`
-    /// kept them at 150). Not understood yet: see docs/kernel-notes.md.
+    /// Steps are no longer launched ahead either, until the engine allows it
+    /// again ([`Backend::allow_lookahead`]; a draft never is): after a
+    /// plain step, the host's next pass may be a round of k + 1 rows, and
+    /// the step launched ahead is then a whole step wasted.
     ///
     /// The kernels for several rows are loaded now, at start-up, rather
     /// than inside the first verify pass, where the time counts against
     /// the request's generation speed.
     fn prepare_for_speculation(&self) {
-        self.state().stop_lookahead();
+        self.state().allow_lookahead(false);
         if let Err(e) = self.gpu.ready_all() {
             tracing::warn!("loading the kernels for several rows: {e}");
         }
+    }
+
+    fn allow_lookahead(&self, allowed: bool) {
+        self.state().allow_lookahead(allowed);
     }
 }

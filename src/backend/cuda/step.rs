@@ -212,10 +212,10 @@ impl StepState {
         b.ptr + 4 * caps.offsets()[region] as u64
     }
 
-    /// Stop launching decode steps ahead of the host (a process that
-    /// speculates: see [`super::CudaBackend::prepare_for_speculation`]).
-    pub fn stop_lookahead(&mut self) {
-        self.ahead.stop();
+    /// Whether decode steps may be launched ahead of the host (see
+    /// [`super::CudaBackend::prepare_for_speculation`]).
+    pub fn allow_lookahead(&mut self, allowed: bool) {
+        self.ahead.allow(allowed);
     }
 
     /// Destroy the graphs recorded for these (freed) KV caches.

@@ -390,3 +390,38 @@ fn a_successor_starts_from_the_measurements_not_the_counts() {
         0
     );
 }
+
+#[test]
+fn plain_steps_are_settled_only_after_a_trial_turned_speculation_off() {
+    let fixed = |k| {
+        Governor::new(GovernorConfig {
+            fixed_k: Some(k),
+            ..GovernorConfig::default()
+        })
+    };
+    assert!(fixed(0).settled_off());
+    assert!(!fixed(3).settled_off());
+
+    // A useless draft: its trial round, then plain steps; a good one stays on.
+    for (kept, settled) in [(false, true), (true, false)] {
+        let mut g = Governor::new(GovernorConfig::default());
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            let k = g.choose(100, Some(0));
+            seen.push(g.settled_off());
+            let accepted = if kept { k } else { 0 };
+            g.observe(
+                k,
+                accepted,
+                0.2 * k as f64,
+                Some((k + 1, 1.0 + 0.1 * k as f64)),
+            );
+        }
+        assert!(!seen[0] && !seen[1], "before the trial: {seen:?}");
+        assert_eq!(
+            seen[39], settled,
+            "kept {kept}: {seen:?}, {:?}",
+            g.histogram
+        );
+    }
+}

@@ -41,7 +41,12 @@ const STREAK: u32 = 2;
 const STREAK_SEVERAL: u32 = 64;
 
 pub(super) struct Lookahead {
+    /// TANDEM_CUDA_AHEAD (A/B).
     enabled: bool,
+    /// The engine's permission: off in a process that speculates, except
+    /// while its governor has turned speculation off
+    /// ([`crate::backend::Backend::allow_lookahead`]).
+    allowed: bool,
     /// Steps in a row that continued the one before with its best candidate.
     streak: u32,
     /// (KV cache, position) of the last one-row step with a best-first
@@ -73,6 +78,7 @@ impl Lookahead {
     pub fn new() -> Self {
         Self {
             enabled: std::env::var("TANDEM_CUDA_AHEAD").map_or(true, |v| v != "0"),
+            allowed: true,
             streak: 0,
             last: None,
             fed: 0,
@@ -95,7 +101,7 @@ impl Lookahead {
             && step.logit_rows == [0]
             && k > 0
             && shape.len() <= SLOT_FLOATS;
-        if !self.enabled || !one_row {
+        if !self.enabled || !self.allowed || !one_row {
             self.start_over();
             return false;
         }
@@ -110,9 +116,11 @@ impl Lookahead {
         self.streak >= if k == 1 { STREAK } else { STREAK_SEVERAL }
     }
 
-    pub(super) fn stop(&mut self) {
-        self.enabled = false;
-        self.start_over();
+    pub(super) fn allow(&mut self, allowed: bool) {
+        self.allowed = allowed;
+        if !allowed {
+            self.start_over();
+        }
     }
 
     /// Forget the streak: the next step continues nothing.
