@@ -20,3 +20,4 @@ pub mod server;
 pub mod spec;
 pub mod synth;
 pub mod tokenizer;
+pub mod vecmath;

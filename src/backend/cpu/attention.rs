@@ -11,6 +11,8 @@
 
 use std::cell::RefCell;
 
+use crate::vecmath::{exp_neg, max_f32, sum_f32};
+
 use super::{pool, CpuAct};
 use crate::backend::{AttnParams, AttnSeq};
 use crate::quant::act::{axpy_f32, dot_f32};
@@ -61,13 +63,9 @@ pub fn attention(
                 }
             }
             for head in scores.chunks_exact_mut(n) {
-                let max = head.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0.0f32;
-                for sc in head.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                let inv = 1.0 / sum;
+                let max = max_f32(head);
+                head.iter_mut().for_each(|sc| *sc = exp_neg(*sc - max));
+                let inv = 1.0 / sum_f32(head);
                 head.iter_mut().for_each(|sc| *sc *= inv);
             }
             o.fill(0.0);
