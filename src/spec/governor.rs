@@ -507,10 +507,6 @@ impl Governor {
         }
     }
 
-    /// Whether a draft's own guesses (outlook 0) are expected to pay: true
-    /// before they have been measured, so that a new draft is tried. A draft
-    /// reads the prompt ahead of time only then; one that is off would pay
-    /// for reading it and never use it.
     /// Whether plain steps will likely follow one another for a while: k
     /// is fixed at 0, or speculation is off after this class of guess was
     /// tried (probes then come rarely, paid from a credit). Ask after
@@ -522,6 +518,10 @@ impl Governor {
         }
     }
 
+    /// Whether a draft's own guesses (outlook 0) are expected to pay: true
+    /// before they have been measured, so that a new draft is tried. A draft
+    /// reads the prompt ahead of time only then; one that is off would pay
+    /// for reading it and never use it.
     pub fn expects_to_speculate(&self) -> bool {
         if let Some(k) = self.cfg.fixed_k {
             return k > 0;
